@@ -1,0 +1,39 @@
+"""The cache stage's LightningModule: ``predict_step`` encodes one shard of clips and captions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+
+from diffusion_link.encoder.clap import ClapConfig, ClapEncoder
+
+
+class CacheModule(L.LightningModule):
+    """Frozen CLAP over audio and captions; run by ``diffusion-link predict``.
+
+    Args:
+        encoder: the CLAP settings (checkpoint path, crop policy, ...). See :class:`ClapConfig`.
+        text_batch_size: captions encoded per forward pass.
+    """
+
+    def __init__(self, encoder: ClapConfig = ClapConfig(), text_batch_size: int = 64):
+        super().__init__()
+        self.encoder = ClapEncoder(encoder)
+        self.text_batch_size = text_batch_size
+
+    def describe(self) -> dict:
+        return self.encoder.describe()
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        out = {k: batch[k] for k in ("split", "shard", "clip_ids", "captions", "failures")}
+        if not batch["clip_ids"]:
+            out["audio_embedding"] = torch.zeros(0, self.encoder.dim)
+            out["text_embeddings"] = []
+            return out
+        out["audio_embedding"] = self.encoder.encode_audio([w.numpy() if torch.is_tensor(w) else w for w in batch["waves"]])
+        flat = [c for caps in batch["captions"] for c in caps]
+        text = torch.cat([self.encoder.encode_text(flat[i : i + self.text_batch_size]) for i in range(0, len(flat), self.text_batch_size)])
+        out["text_embeddings"] = list(torch.split(text, [len(c) for c in batch["captions"]]))
+        return out

@@ -1,0 +1,67 @@
+"""``diffusion-link``: one LightningCLI for every stage; the YAML's ``class_path`` picks the stage.
+
+    diffusion-link predict --config configs/cache/demo.yaml     # stage 1: CLAP features -> store
+    diffusion-link doctor                                         # which offline assets are here
+
+Any option of the config can be overridden on the command line (``--trainer.devices=2``,
+``--model.init_args.encoder.checkpoint=630k-audioset-best.pt``); ``--print_config`` shows the
+resolved configuration. Multi-GPU and multi-node runs are Lightning's own strategies
+(``--trainer.strategy=ddp --trainer.devices=N --trainer.num_nodes=M``; SLURM is detected).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+DESCRIPTION = """\
+Diffusion-Link pipeline. Each stage is a LightningModule chosen by `model.class_path` in a YAML config:
+
+  cache    diffusion-link predict --config configs/cache/demo.yaml
+           frozen CLAP -> feature store (store.json + one Arrow dataset per split)
+
+Other commands:
+  doctor   diffusion-link doctor     lists the offline assets present and how to get the missing ones
+
+Every run saves its resolved config beside its logs. See docs/ for inputs and outputs of each stage.
+"""
+
+
+def _offline_environment() -> None:
+    # A hub look-up that slips through must fail in milliseconds, not retry for minutes: we never
+    # download. Users with a warm cache are unaffected; users who want the hub can set these to 0.
+    for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(key, "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console entry point (``args=None`` reads ``sys.argv``)."""
+    _offline_environment()
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] == ["doctor"]:
+        from diffusion_link.doctor import main as doctor
+
+        raise SystemExit(doctor(argv[1:]))
+
+    import lightning as L
+    from lightning.pytorch.cli import LightningCLI
+
+    class DiffusionLinkCLI(LightningCLI):
+        def init_parser(self, **kwargs):
+            kwargs.setdefault("description", DESCRIPTION)
+            return super().init_parser(**kwargs)
+
+    DiffusionLinkCLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        args=argv,
+    )
+
+
+if __name__ == "__main__":
+    main()

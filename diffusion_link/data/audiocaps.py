@@ -1,0 +1,211 @@
+"""The two real AudioCaps sources, and the record type every audio source yields.
+
+AudioCaps train has one caption per clip; val and test have five. Both sources group rows by
+clip, so a clip is one record with all its captions.
+
+* :class:`AudioCapsCSV`: the official layout, ``{split}.csv`` with
+  ``audiocap_id,youtube_id,start_time,caption`` plus a folder of downloaded clips. Downloaded copies
+  always miss some deleted videos: a missing clip is *reported* (it reaches ``failures.csv`` with
+  the reason ``file not found``), never fatal.
+* :class:`AudioCapsHF`: a Hugging Face dataset, either a local ``save_to_disk`` folder or a hub id
+  in a warm cache, with configurable column names; audio given as bytes or paths. Audio is decoded
+  by our code (``datasets.Audio`` needs torchcodec, which has no CPU wheel beside our torch).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from diffusion_link.data.audio import AudioDecodeError, load_audio
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
+
+
+@dataclass
+class ClipRecord:
+    """One clip: its id, where its audio is (a path, or a row of a dataset) and its captions."""
+
+    clip_id: str
+    audio: str | int
+    captions: list[str] = field(default_factory=list)
+
+
+class AudioSource:
+    """What the caching DataModule reads: records per split, and how to decode one."""
+
+    def records(self, split: str) -> list[ClipRecord]:
+        raise NotImplementedError
+
+    def load(self, record: ClipRecord, split: str, sample_rate: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        raise NotImplementedError
+
+
+def _fingerprint(records: list[ClipRecord]) -> str:
+    digest = hashlib.sha256()
+    for r in records:
+        digest.update(repr((r.clip_id, r.captions)).encode())
+    return digest.hexdigest()[:16]
+
+
+class AudioCapsCSV(AudioSource):
+    """Official AudioCaps CSVs plus a folder of downloaded clips.
+
+    Args:
+        csv_dir: folder with ``train.csv``, ``val.csv``, ``test.csv``.
+        audio_dir: folder with the clips, optionally in one sub-folder per split.
+        filename: the clip's file name without extension, formatted with the row's columns
+            (default ``{youtube_id}``; many downloaders write ``{youtube_id}_{start_time}``).
+    """
+
+    def __init__(self, csv_dir: str, audio_dir: str, filename: str = "{youtube_id}"):
+        self.csv_dir = Path(csv_dir)
+        self.audio_dir = Path(audio_dir)
+        self.filename = filename
+        self._index: dict[str, Path] | None = None
+
+    def _file_index(self) -> dict[str, Path]:
+        if self._index is None:
+            index: dict[str, Path] = {}
+            if self.audio_dir.is_dir():
+                for path in sorted(self.audio_dir.rglob("*")):
+                    if path.suffix.lower() in AUDIO_EXTENSIONS:
+                        index.setdefault(path.stem, path)
+            self._index = index
+        return self._index
+
+    def records(self, split: str) -> list[ClipRecord]:
+        path = self.csv_dir / f"{split}.csv"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"AudioCaps CSV not found: {path}. Expected the official layout "
+                "(train.csv/val.csv/test.csv with audiocap_id,youtube_id,start_time,caption)."
+            )
+        clips: dict[str, ClipRecord] = {}
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = {"youtube_id", "start_time", "caption"} - set(reader.fieldnames or [])
+            if missing:
+                raise ValueError(f"{path}: missing columns {sorted(missing)}; found {reader.fieldnames}")
+            index = self._file_index()
+            for row in reader:
+                clip_id = f"{row['youtube_id']}_{int(float(row['start_time']))}"
+                if clip_id not in clips:
+                    stem = self.filename.format(**row)
+                    found = index.get(stem)
+                    clips[clip_id] = ClipRecord(clip_id, str(found) if found else str(self.audio_dir / stem))
+                clips[clip_id].captions.append(" ".join(row["caption"].split()))
+        return sorted(clips.values(), key=lambda r: r.clip_id)
+
+    def load(self, record: ClipRecord, split: str, sample_rate: int) -> np.ndarray:
+        return load_audio(record.audio, sample_rate)
+
+    def describe(self) -> dict:
+        return {"source": "audiocaps-csv", "csv_dir": str(self.csv_dir.resolve()), "filename": self.filename}
+
+
+class AudioCapsHF(AudioSource):
+    """AudioCaps as a Hugging Face dataset (local ``save_to_disk`` folder, or a hub id in a warm cache).
+
+    Args:
+        path: a ``save_to_disk`` folder (a DatasetDict) or a hub id (then loaded with the hub offline).
+        split_names: our split name -> the dataset's (e.g. ``{"val": "validation"}``).
+        audio_column: a column of file paths, of bytes, or of ``{"bytes", "path"}`` dicts (``datasets.Audio``).
+        caption_column: a string column (one row per caption) or a list-of-strings column.
+        id_column: the clip id; rows that share it are one clip. Default: ``youtube_id`` + ``start_time``
+            when those columns exist, else the row number.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        split_names: dict[str, str] | None = None,
+        audio_column: str = "audio",
+        caption_column: str = "caption",
+        id_column: str | None = None,
+    ):
+        self.path = path
+        self.split_names = split_names or {}
+        self.audio_column = audio_column
+        self.caption_column = caption_column
+        self.id_column = id_column
+        self._datasets: dict = {}
+
+    def __getstate__(self):  # worker processes re-open the memory-mapped files themselves
+        return {**self.__dict__, "_datasets": {}}
+
+    def _dataset(self, split: str):
+        if split not in self._datasets:
+            import datasets
+
+            name = self.split_names.get(split, split)
+            if Path(self.path).exists():
+                loaded = datasets.load_from_disk(self.path)
+                if isinstance(loaded, datasets.DatasetDict):
+                    if name not in loaded:
+                        raise KeyError(f"{self.path} has splits {list(loaded)}, not '{name}' (set split_names)")
+                    loaded = loaded[name]
+            else:
+                from diffusion_link.encoder.clap import _quiet_hub
+
+                with _quiet_hub():
+                    loaded = datasets.load_dataset(self.path, split=name)
+            if isinstance(loaded.features.get(self.audio_column), datasets.Audio):
+                loaded = loaded.cast_column(self.audio_column, datasets.Audio(decode=False))
+            self._datasets[split] = loaded
+        return self._datasets[split]
+
+    def records(self, split: str) -> list[ClipRecord]:
+        ds = self._dataset(split)
+        for column in (self.caption_column, self.audio_column):
+            if column not in ds.column_names:
+                raise KeyError(f"column '{column}' not in {self.path} [{split}]: {ds.column_names}")
+        meta = ds.select_columns([c for c in ds.column_names if c != self.audio_column])
+        clips: dict[str, ClipRecord] = {}
+        for row_index, row in enumerate(meta):
+            if self.id_column:
+                clip_id = str(row[self.id_column])
+            elif "youtube_id" in row and "start_time" in row:
+                clip_id = f"{row['youtube_id']}_{int(float(row['start_time']))}"
+            else:
+                clip_id = f"{row_index:08d}"
+            captions = row[self.caption_column]
+            captions = [captions] if isinstance(captions, str) else list(captions)
+            record = clips.setdefault(clip_id, ClipRecord(clip_id, row_index))
+            record.captions.extend(" ".join(c.split()) for c in captions)
+        return sorted(clips.values(), key=lambda r: r.clip_id)
+
+    def load(self, record: ClipRecord, split: str, sample_rate: int) -> np.ndarray:
+        value = self._dataset(split)[int(record.audio)][self.audio_column]
+        where = f"{self.path}[{split}] row {record.audio} ({record.clip_id})"
+        if isinstance(value, dict):
+            value = value.get("bytes") or value.get("path")
+        if value is None:
+            raise AudioDecodeError(where, "no audio in the row")
+        if isinstance(value, str):
+            return load_audio(value, sample_rate, where=f"{where}: {value}")
+        return load_audio(bytes(value), sample_rate, where=where)
+
+    def describe(self) -> dict:
+        return {
+            "source": "audiocaps-hf",
+            "path": str(Path(self.path).resolve()) if Path(self.path).exists() else self.path,
+            "split_names": self.split_names,
+            "audio_column": self.audio_column,
+            "caption_column": self.caption_column,
+        }
+
+
+def describe_records(source: AudioSource, records: dict[str, list[ClipRecord]]) -> dict:
+    """The data part of a store's identity: the source and a fingerprint of every split's clips."""
+    return {**source.describe(), "splits": {s: {"clips": len(r), "fingerprint": _fingerprint(r)} for s, r in records.items()}}
+
+
+__all__ = ["AudioCapsCSV", "AudioCapsHF", "AudioSource", "ClipRecord", "AudioDecodeError", "describe_records"]

