@@ -94,7 +94,10 @@ class FeatureStoreWriter(BasePredictionWriter):
             "captions": prediction["captions"],
             "text_embeddings": [t.numpy() for t in prediction["text_embeddings"]],
         }
-        rows_to_dataset(rows, self.header["dim"]).save_to_disk(str(tmp))
+        if rows["clip_id"]:
+            rows_to_dataset(rows, self.header["dim"]).save_to_disk(str(tmp))
+        else:  # every clip of the shard failed: only the failures are recorded
+            tmp.mkdir(parents=True)
         (tmp / "failures.json").write_text(json.dumps(prediction["failures"]))
         try:
             tmp.rename(final)
@@ -128,7 +131,7 @@ class FeatureStoreWriter(BasePredictionWriter):
             )
         failures, counts = [], {}
         for split, n in plan.items():
-            parts = [load_from_disk(str(self._shard_dir(split, i))) for i in range(n)]
+            parts = [load_from_disk(str(d)) for i in range(n) if ((d := self._shard_dir(split, i)) / "state.json").is_file()]
             for i in range(n):
                 failures += [(c, split, p, r) for c, p, r in json.loads((self._shard_dir(split, i) / "failures.json").read_text())]
             merged = concatenate_datasets(parts) if parts else rows_to_dataset({k: [] for k in ("clip_id", "audio_embedding", "captions", "text_embeddings")}, self.header["dim"])

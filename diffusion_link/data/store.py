@@ -134,7 +134,10 @@ class FeatureStore:
             folder = self.path / name
             if not folder.is_dir():
                 raise StoreError(f"{self.path} has no split '{name}'; it has {self.splits}")
-            ds = load_from_disk(str(folder))
+            try:
+                ds = load_from_disk(str(folder))
+            except IndexError:  # datasets cannot reload a saved dataset of zero rows: an empty split
+                ds = rows_to_dataset({c: [] for c in COLUMNS}, self.dim)
             missing = set(COLUMNS) - set(ds.column_names)
             if missing:
                 raise StoreError(f"{folder}: missing columns {sorted(missing)} (has {ds.column_names})")

@@ -1,0 +1,65 @@
+"""Shared fixtures. Every test runs offline: hub look-ups fail at once, and a socket connection to
+anything but this machine fails the test (the audit hook below)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+# Converted tokenizers are derived files; keep them in one place across the session.
+os.environ.setdefault("DIFFUSION_LINK_HOME", str(Path(__file__).resolve().parent.parent / ".cache" / "diffusion-link"))
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+CONNECTS: list = []
+BLOCK_ALL = {"on": False}
+
+
+def _audit(event, args):
+    if event == "socket.connect":
+        address = args[1]
+        host = address[0] if isinstance(address, tuple) else str(address)
+        local = isinstance(address, (str, bytes)) or host in ("127.0.0.1", "::1", "localhost")
+        CONNECTS.append(address)
+        if BLOCK_ALL["on"] or not local:
+            raise ConnectionRefusedError(f"network access attempted in a test: {address!r}")
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.fixture
+def no_network():
+    """Inside this fixture *any* socket connection (even local) raises, and is recorded."""
+    CONNECTS.clear()
+    BLOCK_ALL["on"] = True
+    try:
+        yield CONNECTS
+    finally:
+        BLOCK_ALL["on"] = False
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory) -> Path:
+    """The demo dataset at its smallest useful size (6 / 3 / 3 clips), built once."""
+    from diffusion_link.data.demo import build_demo
+
+    return build_demo(tmp_path_factory.mktemp("demo") / "demo", n_train=6, n_val=3, n_test=3)
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    from diffusion_link.encoder.clap import ClapConfig, ClapEncoder
+
+    return ClapEncoder(ClapConfig())
+
+
+@pytest.fixture(scope="session")
+def _socket_module():
+    return socket

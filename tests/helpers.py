@@ -1,0 +1,68 @@
+"""Helpers of the tests: configs written for a temporary folder, CLI runs, store comparison."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cache_config(tmp: Path, demo_root: Path, *, source: dict | None = None, shard_size: int = 2, name: str = "demo",
+                 num_workers: int = 0, encoder: dict | None = None) -> Path:
+    """The repository's configs/cache/demo.yaml, pointed at temporary folders."""
+    config = yaml.safe_load((REPO / "configs/cache/demo.yaml").read_text())
+    config["data"]["init_args"]["source"] = source or {
+        "class_path": "diffusion_link.data.DemoAudioCaps",
+        "init_args": {"root": str(demo_root), "n_train": 6, "n_val": 3, "n_test": 3},
+    }
+    config["data"]["init_args"]["shard_size"] = shard_size
+    config["data"]["init_args"]["num_workers"] = num_workers
+    config["model"]["init_args"]["encoder"].update(encoder or {})
+    config["trainer"]["callbacks"][0]["init_args"] = {"root": str(tmp / "stores"), "name": name}
+    config["trainer"]["accelerator"] = "cpu"
+    config["trainer"]["enable_progress_bar"] = False
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / f"cache-{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_cli(args: list[str], env: dict | None = None, timeout: int = 600, **kwargs) -> subprocess.CompletedProcess:
+    """The console script in a fresh process (needed for DDP, which re-launches ``sys.argv``)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "diffusion_link.cli", *args], env=full_env, capture_output=True,
+                          text=True, timeout=timeout, **kwargs)
+
+
+def store_arrays(path: Path) -> dict:
+    """Every split of a store as plain arrays, for exact comparison."""
+    from diffusion_link.data.store import FeatureStore
+
+    store = FeatureStore(path)
+    out = {}
+    for split in store.splits:
+        ds = store.split(split)
+        out[split] = {
+            "clip_id": list(ds["clip_id"]),
+            "audio": np.asarray(ds["audio_embedding"]),
+            "captions": [list(c) for c in ds["captions"]],
+            "text": [np.asarray(t) for t in ds["text_embeddings"]],
+        }
+    return out
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    x, y = store_arrays(a), store_arrays(b)
+    assert x.keys() == y.keys()
+    for split in x:
+        assert x[split]["clip_id"] == y[split]["clip_id"], split
+        assert x[split]["captions"] == y[split]["captions"], split
+        np.testing.assert_array_equal(x[split]["audio"], y[split]["audio"])
+        for t1, t2 in zip(x[split]["text"], y[split]["text"]):
+            np.testing.assert_array_equal(t1, t2)
