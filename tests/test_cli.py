@@ -1,0 +1,36 @@
+import yaml
+from helpers import REPO, cache_config, run_cli
+
+from diffusion_link.doctor import checks
+
+
+def test_help_explains_the_stages():
+    result = run_cli(["--help"])
+    assert result.returncode == 0
+    for word in ("cache", "predict", "doctor", "configs/cache/demo.yaml"):
+        assert word in result.stdout
+
+
+def test_print_config_resolves_the_demo_config(tmp_path, tiny_demo):
+    result = run_cli(["predict", "--config", str(cache_config(tmp_path, tiny_demo)), "--print_config"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = yaml.safe_load(result.stdout)
+    assert config["model"]["class_path"] == "diffusion_link.cache.CacheModule"
+    assert config["model"]["init_args"]["encoder"]["crop"] == "centre"
+    assert config["seed_everything"] == 0
+
+
+def test_every_config_in_the_repository_parses():
+    for path in sorted((REPO / "configs").rglob("*.yaml")):
+        subcommand = yaml.safe_load(path.read_text()).get("_subcommand", "predict" if "cache" in path.parts else "fit")
+        result = run_cli([subcommand, "--config", str(path), "--print_config"], cwd=REPO)
+        assert result.returncode == 0, f"{path}: {result.stderr[-2000:]}"
+
+
+def test_doctor_lists_assets_and_how_to_get_missing_ones():
+    result = run_cli(["doctor", "--clap-checkpoint", "/nowhere/630k-audioset-best.pt"])
+    assert result.returncode == 0, result.stdout  # the required, pip-installable assets are present
+    assert "ok      demo recordings" in result.stdout
+    assert "630k-audioset-best.pt" in result.stdout and "absent" in result.stdout
+    names = {c.name: c for c in checks()}
+    assert names["PTB tokenizer jar"].ok and names["SmolLM2-135M-Instruct (GGUF)"].ok

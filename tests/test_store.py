@@ -1,0 +1,92 @@
+"""The feature store contract: what another tool writes, the later stages read."""
+
+import json
+import subprocess
+import sys
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from diffusion_link.data.datamodules import FeatureDataModule
+from diffusion_link.data.store import FeatureStore, StoreError, checksum, rows_to_dataset
+
+from helpers import REPO
+
+
+@pytest.fixture
+def independent(tmp_path):
+    subprocess.run([sys.executable, str(REPO / "tests/data/independent_store.py"), str(tmp_path / "s"), "7", "16"], check=True)
+    return tmp_path / "s"
+
+
+def test_store_from_an_independent_script_is_accepted(independent):
+    store = FeatureStore(independent)
+    assert store.dim == 16 and store.splits == ["test", "train"]
+    assert list(store.caption_counts("test")) == [5, 5, 5]
+    dm = FeatureDataModule(str(independent), batch_size=4)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["audio_embedding"].shape == (4, 16) and batch["text_embedding"].dtype == torch.float32
+    clips = next(iter(dm.test_dataloader()))
+    assert clips["text_embeddings"].shape == (3, 5, 16) and clips["n_refs"].tolist() == [5, 5, 5]
+    assert clips["captions"][0][4] == "caption 4 of test0"
+
+
+def test_pairs_cover_every_caption_exactly_once(independent):
+    dm = FeatureDataModule(str(independent), batch_size=3, train_split="test")
+    seen = [c for b in dm.train_dataloader() for c in b["caption"]]
+    assert sorted(seen) == sorted(f"caption {k} of test{i}" for i in range(3) for k in range(5))
+    # the text embedding of a pair is the one of its caption
+    ds = FeatureStore(independent).split("test")
+    b = next(iter(FeatureDataModule(str(independent), batch_size=15, train_split="test").train_dataloader()))
+    for clip, caption, emb in zip(b["clip_id"], b["caption"], b["text_embedding"]):
+        row = list(ds["clip_id"]).index(clip)
+        k = int(caption.split()[1])
+        np.testing.assert_array_equal(np.asarray(ds[row]["text_embeddings"][k]), emb.numpy())
+
+
+def test_bad_stores_are_clear_errors(tmp_path, independent):
+    with pytest.raises(StoreError, match="store.json is missing"):
+        FeatureStore(tmp_path)
+    meta = json.loads((independent / "store.json").read_text())
+    (independent / "store.json").write_text(json.dumps({**meta, "dim": 32}))
+    with pytest.raises(StoreError, match="dim=32"):
+        FeatureStore(independent).split("train")
+    (independent / "store.json").write_text(json.dumps({**meta, "status": "incomplete"}))
+    with pytest.raises(StoreError, match="interrupted"):
+        FeatureStore(independent)
+    (independent / "store.json").write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(StoreError, match="format_version"):
+        FeatureStore(independent)
+    (independent / "store.json").write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match="no split 'val'"):
+        FeatureDataModule(str(independent)).val_dataloader()
+
+
+def test_empty_split_is_readable_and_refused_for_training(tmp_path):
+    (tmp_path / "s").mkdir()
+    rows_to_dataset({"clip_id": [], "audio_embedding": [], "captions": [], "text_embeddings": []}, 8).save_to_disk(str(tmp_path / "s" / "train"))
+    (tmp_path / "s" / "store.json").write_text(json.dumps({"format_version": 1, "dim": 8}))
+    assert len(FeatureStore(tmp_path / "s").split("train")) == 0
+    with pytest.raises(StoreError, match="empty"):
+        FeatureDataModule(str(tmp_path / "s")).train_dataloader()
+
+
+def test_checksum_changes_with_any_setting():
+    base = {"encoder": {"crop": "centre", "weights": "random-init(seed=0)"}, "dim": 512}
+    assert checksum(base) == checksum(json.loads(json.dumps(base)))
+    assert checksum(base) != checksum({**base, "encoder": {**base["encoder"], "crop": "chunk_average"}})
+
+
+def test_ddp_sharding_is_lightnings(independent):
+    """Under 2 processes Lightning gives each rank half of the pairs (DistributedSampler)."""
+    from lightning.pytorch.trainer.connectors.data_connector import _update_dataloader
+    from torch.utils.data import DistributedSampler
+
+    loader = FeatureDataModule(str(independent), batch_size=2).train_dataloader()
+    parts = [_update_dataloader(loader, DistributedSampler(loader.dataset, num_replicas=2, rank=r, shuffle=False)) for r in (0, 1)]
+    ids = [[c for b in p for c in b["clip_id"]] for p in parts]
+    assert len(ids[0]) == len(ids[1]) == 4  # 7 pairs, padded to 8 by the sampler
+    assert set(ids[0]) | set(ids[1]) == {f"train{i}" for i in range(7)} and len(set(ids[0]) & set(ids[1])) == 1
+    assert L.LightningDataModule in type(FeatureDataModule(str(independent))).__mro__
