@@ -1,0 +1,197 @@
+"""DiffusionLink: preprocessing, denoiser, schedule, sampler and EMA in one plain ``nn.Module``.
+
+Usable without Lightning::
+
+    bridge = DiffusionLink.from_pretrained("artifacts/bridge/diffusion-link/export")
+    text_like = bridge.bridge(audio_embeddings)        # (N, D) unit vectors in CLAP text space
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffusion_link.bridge.network import Denoiser
+from diffusion_link.bridge.schedule import NoiseSchedule, sample
+
+EXPORT_FORMAT = "diffusion-link-bridge/1"
+
+
+@dataclass
+class BridgeConfig:
+    """Everything that defines a bridge. Defaults are our decisions (docs/method.md); the paper
+    states only "three residual MLP blocks" on the frozen encoder's pooled embedding.
+
+    Args:
+        dim: embedding dimension D (checked against the feature store).
+        hidden: hidden width H of each block's MLP.
+        blocks: number of residual MLP blocks.
+        width: residual width (default D).
+        time_dim: sinusoidal timestep embedding size.
+        conditioning: time enters each block by ``add`` or ``film``.
+        condition_on_source: also give the denoiser the source audio embedding.
+        dropout: dropout inside the blocks.
+        timesteps: T of the DDPM.
+        schedule: ``cosine`` or ``linear``.
+        parameterisation: what the network predicts: ``x0``, ``eps`` or ``v``.
+        center: subtract the per-modality mean of the training split (before re-normalising).
+        scale: multiply unit vectors by sqrt(D), so components have about unit variance.
+        t_start: t* where the reverse chain is entered with the audio embedding.
+        steps: K, DDIM steps from t* to 0.
+        sampler: ``ddim`` (deterministic) or ``ddpm`` (ancestral, every step from t*).
+        noise_start: forward-noise the audio embedding to t* before the reverse chain.
+        ema_decay: decay of the exponential moving average of the weights used for sampling.
+    """
+
+    dim: int = 512
+    hidden: int = 2048
+    blocks: int = 3
+    width: int | None = None
+    time_dim: int = 256
+    conditioning: Literal["add", "film"] = "add"
+    condition_on_source: bool = False
+    dropout: float = 0.0
+    timesteps: int = 1000
+    schedule: Literal["cosine", "linear"] = "cosine"
+    parameterisation: Literal["x0", "eps", "v"] = "x0"
+    center: bool = False
+    scale: bool = True
+    t_start: int = 600
+    steps: int = 5
+    sampler: Literal["ddim", "ddpm"] = "ddim"
+    noise_start: bool = False
+    ema_decay: float = 0.999
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "BridgeConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+class Preprocessor(nn.Module):
+    """L2-normalise, optionally subtract the modality's training mean and re-normalise, scale by sqrt(D).
+
+    :meth:`inverse` maps back to the unit sphere exactly: with centring, the point is found along
+    the ray from the text mean (the positive root of ||s u + mu|| = 1), so
+    ``inverse(forward(c, "text")) == c`` for every unit vector c.
+    """
+
+    def __init__(self, dim: int, center: bool, scale: bool):
+        super().__init__()
+        self.center, self.factor = center, math.sqrt(dim) if scale else 1.0
+        self.register_buffer("mean_audio", torch.zeros(dim))
+        self.register_buffer("mean_text", torch.zeros(dim))
+
+    def set_means(self, mean_audio: torch.Tensor, mean_text: torch.Tensor) -> None:
+        for name, value in (("audio", mean_audio), ("text", mean_text)):
+            if value.norm() >= 1:
+                raise ValueError(f"the mean of unit {name} vectors must have norm < 1, got {value.norm():.4f}")
+        self.mean_audio.copy_(mean_audio)
+        self.mean_text.copy_(mean_text)
+
+    def forward(self, x: torch.Tensor, modality: Literal["audio", "text"]) -> torch.Tensor:
+        x = F.normalize(x.float(), dim=-1)
+        if self.center:
+            x = F.normalize(x - (self.mean_audio if modality == "audio" else self.mean_text), dim=-1)
+        return x * self.factor
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        u = F.normalize(y / self.factor, dim=-1)
+        if not self.center:
+            return u
+        mu = self.mean_text
+        dot = u @ mu
+        s = -dot + (dot.pow(2) - mu.dot(mu) + 1).clamp(min=0).sqrt()
+        return F.normalize(s[:, None] * u + mu, dim=-1)
+
+
+class DiffusionLink(nn.Module):
+    """The bridge: audio embeddings in, text-distribution embeddings out."""
+
+    def __init__(self, config: BridgeConfig | None = None, encoder: dict | None = None):
+        super().__init__()
+        self.config = config = config or BridgeConfig()
+        self.encoder = encoder or {}  # description of the CLAP that made the training embeddings
+        self.preprocess = Preprocessor(config.dim, config.center, config.scale)
+        self.denoiser = Denoiser(
+            config.dim, config.hidden, config.blocks, config.width, config.time_dim,
+            config.conditioning, config.condition_on_source, config.dropout,
+        )
+        self.schedule = NoiseSchedule(config.timesteps, config.schedule, config.parameterisation)
+        self.ema = torch.optim.swa_utils.AveragedModel(
+            self.denoiser, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay), use_buffers=True
+        )
+        self.ema.requires_grad_(False)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        self.ema.update_parameters(self.denoiser)
+
+    @torch.no_grad()
+    def bridge(self, audio: torch.Tensor, use_ema: bool = True, generator: torch.Generator | None = None, **overrides) -> torch.Tensor:
+        """Map (N, D) audio embeddings into the text-embedding distribution; returns unit vectors.
+
+        ``overrides`` replace sampling settings for this call (``t_start``, ``steps``, ``sampler``,
+        ``noise_start``).
+        """
+        if audio.ndim != 2 or audio.shape[1] != self.config.dim:
+            raise ValueError(f"expected audio embeddings of shape (N, {self.config.dim}), got {tuple(audio.shape)}")
+        cfg = {k: overrides.get(k, getattr(self.config, k)) for k in ("t_start", "steps", "sampler", "noise_start")}
+        device = self.mean_device
+        source = self.preprocess(audio.to(device), "audio")
+        network = self.ema.module if use_ema else self.denoiser
+        was_training = network.training
+        network.eval()
+        out = sample(self.schedule, lambda x, t: network(x, t, source), source, cfg["t_start"], cfg["steps"],
+                     cfg["sampler"], cfg["noise_start"], generator)
+        network.train(was_training)
+        return self.preprocess.inverse(out)
+
+    @property
+    def mean_device(self) -> torch.device:
+        return self.preprocess.mean_audio.device
+
+    # -- export ------------------------------------------------------------------------------------
+
+    def save_pretrained(self, folder: str | Path, extra: dict | None = None) -> Path:
+        """``model.safetensors`` (EMA weights + preprocessing means) and ``config.json``."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        weights = {f"denoiser.{k}": v for k, v in self.ema.module.state_dict().items()}
+        weights["preprocess.mean_audio"] = self.preprocess.mean_audio
+        weights["preprocess.mean_text"] = self.preprocess.mean_text
+        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(folder / "model.safetensors"))
+        meta = {"format": EXPORT_FORMAT, "config": asdict(self.config), "encoder": self.encoder, **(extra or {})}
+        (folder / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> "DiffusionLink":
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+            raise FileNotFoundError(
+                f"{folder} is not an exported bridge (needs config.json and model.safetensors); "
+                "export one with `diffusion-link fit --config configs/bridge/demo.yaml`."
+            )
+        meta = json.loads((folder / "config.json").read_text())
+        if meta.get("format") != EXPORT_FORMAT:
+            raise ValueError(f"{folder}: format {meta.get('format')!r}, expected {EXPORT_FORMAT!r}")
+        model = cls(BridgeConfig.from_dict(meta["config"]), meta.get("encoder"))
+        model.meta = meta
+        weights = load_file(str(folder / "model.safetensors"), device=str(map_location))
+        model.denoiser.load_state_dict({k.removeprefix("denoiser."): v for k, v in weights.items() if k.startswith("denoiser.")})
+        model.preprocess.set_means(weights["preprocess.mean_audio"], weights["preprocess.mean_text"])
+        model.ema.module.load_state_dict(copy.deepcopy(model.denoiser.state_dict()))
+        return model.eval()

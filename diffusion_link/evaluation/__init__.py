@@ -1,0 +1,1 @@
+"""Evaluation: modality-gap metrics, reports and figures (captioning metrics come with stage 3)."""
