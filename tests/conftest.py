@@ -15,7 +15,7 @@ os.environ.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORM
 os.environ.setdefault("DIFFUSION_LINK_HOME", str(Path(__file__).resolve().parent.parent / ".cache" / "diffusion-link"))
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "data")]
 
 CONNECTS: list = []
 BLOCK_ALL = {"on": False}
@@ -51,6 +51,18 @@ def tiny_demo(tmp_path_factory) -> Path:
     from diffusion_link.data.demo import build_demo
 
     return build_demo(tmp_path_factory.mktemp("demo") / "demo", n_train=6, n_val=3, n_test=3)
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory, tiny_demo) -> Path:
+    """The cache stage's store of the tiny demo (random-init CLAP), built once through the CLI."""
+    from helpers import cache_config
+
+    from diffusion_link.cli import main
+
+    tmp = tmp_path_factory.mktemp("demo-store")
+    main(["predict", "--config", str(cache_config(tmp, tiny_demo))])
+    return (tmp / "stores" / "demo").resolve()
 
 
 @pytest.fixture(scope="session")

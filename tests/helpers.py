@@ -66,3 +66,31 @@ def assert_same_store(a: Path, b: Path) -> None:
         np.testing.assert_array_equal(x[split]["audio"], y[split]["audio"])
         for t1, t2 in zip(x[split]["text"], y[split]["text"]):
             np.testing.assert_array_equal(t1, t2)
+
+
+def merge(base: dict, updates: dict) -> dict:
+    """Deep merge of plain dicts (``updates`` wins)."""
+    out = dict(base)
+    for key, value in updates.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def repo_config(relative: str, tmp: Path, updates: dict, name: str | None = None) -> Path:
+    """A config of the repository with ``updates`` merged in, written to ``tmp``."""
+    config = merge(yaml.safe_load((REPO / relative).read_text()), updates)
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / (name or Path(relative).name)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def bridge_updates(tmp: Path, store: Path, name: str, hidden: int = 64, steps: int = 6) -> dict:
+    """Small, fast overrides of configs/bridge/demo.yaml that write under ``tmp``."""
+    return {
+        "model": {"init_args": {"bridge": {"hidden": hidden}, "export_dir": str(tmp / name / "export"), "warmup_steps": 1}},
+        "data": {"init_args": {"store": str(store), "batch_size": 4}},
+        "trainer": {"max_steps": steps, "accelerator": "cpu", "default_root_dir": str(tmp / name), "enable_progress_bar": False,
+                    "check_val_every_n_epoch": 1, "log_every_n_steps": 1, "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                                                              "init_args": {"save_dir": str(tmp / name), "name": "logs"}}},
+    }

@@ -170,6 +170,7 @@ class ClipDataset(Dataset):
         batch = self.ds[list(map(int, indices))]
         return [
             {
+                "row": int(indices[j]),
                 "clip_id": batch["clip_id"][j],
                 "audio_embedding": np.asarray(batch["audio_embedding"][j], dtype=np.float32),
                 "text_embeddings": np.stack(batch["text_embeddings"][j]).astype(np.float32),
@@ -196,6 +197,7 @@ def collate_clips(items: list[dict]) -> dict:
     for i, x in enumerate(items):
         texts[i, : len(x["text_embeddings"])] = torch.from_numpy(x["text_embeddings"])
     return {
+        "row": torch.tensor([x["row"] for x in items], dtype=torch.long),
         "clip_id": [x["clip_id"] for x in items],
         "audio_embedding": torch.from_numpy(np.stack([x["audio_embedding"] for x in items])),
         "text_embeddings": texts,
@@ -214,8 +216,8 @@ class FeatureDataModule(L.LightningDataModule):
         store: path of a feature store directory.
         batch_size: items per batch.
         num_workers: loader processes.
-        train_split, val_split, test_split, predict_split: which split serves which stage
-            (``None`` disables a stage's loader).
+        train_split, val_split, test_split: which split serves which stage (``None`` disables it).
+        predict_splits: the splits ``predict`` runs over, one dataloader each (default: all).
     """
 
     def __init__(
@@ -226,13 +228,14 @@ class FeatureDataModule(L.LightningDataModule):
         train_split: str | None = "train",
         val_split: str | None = "val",
         test_split: str | None = "test",
-        predict_split: str | None = "test",
+        predict_splits: list[str] | None = None,
     ):
         super().__init__()
         self.store_path = store
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.split_for = {"fit": train_split, "validate": val_split, "test": test_split, "predict": predict_split}
+        self.split_for = {"fit": train_split, "validate": val_split, "test": test_split}
+        self.predict_splits = predict_splits
         self._store: FeatureStore | None = None
 
     @property
@@ -244,7 +247,8 @@ class FeatureDataModule(L.LightningDataModule):
     def _split(self, stage: str) -> str:
         split = self.split_for[stage]
         if split is None:
-            raise StoreError(f"no split is configured for '{stage}' (data.init_args.{stage}_split)")
+            option = {"fit": "train_split", "validate": "val_split", "test": "test_split"}[stage]
+            raise StoreError(f"no split is configured for '{stage}' (data.init_args.{option})")
         if len(self.store.split(split)) == 0:
             raise StoreError(f"split '{split}' of {self.store.path} is empty: nothing to {stage} on")
         return split
@@ -262,11 +266,17 @@ class FeatureDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader(PairDataset(self.store, self._split("fit")), True, collate_pairs)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list:
+        if self.split_for["validate"] is None:  # validation switched off
+            return []
         return self._loader(ClipDataset(self.store, self._split("validate")), False, collate_clips)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(ClipDataset(self.store, self._split("test")), False, collate_clips)
 
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(ClipDataset(self.store, self._split("predict")), False, collate_clips)
+    @property
+    def predict_split_names(self) -> list[str]:
+        return list(self.predict_splits) if self.predict_splits else self.store.splits
+
+    def predict_dataloader(self) -> list[DataLoader]:
+        return [self._loader(ClipDataset(self.store, s), False, collate_clips) for s in self.predict_split_names]

@@ -65,6 +65,28 @@ def rows_to_dataset(rows: dict[str, list], dim: int):
     return Dataset.from_dict(columns, features=features(dim))
 
 
+def write_split(folder: Path, batches, dim: int) -> int:
+    """Write one split from an iterable of ``pyarrow.RecordBatch``es in store schema, in the
+    ``save_to_disk`` layout (Arrow stream file, ``state.json``, ``dataset_info.json``), streaming:
+    the split is never held whole in memory. Returns the number of rows."""
+    import pyarrow as pa
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    feats = features(dim)
+    rows = 0
+    name = "data-00000-of-00001.arrow"
+    with pa.OSFile(str(folder / name), "wb") as sink, pa.ipc.new_stream(sink, feats.arrow_schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    state = {"_data_files": [{"filename": name}], "_fingerprint": checksum({"folder": str(folder), "rows": rows}),
+             "_format_columns": None, "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False, "_split": None}
+    (folder / "state.json").write_text(json.dumps(state))
+    (folder / "dataset_info.json").write_text(json.dumps({"features": feats.to_dict()}))
+    return rows
+
+
 def write_json(path: Path, payload: dict) -> None:
     """Atomic JSON write: readers never see half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -152,6 +174,47 @@ class FeatureStore:
             self._splits[name] = ds.with_format("numpy")
         return self._splits[name]
 
+    def iter_batches(self, name: str, rows: int = 8192):
+        """The split as ``pyarrow.RecordBatch``es of at most ``rows`` rows (memory-mapped reads)."""
+        yield from self.split(name).data.table.to_batches(max_chunksize=rows)
+
+    def means(self, name: str) -> tuple["torch.Tensor", "torch.Tensor"]:
+        """Mean of the L2-normalised audio embeddings and of every caption's text embedding."""
+        import torch
+
+        sums, counts = [np.zeros(self.dim), np.zeros(self.dim)], [0, 0]
+        for batch in self.iter_batches(name):
+            audio = _matrix(batch.column("audio_embedding"), self.dim)
+            text = _matrix(batch.column("text_embeddings").flatten(), self.dim)
+            for i, m in enumerate((audio, text)):
+                m = m / np.linalg.norm(m, axis=1, keepdims=True).clip(1e-12)
+                sums[i] += m.sum(0)
+                counts[i] += len(m)
+        if not all(counts):
+            raise StoreError(f"split '{name}' of {self.path} is empty: cannot compute its means")
+        return tuple(torch.from_numpy(s / n).float() for s, n in zip(sums, counts))
+
+    def text_matrix(self, name: str, limit: int | None = None, seed: int = 0) -> np.ndarray:
+        """Every caption's text embedding of a split as one (M, D) array (or a seeded sample of ``limit``)."""
+        parts = [_matrix(b.column("text_embeddings").flatten(), self.dim) for b in self.iter_batches(name)]
+        texts = np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+        if limit is not None and len(texts) > limit:
+            texts = texts[np.sort(np.random.default_rng(seed).choice(len(texts), limit, replace=False))]
+        return texts
+
+    def non_finite(self, name: str) -> list[str]:
+        """Clip ids whose audio or text embeddings contain NaN or infinity."""
+        bad = []
+        for batch in self.iter_batches(name):
+            audio = _matrix(batch.column("audio_embedding"), self.dim)
+            texts = batch.column("text_embeddings")
+            flat = _matrix(texts.flatten(), self.dim)
+            owner = np.repeat(np.arange(batch.num_rows), np.diff(texts.offsets.to_numpy()))
+            rows = set(np.flatnonzero(~np.isfinite(audio).all(1))) | set(owner[~np.isfinite(flat).all(1)])
+            ids = batch.column("clip_id").to_pylist()
+            bad += [ids[i] for i in sorted(rows)]
+        return bad
+
     def caption_counts(self, name: str) -> np.ndarray:
         """Captions per clip, read from Arrow offsets (no row is materialised)."""
         import pyarrow.compute as pc
@@ -160,4 +223,16 @@ class FeatureStore:
         return np.concatenate([pc.list_value_length(chunk).to_numpy(zero_copy_only=False) for chunk in column.chunks] or [np.zeros(0)]).astype(np.int64)
 
 
-__all__ = ["FeatureStore", "StoreError", "checksum", "features", "rows_to_dataset", "store_header", "write_json", "FORMAT_VERSION"]
+def _matrix(column, dim: int) -> np.ndarray:
+    """An Arrow list / fixed-size-list column of vectors as a (N, dim) float array (no Python rows)."""
+    import pyarrow as pa
+
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if len(column) == 0:
+        return np.zeros((0, dim), np.float32)
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(len(column), dim)
+
+
+__all__ = ["FeatureStore", "StoreError", "checksum", "features", "rows_to_dataset", "store_header", "write_json", "write_split", "FORMAT_VERSION"]

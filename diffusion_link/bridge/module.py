@@ -1,0 +1,290 @@
+"""Stage 2 as a LightningModule: ``fit`` trains a bridge, ``validate``/``test`` run the modality-gap
+analysis against the earlier bridges, ``predict`` bridges every clip of a store (with
+:class:`~diffusion_link.bridge.writer.BridgedStoreWriter`)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import CatMetric
+
+from diffusion_link.bridge.baselines import Identity, MeanShift, ProjectionDecoding
+from diffusion_link.bridge.losses import prediction_loss, topology_loss
+from diffusion_link.bridge.model import BridgeConfig, DiffusionLink
+from diffusion_link.data.store import StoreError
+from diffusion_link.evaluation.gap import RetrievalRecall, gap_metrics
+
+log = logging.getLogger(__name__)
+
+# Parts of the encoder description that must match between the training store and any other store.
+ENCODER_IDENTITY = ("family", "amodel", "tmodel", "weights", "dim", "sample_rate", "window_samples", "crop", "pad", "quantise_int16")
+
+
+def encoder_mismatch(trained: dict, store: dict) -> list[str]:
+    """The encoder settings that differ (empty when the bridge fits the store)."""
+    return [f"{k}: bridge {trained.get(k)!r} vs store {store.get(k)!r}" for k in ENCODER_IDENTITY if trained.get(k) != store.get(k)]
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^0-9a-zA-Z_]+", "_", name).strip("_").lower()
+
+
+class BridgeModule(L.LightningModule):
+    """Trains and evaluates Diffusion-Link (or, with other loss weights, Diffusion Bridge and ablations).
+
+    Args:
+        bridge: the network, diffusion and sampling settings (:class:`BridgeConfig`).
+        denoise_weight: weight of the text denoising loss.
+        cross_weight: weight of the cross-sample prediction loss (0 = Diffusion Bridge).
+        topology_weight: weight of the topology loss.
+        lr, weight_decay, warmup_steps: AdamW with linear warm-up.
+        name: this bridge's name in reports.
+        pretrained: an exported bridge folder to start from / to evaluate (instead of a Lightning checkpoint).
+        export_dir: where ``fit`` exports the trained bridge (safetensors + config.json); ``None``: no export.
+        compare: other exported bridges for the gap table, ``{name: folder}`` (Diffusion Bridge, ablations).
+        report_dir: where ``test`` writes gap_report.{csv,md} and figures.
+        projection_temperature: tau of the projection-decoding baseline.
+        support_size: text embeddings of the training split used as its support set (``None``: all).
+        probe_seed: seed of the linear probe's train/test split.
+    """
+
+    def __init__(
+        self,
+        bridge: BridgeConfig = BridgeConfig(),
+        denoise_weight: float = 1.0,
+        cross_weight: float = 1.0,
+        topology_weight: float = 1.0,
+        lr: float = 3e-4,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 100,
+        name: str = "Diffusion-Link",
+        pretrained: str | None = None,
+        export_dir: str | None = None,
+        compare: dict[str, str] | None = None,
+        report_dir: str = "artifacts/bridge/report",
+        projection_temperature: float = 0.01,
+        support_size: int | None = 50_000,
+        probe_seed: int = 0,
+    ):
+        super().__init__()
+        if denoise_weight == cross_weight == 0:
+            raise ValueError("denoise_weight and cross_weight are both 0: nothing would train the denoiser")
+        self.save_hyperparameters()
+        self.model = DiffusionLink.from_pretrained(pretrained) if pretrained else DiffusionLink(bridge)
+        if pretrained and self.model.config.dim != bridge.dim:
+            log.warning("pretrained bridge has dim %d; using it rather than bridge.dim=%d", self.model.config.dim, bridge.dim)
+
+    # -- data checks (before any work) ------------------------------------------------------------
+
+    @property
+    def store(self):
+        return self.trainer.datamodule.store
+
+    def _check_store(self, split: str, fitting: bool) -> None:
+        store = self.store
+        if store.dim != self.model.config.dim:
+            raise StoreError(
+                f"{store.path} holds {store.dim}-dimensional embeddings but the bridge is built for "
+                f"{self.model.config.dim} (set model.init_args.bridge.dim={store.dim} to train a new one)"
+            )
+        if not fitting:
+            if not self.model.encoder:
+                log.warning("this bridge records no encoder (untrained?): it is evaluated on %s as it is", store.path)
+            elif diff := encoder_mismatch(self.model.encoder, store.encoder):
+                raise StoreError(f"{store.path} was made by another encoder than the bridge was trained on: " + "; ".join(diff))
+        bad = store.non_finite(split)
+        if bad:
+            raise StoreError(f"split '{split}' of {store.path} has NaN or infinite embeddings in {len(bad)} clip(s): {bad[:10]}")
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            split = self.trainer.datamodule.split_for["fit"]
+            self._check_store(split, fitting=True)
+            if not self.model.encoder:
+                self.model.encoder = dict(self.store.encoder)
+                self.model.preprocess.set_means(*self.store.means(split))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["bridge_encoder"] = self.model.encoder
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.model.encoder = checkpoint.get("bridge_encoder", {})
+
+    # -- training ---------------------------------------------------------------------------------
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        model, hp = self.model, self.hparams
+        audio = model.preprocess(batch["audio_embedding"], "audio")
+        text = model.preprocess(batch["text_embedding"], "text")
+        source = audio if model.config.condition_on_source else None
+        t = torch.randint(1, model.config.timesteps + 1, (len(audio),), device=self.device)
+        losses, x0_hat = {}, None
+        if hp.denoise_weight:
+            x_t = model.schedule.q_sample(text, t, torch.randn_like(text))
+            out = model.denoiser(x_t, t, source)
+            losses["denoise"] = prediction_loss(out, model.schedule.target(x_t, text, t))
+            x0_hat = model.schedule.to_x0_eps(x_t, out, t)[0]
+        if hp.cross_weight:
+            x_t = model.schedule.q_sample(audio, t, torch.randn_like(audio))
+            out = model.denoiser(x_t, t, source)
+            losses["cross"] = prediction_loss(out, model.schedule.target(x_t, text, t))
+            x0_hat = model.schedule.to_x0_eps(x_t, out, t)[0]  # topology acts on the cross-sample predictions
+        if hp.topology_weight:
+            losses["topology"] = topology_loss(x0_hat, text)
+        weights = {"denoise": hp.denoise_weight, "cross": hp.cross_weight, "topology": hp.topology_weight}
+        loss = sum(weights[k] * v for k, v in losses.items())
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(audio))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(audio))
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.model.update_ema()
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.model.denoiser.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        warmup = max(1, self.hparams.warmup_steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_fit_end(self) -> None:
+        if self.hparams.export_dir and self.trainer.is_global_zero:
+            folder = self.model.save_pretrained(self.hparams.export_dir, extra={"training": self._training_record()})
+            log.warning("Exported the bridge (EMA weights) to %s", folder)
+
+    def _training_record(self) -> dict:
+        hp = self.hparams
+        return {
+            "store": str(self.store.path),
+            "store_checksum": self.store.meta.get("checksum"),
+            "loss_weights": {"denoise": hp.denoise_weight, "cross": hp.cross_weight, "topology": hp.topology_weight},
+            "lr": hp.lr,
+            "steps": self.global_step,
+            "name": hp.name,
+        }
+
+    # -- validation: a quick gap check of this bridge ---------------------------------------------
+
+    def on_validation_start(self) -> None:
+        self._val = nn.ModuleDict({"metrics": gap_metrics(self.model.config.dim, self.hparams.probe_seed)}).to(self.device)
+        self._val_retrieval = RetrievalRecall().to(self.device)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        bridged = self.model.bridge(batch["audio_embedding"])
+        x, c = _pairs(bridged, batch["text_embeddings"], batch["n_refs"])
+        self._val["metrics"].update(x, c)
+        self._val_retrieval.update(bridged, batch["text_embeddings"], batch["n_refs"])
+
+    def on_validation_epoch_end(self) -> None:
+        values = {**self._val["metrics"].compute(), **self._val_retrieval.compute()}
+        self.log_dict({f"val/{k}": v.float() for k, v in values.items()}, sync_dist=False)
+
+    # -- test: the gap analysis -------------------------------------------------------------------
+
+    def _methods(self) -> dict[str, nn.Module]:
+        store, train = self.store, self.trainer.datamodule.split_for["fit"] or "train"
+        mean_audio, mean_text = store.means(train)
+        support = torch.from_numpy(store.text_matrix(train, self.hparams.support_size))
+        methods: dict[str, nn.Module] = {
+            "none (raw audio)": Identity(),
+            "mean shift": MeanShift(mean_audio, mean_text),
+            "projection decoding": ProjectionDecoding(support, self.hparams.projection_temperature),
+        }
+        for name, folder in (self.hparams.compare or {}).items():
+            other = DiffusionLink.from_pretrained(folder)
+            if diff := encoder_mismatch(other.encoder, store.encoder):
+                raise StoreError(f"compared bridge '{name}' ({folder}) was trained on another encoder: " + "; ".join(diff))
+            methods[name] = _Bridged(other)
+        methods[self.hparams.name] = _Bridged(self.model)
+        return methods
+
+    def on_test_start(self) -> None:
+        split = self.trainer.datamodule.split_for["test"]
+        self._check_store(split, fitting=False)
+        self.methods = nn.ModuleDict({_key(n): m for n, m in self._methods().items()}).to(self.device)
+        self.method_names = {_key(n): n for n in self._methods_order()}
+        dim = self.model.config.dim
+        self.gap = nn.ModuleDict({k: gap_metrics(dim, self.hparams.probe_seed) for k in self.methods}).to(self.device)
+        self.retrieval = nn.ModuleDict({k: RetrievalRecall() for k in self.methods}).to(self.device)
+        self.cosines = nn.ModuleDict({k: CatMetric() for k in self.methods}).to(self.device)
+        self.points = nn.ModuleDict({k: CatMetric() for k in ("text", "audio", *self.methods)}).to(self.device)
+
+    def _methods_order(self) -> list[str]:
+        names = ["none (raw audio)", "mean shift", "projection decoding", *(self.hparams.compare or {}), self.hparams.name]
+        return list(dict.fromkeys(names))
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        refs, n_refs = batch["text_embeddings"], batch["n_refs"]
+        self.points["text"].update(refs[:, 0])
+        self.points["audio"].update(F.normalize(batch["audio_embedding"], dim=-1))
+        for key, method in self.methods.items():
+            out = method(batch["audio_embedding"])
+            x, c = _pairs(out, refs, n_refs)
+            self.gap[key].update(x, c)
+            self.retrieval[key].update(out, refs, n_refs)
+            self.cosines[key].update((F.normalize(x, dim=-1) * F.normalize(c, dim=-1)).sum(-1))
+            self.points[key].update(out)
+
+    def on_test_epoch_end(self) -> None:
+        results = {}
+        for key, name in self.method_names.items():
+            values = {**self.gap[key].compute(), **self.retrieval[key].compute()}
+            results[name] = {k: float(v) for k, v in values.items()}
+            self.log_dict({f"test/{key}/{k}": float(v) for k, v in values.items()}, sync_dist=False)
+        text = self.points["text"].compute()
+        text_cone = float(gap_metrics(text.shape[1])["cone_cosine"].to(text.device)(text, text))
+        self.gap_results = results
+        if self.trainer.is_global_zero:
+            self._write_report(results, text_cone)
+
+    def _write_report(self, results: dict, text_cone: float) -> None:
+        from diffusion_link.evaluation.report import format_gap_table, plot_cosine_histograms, plot_pca, write_gap_report
+
+        out = Path(self.hparams.report_dir)
+        notes = [
+            f"Split: {self.trainer.datamodule.split_for['test']} of {self.store.path}; encoder weights: {self.store.encoder.get('weights')}.",
+            f"Text cone (mean cosine between distinct text embeddings): {text_cone:.4f}.",
+            "Probe accuracy 0.5 = audio and text indistinguishable; R@k = audio->text retrieval against every reference.",
+        ]
+        write_gap_report(results, out, notes)
+        points = {k: v.compute().cpu().numpy() for k, v in self.points.items()}
+        bridges = [*(self.hparams.compare or {}), self.hparams.name]  # the diffusion bridges, raw audio drawn anyway
+        shown = {name: points[_key(name)] for name in dict.fromkeys(bridges)}
+        plot_pca(points["text"], points["audio"], shown, out / "gap_pca.png")
+        plot_cosine_histograms({self.method_names[k]: self.cosines[k].compute().cpu().numpy() for k in self.method_names}, out / "gap_cosine_hist.png")
+        print(f"\nModality-gap analysis ({out}):\n{format_gap_table(results)}\n", flush=True)
+
+    # -- predict: bridged embeddings --------------------------------------------------------------
+
+    def on_predict_start(self) -> None:
+        for split in self.trainer.datamodule.predict_split_names:
+            self._check_store(split, fitting=False)
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        return {"row": batch["row"].cpu(), "bridged": self.model.bridge(batch["audio_embedding"]).cpu()}
+
+    def bridge_record(self) -> dict:
+        """What a bridged store's store.json records about the bridge."""
+        return {"name": self.hparams.name, "pretrained": self.hparams.pretrained, "config": asdict(self.model.config),
+                "training": getattr(self.model, "meta", {}).get("training"), "encoder": self.model.encoder}
+
+
+class _Bridged(nn.Module):
+    def __init__(self, model: DiffusionLink):
+        super().__init__()
+        self.model = model
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.model.bridge(audio)
+
+
+def _pairs(x: torch.Tensor, refs: torch.Tensor, n_refs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every (clip, reference) pair: x repeated per valid reference, and the references."""
+    valid = torch.arange(refs.shape[1], device=refs.device)[None] < n_refs[:, None]
+    return x[:, None].expand(-1, refs.shape[1], -1)[valid], refs[valid]

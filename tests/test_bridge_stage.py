@@ -1,0 +1,184 @@
+"""Stage 2 through the CLI and the plain API: fit / test / predict, export, resume, bad input,
+and the known-answer test on two synthetic modalities."""
+
+import json
+import shutil
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import yaml
+from helpers import bridge_updates, repo_config
+from synthetic_gap import write_synthetic_store
+
+from diffusion_link.bridge import BridgeConfig, BridgeModule, DiffusionLink
+from diffusion_link.cli import main
+from diffusion_link.data import FeatureDataModule, FeatureStore, StoreError
+from diffusion_link.data.store import rows_to_dataset, store_header, write_json
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, demo_store):
+    """Diffusion-Link and Diffusion Bridge trained for a few steps on the demo store, via the CLI."""
+    tmp = tmp_path_factory.mktemp("bridge")
+    main(["fit", "--config", str(repo_config("configs/bridge/demo.yaml", tmp, bridge_updates(tmp, demo_store, "dl")))])
+    variant = repo_config("configs/bridge/variants/diffusion-bridge.yaml", tmp, {})
+    main(["fit", "--config", str(repo_config("configs/bridge/demo.yaml", tmp, bridge_updates(tmp, demo_store, "db"), "db.yaml")),
+          "--config", str(variant), "--model.init_args.export_dir", str(tmp / "db" / "export"),
+          "--trainer.default_root_dir", str(tmp / "db"), "--trainer.logger.init_args.save_dir", str(tmp / "db")])
+    return tmp
+
+
+def test_fit_exports_and_logs(trained):
+    export = trained / "dl" / "export"
+    meta = json.loads((export / "config.json").read_text())
+    assert meta["config"]["blocks"] == 3 and meta["config"]["hidden"] == 64
+    assert meta["encoder"]["weights"] == "random-init(seed=0)"
+    assert meta["training"]["loss_weights"] == {"denoise": 1.0, "cross": 1.0, "topology": 1.0}
+    assert json.loads((trained / "db" / "export" / "config.json").read_text())["training"]["loss_weights"]["cross"] == 0.0
+    metrics = (next((trained / "dl" / "logs").rglob("metrics.csv"))).read_text()
+    assert "train/cross" in metrics and "train/topology" in metrics and "val/paired_cosine" in metrics
+
+
+def test_cli_test_writes_the_gap_report(trained, demo_store):
+    report = trained / "report"
+    config = repo_config("configs/bridge/gap-demo.yaml", trained, {
+        "model": {"init_args": {"pretrained": str(trained / "dl" / "export"), "report_dir": str(report)}},
+        "data": {"init_args": {"store": str(demo_store), "batch_size": 2}},
+        "trainer": {"accelerator": "cpu", "enable_progress_bar": False,
+                    "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(report), "name": "logs"}}},
+    })
+    data = yaml.safe_load(config.read_text())
+    data["model"]["init_args"]["compare"] = {"Diffusion Bridge": str(trained / "db" / "export")}  # replaces the recipe's list
+    config.write_text(yaml.safe_dump(data))
+    main(["test", "--config", str(config)])
+    table = (report / "gap_report.md").read_text()
+    for method in ("none (raw audio)", "mean shift", "projection decoding", "Diffusion Bridge", "Diffusion-Link"):
+        assert f"| {method} |" in table
+    lines = (report / "gap_report.csv").read_text().splitlines()
+    assert lines[0].startswith("method,paired_cosine,centroid_distance") and len(lines) == 6
+    for png in ("gap_pca.png", "gap_cosine_hist.png"):
+        assert (report / png).stat().st_size > 10_000
+    assert "test/diffusion_link/frechet" in next(report.rglob("metrics.csv")).read_text()
+
+
+def test_cli_predict_writes_a_bridged_store_the_later_stages_accept(trained, demo_store, tmp_path):
+    out = tmp_path / "bridged"
+    config = repo_config("configs/bridge/predict-demo.yaml", tmp_path, {
+        "model": {"init_args": {"pretrained": str(trained / "dl" / "export")}},
+        "data": {"init_args": {"store": str(demo_store), "batch_size": 4}},
+        "trainer": {"accelerator": "cpu", "enable_progress_bar": False,
+                    "callbacks": [{"class_path": "diffusion_link.bridge.BridgedStoreWriter", "init_args": {"output": str(out)}}]},
+    })
+    main(["predict", "--config", str(config)])
+    source, bridged = FeatureStore(demo_store), FeatureStore(out)
+    assert bridged.meta["bridge"]["config"]["t_start"] == 600 and bridged.meta["source_store"] == str(source.path)
+    assert bridged.encoder == source.encoder and bridged.meta["checksum"] != source.meta["checksum"]
+    expected = DiffusionLink.from_pretrained(trained / "dl" / "export")
+    for split in ("train", "val", "test"):
+        a, b = source.split(split), bridged.split(split)
+        assert list(a["clip_id"]) == list(b["clip_id"]) and [list(x) for x in a["captions"]] == [list(x) for x in b["captions"]]
+        for ta, tb in zip(a["text_embeddings"], b["text_embeddings"]):
+            np.testing.assert_array_equal(np.asarray(ta), np.asarray(tb))
+        want = expected.bridge(torch.from_numpy(np.asarray(a["audio_embedding"]))).numpy()
+        np.testing.assert_allclose(np.asarray(b["audio_embedding"]), want, atol=1e-6)
+    batch = next(iter(FeatureDataModule(str(out), batch_size=3).train_dataloader()))
+    assert batch["audio_embedding"].shape == (3, 512)
+
+
+def test_resume_from_checkpoint(trained, demo_store, tmp_path):
+    ckpt = next((trained / "dl").rglob("*.ckpt"))
+    config = repo_config("configs/bridge/demo.yaml", tmp_path, bridge_updates(tmp_path, demo_store, "resumed", steps=9))
+    main(["fit", "--config", str(config), "--ckpt_path", str(ckpt)])
+    resumed = torch.load(next((tmp_path / "resumed").rglob("*.ckpt")), weights_only=False)
+    assert resumed["global_step"] == 9 and resumed["bridge_encoder"]["weights"] == "random-init(seed=0)"
+
+
+def test_export_reloads_with_identical_outputs(tmp_path):
+    L.seed_everything(0)
+    model = DiffusionLink(BridgeConfig(dim=16, hidden=32, center=True))
+    audio, text = torch.nn.functional.normalize(torch.randn(50, 16) + 1, dim=-1), torch.nn.functional.normalize(torch.randn(50, 16), dim=-1)
+    model.preprocess.set_means(audio.mean(0), text.mean(0))
+    for p in model.denoiser.parameters():  # weights the EMA must have picked up
+        p.data.normal_()
+    model.update_ema()
+    model.encoder = {"family": "test"}
+    model.save_pretrained(tmp_path / "export")
+    loaded = DiffusionLink.from_pretrained(tmp_path / "export")
+    assert torch.equal(loaded.bridge(audio), model.bridge(audio))
+    assert loaded.encoder == {"family": "test"} and loaded.config == model.config
+
+
+# --- bad input: each a clear error before any work --------------------------------------------------
+
+def _store(tmp, dim=8, encoder=None, n=4, nan_clip=None):
+    rows = {"clip_id": [f"c{i}" for i in range(n)], "audio_embedding": list(np.eye(n, dim, dtype=np.float32) + 0.1),
+            "captions": [["x"]] * n, "text_embeddings": [np.ones((1, dim), np.float32)] * n}
+    if nan_clip is not None:
+        rows["audio_embedding"][nan_clip] = np.full(dim, np.nan, np.float32)
+    for split in ("train", "test"):
+        rows_to_dataset(rows, dim).save_to_disk(str(tmp / split))
+    write_json(tmp / "store.json", {**store_header(dim, encoder or {"family": "synthetic", "weights": "a"}, {}), "status": "complete"})
+    return tmp
+
+
+def _fit(store, dim=8, **kw):
+    module = BridgeModule(BridgeConfig(dim=dim, hidden=16), **kw)
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(module, datamodule=FeatureDataModule(str(store), batch_size=2, val_split=None))
+    return module
+
+
+def test_dim_mismatch_is_refused(tmp_path):
+    with pytest.raises(StoreError, match="8-dimensional.*built for 16"):
+        _fit(_store(tmp_path), dim=16)
+
+
+def test_nan_embeddings_are_named(tmp_path):
+    with pytest.raises(StoreError, match=r"NaN or infinite.*\['c2'\]"):
+        _fit(_store(tmp_path, nan_clip=2))
+
+
+def test_empty_split_is_refused(tmp_path):
+    _store(tmp_path)
+    shutil.rmtree(tmp_path / "train")
+    rows_to_dataset({"clip_id": [], "audio_embedding": [], "captions": [], "text_embeddings": []}, 8).save_to_disk(str(tmp_path / "train"))
+    with pytest.raises(StoreError, match="empty"):
+        _fit(tmp_path)
+
+
+def test_store_of_another_encoder_is_refused(tmp_path):
+    module = _fit(_store(tmp_path / "a"))
+    module.model.save_pretrained(tmp_path / "export")
+    other = _store(tmp_path / "b", encoder={"family": "synthetic", "weights": "b"})
+    tester = BridgeModule(BridgeConfig(dim=8, hidden=16), pretrained=str(tmp_path / "export"), report_dir=str(tmp_path / "r"))
+    with pytest.raises(StoreError, match="another encoder.*weights"):
+        L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(tester, datamodule=FeatureDataModule(str(other), batch_size=2))
+
+
+# --- the known-answer test ------------------------------------------------------------------------
+
+def test_known_gap_is_closed(tmp_path):
+    """Two modalities from the same latent points, audio offset on the sphere (tests/data/synthetic_gap.py)."""
+    L.seed_everything(0)
+    store = write_synthetic_store(tmp_path / "store")
+    exports = {}
+    for name, cross, topo in (("Diffusion-Link", 1.0, 1.0), ("Diffusion Bridge", 0.0, 0.0)):
+        module = BridgeModule(BridgeConfig(dim=32, hidden=256, ema_decay=0.99), cross_weight=cross, topology_weight=topo,
+                              lr=1e-3, warmup_steps=50, name=name, export_dir=str(tmp_path / name))
+        trainer = L.Trainer(max_steps=800, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            limit_val_batches=0)
+        trainer.fit(module, datamodule=FeatureDataModule(str(store), batch_size=256))
+        exports[name] = str(tmp_path / name)
+    tester = BridgeModule(BridgeConfig(dim=32, hidden=256), pretrained=exports["Diffusion-Link"],
+                          compare={"Diffusion Bridge": exports["Diffusion Bridge"]}, report_dir=str(tmp_path / "report"))
+    L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(tester, datamodule=FeatureDataModule(str(store), batch_size=256))
+    r = tester.gap_results
+    raw, ours = r["none (raw audio)"], r["Diffusion-Link"]
+    print((tmp_path / "report" / "gap_report.md").read_text())
+    assert ours["centroid_distance"] <= 0.1 * raw["centroid_distance"]
+    assert ours["probe_accuracy"] < 0.65
+    assert ours["paired_cosine"] > raw["paired_cosine"]
+    assert ours["R@1"] >= raw["R@1"]
+    assert ours["frechet"] < r["mean shift"]["frechet"] and ours["frechet"] < r["Diffusion Bridge"]["frechet"]
