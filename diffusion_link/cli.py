@@ -59,7 +59,7 @@ def main(args: list[str] | None = None) -> None:
         subclass_mode_data=True,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
-        args=argv,
+        args=args,
     )
 
 

@@ -18,19 +18,10 @@ from torchmetrics import CatMetric
 from diffusion_link.bridge.baselines import Identity, MeanShift, ProjectionDecoding
 from diffusion_link.bridge.losses import prediction_loss, topology_loss
 from diffusion_link.bridge.model import BridgeConfig, DiffusionLink
-from diffusion_link.data.store import StoreError
+from diffusion_link.data.store import StoreError, encoder_mismatch
 from diffusion_link.evaluation.gap import RetrievalRecall, gap_metrics
 
 log = logging.getLogger(__name__)
-
-# Parts of the encoder description that must match between the training store and any other store.
-ENCODER_IDENTITY = ("family", "amodel", "tmodel", "weights", "dim", "sample_rate", "window_samples", "crop", "pad", "quantise_int16")
-
-
-def encoder_mismatch(trained: dict, store: dict) -> list[str]:
-    """The encoder settings that differ (empty when the bridge fits the store)."""
-    return [f"{k}: bridge {trained.get(k)!r} vs store {store.get(k)!r}" for k in ENCODER_IDENTITY if trained.get(k) != store.get(k)]
-
 
 def _key(name: str) -> str:
     return re.sub(r"[^0-9a-zA-Z_]+", "_", name).strip("_").lower()
@@ -98,7 +89,7 @@ class BridgeModule(L.LightningModule):
             if not self.model.encoder:
                 log.warning("this bridge records no encoder (untrained?): it is evaluated on %s as it is", store.path)
             elif diff := encoder_mismatch(self.model.encoder, store.encoder):
-                raise StoreError(f"{store.path} was made by another encoder than the bridge was trained on: " + "; ".join(diff))
+                raise StoreError(f"{store.path} was made by another encoder than the bridge was trained on (bridge vs store): " + "; ".join(diff))
         bad = store.non_finite(split)
         if bad:
             raise StoreError(f"split '{split}' of {store.path} has NaN or infinite embeddings in {len(bad)} clip(s): {bad[:10]}")

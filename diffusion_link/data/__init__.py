@@ -1,7 +1,7 @@
 """Data: audio sources (AudioCaps, the demo), the feature store, and the DataModules."""
 
 from diffusion_link.data.audiocaps import AudioCapsCSV, AudioCapsHF, ClipRecord
-from diffusion_link.data.datamodules import AudioDataModule, FeatureDataModule
+from diffusion_link.data.datamodules import AudioDataModule, AudioFolderDataModule, FeatureDataModule
 from diffusion_link.data.demo import DemoAudioCaps, build_demo
 from diffusion_link.data.store import FeatureStore, StoreError
 
@@ -9,6 +9,7 @@ __all__ = [
     "AudioCapsCSV",
     "AudioCapsHF",
     "AudioDataModule",
+    "AudioFolderDataModule",
     "ClipRecord",
     "DemoAudioCaps",
     "FeatureDataModule",

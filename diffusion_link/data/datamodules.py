@@ -280,3 +280,63 @@ class FeatureDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> list[DataLoader]:
         return [self._loader(ClipDataset(self.store, s), False, collate_clips) for s in self.predict_split_names]
+
+
+# ----------------------------------------------------------------------------------------------
+# A folder of audio files (end-user inference)
+# ----------------------------------------------------------------------------------------------
+
+AUDIO_FILE_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au")
+
+
+class AudioFileDataset(Dataset):
+    def __init__(self, paths: list[str], sample_rate: int):
+        self.paths, self.sample_rate = paths, sample_rate
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict:
+        from diffusion_link.data.audio import load_audio
+
+        try:
+            return {"path": self.paths[i], "wave": load_audio(self.paths[i], self.sample_rate), "error": ""}
+        except AudioDecodeError as err:
+            return {"path": self.paths[i], "wave": None, "error": err.reason}
+
+
+def collate_files(items: list[dict]) -> dict:
+    return {"path": [x["path"] for x in items], "waves": [x["wave"] for x in items], "error": [x["error"] for x in items]}
+
+
+class AudioFolderDataModule(L.LightningDataModule):
+    """Every audio file under a folder (any format soundfile reads, any rate, mono or stereo, any
+    length), for ``predict``. Unreadable files come through with their error and are reported.
+
+    Args:
+        folder: the folder (searched recursively) or a single file.
+        batch_size: files per batch.
+        num_workers: decoding processes.
+        sample_rate: rate the encoder expects.
+    """
+
+    def __init__(self, folder: str, batch_size: int = 8, num_workers: int = 0, sample_rate: int = 48_000):
+        super().__init__()
+        self.folder, self.batch_size, self.num_workers, self.sample_rate = folder, batch_size, num_workers, sample_rate
+
+    def paths(self) -> list[str]:
+        from pathlib import Path
+
+        root = Path(self.folder)
+        if root.is_file():
+            return [str(root)]
+        if not root.is_dir():
+            raise FileNotFoundError(f"no such folder of audio files: {root}")
+        files = sorted(str(p) for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_FILE_EXTENSIONS)
+        if not files:
+            raise FileNotFoundError(f"{root} holds no audio files ({', '.join(AUDIO_FILE_EXTENSIONS)})")
+        return files
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(AudioFileDataset(self.paths(), self.sample_rate), batch_size=self.batch_size,
+                          num_workers=self.num_workers, collate_fn=collate_files)

@@ -223,6 +223,15 @@ class FeatureStore:
         return np.concatenate([pc.list_value_length(chunk).to_numpy(zero_copy_only=False) for chunk in column.chunks] or [np.zeros(0)]).astype(np.int64)
 
 
+# Parts of an encoder description that must match for embeddings to be interchangeable.
+ENCODER_IDENTITY = ("family", "amodel", "tmodel", "weights", "dim", "sample_rate", "window_samples", "crop", "pad", "quantise_int16")
+
+
+def encoder_mismatch(expected: dict, found: dict) -> list[str]:
+    """The encoder settings that differ between two descriptions (empty when they match)."""
+    return [f"{k}: {expected.get(k)!r} vs {found.get(k)!r}" for k in ENCODER_IDENTITY if expected.get(k) != found.get(k)]
+
+
 def _matrix(column, dim: int) -> np.ndarray:
     """An Arrow list / fixed-size-list column of vectors as a (N, dim) float array (no Python rows)."""
     import pyarrow as pa
@@ -235,4 +244,4 @@ def _matrix(column, dim: int) -> np.ndarray:
     return values.reshape(len(column), dim)
 
 
-__all__ = ["FeatureStore", "StoreError", "checksum", "features", "rows_to_dataset", "store_header", "write_json", "write_split", "FORMAT_VERSION"]
+__all__ = ["encoder_mismatch", "FeatureStore", "StoreError", "checksum", "features", "rows_to_dataset", "store_header", "write_json", "write_split", "FORMAT_VERSION"]

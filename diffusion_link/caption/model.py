@@ -1,0 +1,199 @@
+"""Projector + frozen causal LM with a LoRA adapter: captions from one embedding.
+
+The embedding is projected to ``prefix_tokens`` soft tokens placed where ``{audio}`` stands in the
+prompt (inside the tokenizer's chat template when it has one). Training computes the loss on the
+caption tokens only. Usable without Lightning:
+
+    model = CaptionModel.from_pretrained("artifacts/caption/zero-shot/export")
+    captions = model.generate(embeddings, num_beams=4)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from diffusion_link.caption.llm import load_llm
+from diffusion_link.evaluation.captioning import normalise
+
+AUDIO_SLOT = "{audio}"
+
+
+@dataclass
+class LoraOptions:
+    """LoRA adapter (peft). Defaults: DRCap / SLAM-LLM's recipe (r 8, alpha 32, dropout 0.05).
+    ``target_modules: null`` takes peft's default for the architecture: q_proj and v_proj for
+    Llama-family models (DRCap's choice), c_attn for GPT-2."""
+
+    r: int = 8
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | None = None
+
+
+@dataclass
+class DecodingOptions:
+    """Generation settings (reported with the scores)."""
+
+    num_beams: int = 4
+    max_new_tokens: int = 30
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    length_penalty: float = 1.0
+
+
+@dataclass
+class CaptionerConfig:
+    """Args:
+    llm: local folder, Hugging Face id (warm cache) or ``smollm2-135m-instruct`` / ``tiny-gpt2``.
+    dim: embedding dimension D.
+    prefix_tokens: k soft tokens the embedding becomes.
+    projector: ``linear`` or ``mlp`` (2 layers).
+    prompt: the user prompt; ``{audio}`` marks where the soft tokens go.
+    use_chat_template: wrap the prompt in the tokenizer's chat template when it has one.
+    lora: the adapter settings.
+    """
+
+    llm: str = "smollm2-135m-instruct"
+    dim: int = 512
+    prefix_tokens: int = 1
+    projector: Literal["linear", "mlp"] = "linear"
+    prompt: str = "{audio} Describe the audio you hear. Output a single short caption."
+    use_chat_template: bool = True
+    lora: LoraOptions = field(default_factory=LoraOptions)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "CaptionerConfig":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in values.items() if k in known}
+        if isinstance(values.get("lora"), dict):
+            values["lora"] = LoraOptions(**values["lora"])
+        return cls(**values)
+
+
+class Projector(nn.Module):
+    def __init__(self, dim: int, hidden: int, tokens: int, kind: str):
+        super().__init__()
+        self.tokens, self.hidden = tokens, hidden
+        if kind == "linear":
+            self.net = nn.Linear(dim, hidden * tokens)
+        elif kind == "mlp":
+            self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden * tokens))
+        else:
+            raise ValueError(f"projector must be 'linear' or 'mlp', not {kind!r}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).view(len(x), self.tokens, self.hidden)
+
+
+class CaptionModel(nn.Module):
+    def __init__(self, config: CaptionerConfig | None = None, adapter: str | Path | None = None):
+        super().__init__()
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        self.config = config = config or CaptionerConfig()
+        if AUDIO_SLOT not in config.prompt:
+            raise ValueError(f"the prompt must contain {AUDIO_SLOT} where the audio tokens go: {config.prompt!r}")
+        lm, self.tokenizer = load_llm(config.llm)
+        lm.requires_grad_(False)
+        if adapter is not None:
+            self.lm = PeftModel.from_pretrained(lm, str(adapter), is_trainable=True)
+        else:
+            lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+                              target_modules=list(config.lora.target_modules) if config.lora.target_modules else None, task_type="CAUSAL_LM")
+            self.lm = get_peft_model(lm, lora)
+        hidden = lm.get_input_embeddings().embedding_dim
+        self.projector = Projector(config.dim, hidden, config.prefix_tokens, config.projector)
+        before, after = self._prompt_parts()
+        self.register_buffer("before_ids", torch.tensor(before, dtype=torch.long), persistent=False)
+        self.register_buffer("after_ids", torch.tensor(after, dtype=torch.long), persistent=False)
+
+    # -- prompt ------------------------------------------------------------------------------------
+
+    def _prompt_parts(self) -> tuple[list[int], list[int]]:
+        tok, prompt = self.tokenizer, self.config.prompt
+        if self.config.use_chat_template and tok.chat_template:
+            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+            before, after = text.split(AUDIO_SLOT, 1)
+            return tok(before, add_special_tokens=False)["input_ids"], tok(after, add_special_tokens=False)["input_ids"]
+        before, after = prompt.split(AUDIO_SLOT, 1)
+        bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+        return bos + tok(before, add_special_tokens=False)["input_ids"], tok(after + "\n", add_special_tokens=False)["input_ids"]
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.lm.get_input_embeddings()(ids)
+
+    def _inputs(self, embeddings: torch.Tensor, captions: list[str] | None = None):
+        """Left-padded inputs_embeds, attention mask and labels (caption tokens only)."""
+        prefix = self.projector(embeddings.float()).to(self._embed(self.before_ids[:1]).dtype)
+        device = prefix.device
+        eos = self.tokenizer.eos_token_id
+        caption_ids = [self.tokenizer(" " + normalise(c) if not self.tokenizer.chat_template else normalise(c),
+                                      add_special_tokens=False)["input_ids"] + [eos] for c in captions] if captions else None
+        rows, labels = [], []
+        for i in range(len(embeddings)):
+            tail = torch.tensor(caption_ids[i], device=device) if captions else self.after_ids[:0]
+            parts = [self._embed(self.before_ids), prefix[i], self._embed(self.after_ids), self._embed(tail)]
+            rows.append(torch.cat(parts))
+            head = len(self.before_ids) + self.config.prefix_tokens + len(self.after_ids)
+            labels.append(torch.cat([torch.full((head,), -100, device=device), tail]))
+        width = max(len(r) for r in rows)
+        hidden = rows[0].shape[-1]
+        inputs = prefix.new_zeros(len(rows), width, hidden)
+        mask = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+        target = torch.full((len(rows), width), -100, dtype=torch.long, device=device)
+        for i, (r, lab) in enumerate(zip(rows, labels)):
+            inputs[i, width - len(r):] = r
+            mask[i, width - len(r):] = 1
+            target[i, width - len(r):] = lab
+        return inputs, mask, target
+
+    # -- training and generation -------------------------------------------------------------------
+
+    def loss(self, embeddings: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        inputs, mask, labels = self._inputs(embeddings, captions)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        return self.lm(inputs_embeds=inputs, attention_mask=mask, labels=labels, position_ids=position_ids).loss
+
+    @torch.no_grad()
+    def generate(self, embeddings: torch.Tensor, options: DecodingOptions | None = None) -> list[str]:
+        o = options or DecodingOptions()
+        inputs, mask, _ = self._inputs(embeddings)
+        out = self.lm.generate(
+            inputs_embeds=inputs, attention_mask=mask, max_new_tokens=o.max_new_tokens, num_beams=o.num_beams,
+            repetition_penalty=o.repetition_penalty, no_repeat_ngram_size=o.no_repeat_ngram_size,
+            length_penalty=o.length_penalty, do_sample=False, pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+        )
+        return [normalise(t) for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+    # -- artifacts ---------------------------------------------------------------------------------
+
+    def save_pretrained(self, folder: str | Path, extra: dict | None = None) -> Path:
+        """``adapter/`` (peft's own save_pretrained), ``projector.safetensors``, ``config.json``."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.lm.save_pretrained(folder / "adapter")
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.projector.state_dict().items()}, str(folder / "projector.safetensors"))
+        (folder / "config.json").write_text(json.dumps({"config": asdict(self.config), **(extra or {})}, indent=2, sort_keys=True))
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> "CaptionModel":
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"{folder} is not a saved captioner (config.json, adapter/, projector.safetensors)")
+        meta = json.loads((folder / "config.json").read_text())
+        model = cls(CaptionerConfig.from_dict(meta["config"]), adapter=folder / "adapter")
+        model.projector.load_state_dict(load_file(str(folder / "projector.safetensors")))
+        model.meta = meta
+        return model.eval()

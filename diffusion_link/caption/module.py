@@ -1,0 +1,253 @@
+"""Stage 3 as a LightningModule: ``fit`` tunes the projector and LoRA adapter, ``test`` captions the
+test split and scores the whole corpus once with aac-metrics, ``predict`` captions a store or a
+folder of audio files (CLAP -> bridge -> LLM)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from diffusion_link.bridge.model import DiffusionLink
+from diffusion_link.caption.model import CaptionerConfig, CaptionModel, DecodingOptions
+from diffusion_link.data.store import StoreError, encoder_mismatch
+from diffusion_link.encoder.clap import ClapConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MetricOptions:
+    """Args:
+    cache_path: aac-metrics cache folder (default ``$AAC_METRICS_CACHE_PATH`` or ``$DIFFUSION_LINK_HOME/aac-metrics``).
+    corenlp_dir: folder with the two Stanford CoreNLP 3.6.0 jars SPICE needs (or ``$DIFFUSION_LINK_CORENLP_DIR``).
+    fense: compute FENSE when its files are present.
+    """
+
+    cache_path: str | None = None
+    corenlp_dir: str | None = None
+    fense: bool = True
+
+
+class CaptionerModule(L.LightningModule):
+    """LoRA-tuned LLM captioner over CLAP embeddings, zero-shot or supervised.
+
+    Args:
+        captioner: LLM, projector, prompt and LoRA settings (:class:`CaptionerConfig`).
+        mode: ``zero-shot`` trains on CLAP *text* embeddings of the captions (no audio);
+            ``supervised`` trains on the paired *audio* embeddings (through the bridge when one is given).
+        bridge: an exported Diffusion-Link folder applied to audio embeddings (frozen), at test and
+            predict time and, in supervised mode, in training. ``None``: raw audio (the baseline).
+        noise_std: Gaussian noise added to training text embeddings in zero-shot mode (CapDec-style injection).
+        decoding: beam search / greedy settings.
+        lr, weight_decay, warmup_steps: AdamW over the projector and the adapter, linear warm-up.
+        name: this system's name in reports.
+        pretrained: a saved captioner folder to start from / to evaluate.
+        export_dir: where ``fit`` saves adapter + projector + config; ``None``: no export.
+        output_dir: where ``test`` writes predictions.csv and scores.json.
+        metrics: aac-metrics files (:class:`MetricOptions`).
+        clap: the CLAP settings used when ``predict`` gets audio files (must match the training store's encoder).
+    """
+
+    def __init__(
+        self,
+        captioner: CaptionerConfig = CaptionerConfig(),
+        mode: Literal["zero-shot", "supervised"] = "zero-shot",
+        bridge: str | None = None,
+        noise_std: float = 0.0,
+        decoding: DecodingOptions = DecodingOptions(),
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 100,
+        name: str = "captioner",
+        pretrained: str | None = None,
+        export_dir: str | None = None,
+        output_dir: str = "artifacts/caption/test",
+        metrics: MetricOptions = MetricOptions(),
+        clap: ClapConfig | None = None,
+    ):
+        super().__init__()
+        if mode not in ("zero-shot", "supervised"):
+            raise ValueError(f"mode must be 'zero-shot' or 'supervised', not {mode!r}")
+        self.save_hyperparameters()
+        # the CLI may hand nested options over as dicts
+        self.decoding = decoding if isinstance(decoding, DecodingOptions) else DecodingOptions(**decoding)
+        self.metric_options = metrics if isinstance(metrics, MetricOptions) else MetricOptions(**metrics)
+        if isinstance(captioner, dict):
+            captioner = CaptionerConfig.from_dict(captioner)
+        self.model = CaptionModel.from_pretrained(pretrained) if pretrained else CaptionModel(captioner)
+        self.encoder_description = getattr(self.model, "meta", {}).get("encoder", {})
+        self.bridge = DiffusionLink.from_pretrained(bridge) if bridge else None
+        if self.bridge is not None:
+            self.bridge.requires_grad_(False)
+        self.strict_loading = False  # checkpoints hold only what trains (projector + adapter), not the frozen LM
+        self.clap = None
+
+    # -- inputs ------------------------------------------------------------------------------------
+
+    def _audio(self, audio: torch.Tensor) -> torch.Tensor:
+        """The audio embedding the LLM sees: bridged when a bridge is given, else raw (normalised)."""
+        if self.bridge is not None:
+            return self.bridge.bridge(audio)
+        return F.normalize(audio.float(), dim=-1)
+
+    def _check_store(self, fitting: bool) -> None:
+        store = self.trainer.datamodule.store
+        dim = self.model.config.dim
+        if store.dim != dim:
+            raise StoreError(f"{store.path} holds {store.dim}-dimensional embeddings; the captioner expects {dim} "
+                             f"(model.init_args.captioner.dim)")
+        if self.bridge is not None:
+            if "bridge" in store.meta:
+                raise StoreError(f"{store.path} is already a bridged store; do not also pass a bridge to the captioner")
+            if diff := encoder_mismatch(self.bridge.encoder, store.encoder):
+                raise StoreError(f"the bridge was trained on another encoder than {store.path} (bridge vs store): " + "; ".join(diff))
+        if fitting:
+            self.encoder_description = dict(store.encoder)
+        elif self.encoder_description and (diff := encoder_mismatch(self.encoder_description, store.encoder)):
+            raise StoreError(f"the captioner was trained on another encoder than {store.path} (captioner vs store): " + "; ".join(diff))
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self._check_store(fitting=True)
+
+    # -- training ----------------------------------------------------------------------------------
+
+    def _training_input(self, batch: dict) -> torch.Tensor:
+        if self.hparams.mode == "zero-shot":
+            text = F.normalize(batch["text_embedding"].float(), dim=-1)
+            if self.hparams.noise_std:
+                text = text + self.hparams.noise_std * torch.randn_like(text)
+            return text
+        return self._audio(batch["audio_embedding"])
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.model.loss(self._training_input(batch), batch["caption"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["caption"]))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Teacher-forced loss of the first reference, on the input the model will see at test time."""
+        loss = self.model.loss(self._audio(batch["audio_embedding"]), [refs[0] for refs in batch["captions"]])
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["captions"]), sync_dist=True)
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        warmup = max(1, self.hparams.warmup_steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["captioner_encoder"] = self.encoder_description
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.encoder_description = checkpoint.get("captioner_encoder", {})
+
+    def on_fit_end(self) -> None:
+        if self.hparams.export_dir and self.trainer.is_global_zero:
+            folder = self.model.save_pretrained(self.hparams.export_dir, extra=self._record())
+            log.warning("Saved the captioner (peft adapter + projector + config) to %s", folder)
+
+    def _record(self) -> dict:
+        hp = self.hparams
+        return {"mode": hp.mode, "bridge": hp.bridge, "noise_std": hp.noise_std, "encoder": self.encoder_description,
+                "store": str(self.trainer.datamodule.store.path) if hasattr(self.trainer.datamodule, "store") else None,
+                "steps": self.global_step, "name": hp.name}
+
+    # -- test: caption the split, score the corpus once ---------------------------------------------
+
+    def on_test_start(self) -> None:
+        self._check_store(fitting=False)
+        self._rows: list[tuple[str, str, list[str]]] = []
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        candidates = self.model.generate(self._audio(batch["audio_embedding"]), self.decoding)
+        self._rows += list(zip(batch["clip_id"], candidates, batch["captions"]))
+
+    def on_test_epoch_end(self) -> None:
+        rows = _gather_unique(self._rows, key=lambda r: r[0])
+        if self.trainer.is_global_zero:
+            self.scores = self._score(rows)
+            self.log_dict({f"test/{k}": v for k, v in self.scores.items()}, rank_zero_only=True)
+
+    def _score(self, rows: list[tuple[str, str, list[str]]]) -> dict[str, float]:
+        from diffusion_link.evaluation.captioning import score_captions
+
+        out = Path(self.hparams.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        m = self.metric_options
+        scores, skipped = score_captions([r[1] for r in rows], [r[2] for r in rows], m.cache_path, m.corenlp_dir, fense=m.fense)
+        with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["clip_id", "candidate", "references"])
+            writer.writerows((clip, cand, json.dumps(refs, ensure_ascii=False)) for clip, cand, refs in rows)
+        store = self.trainer.datamodule.store
+        report = {
+            "name": self.hparams.name,
+            "scores": scores,
+            "skipped_metrics": skipped,
+            "mode": self.hparams.mode,
+            "bridge": self.hparams.bridge,
+            "captioner": self.hparams.pretrained,
+            "llm": self.model.config.llm,
+            "decoding": asdict(self.decoding),
+            "seed": torch.initial_seed(),
+            "store": str(store.path),
+            "split": self.trainer.datamodule.split_for["test"],
+            "encoder_weights": store.encoder.get("weights"),
+            "clips": [r[0] for r in rows],
+        }
+        (out / "scores.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+        print(f"\nCaptioning scores ({self.hparams.name}, {len(rows)} clips): "
+              + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f"\n  -> {out}/predictions.csv, scores.json", flush=True)
+        return scores
+
+    # -- predict: a store or a folder of audio files -------------------------------------------------
+
+    def on_predict_start(self) -> None:
+        datamodule = self.trainer.datamodule
+        if hasattr(datamodule, "store"):
+            self._check_store(fitting=False)
+            return
+        if self.hparams.clap is None:
+            raise ValueError("captioning audio files needs the CLAP settings: model.init_args.clap (e.g. its checkpoint)")
+        from diffusion_link.encoder.clap import ClapEncoder
+
+        clap = self.hparams.clap
+        self.clap = ClapEncoder(clap if isinstance(clap, ClapConfig) else ClapConfig(**clap)).to(self.device)
+        expected = self.encoder_description or (self.bridge.encoder if self.bridge is not None else {})
+        if expected and (diff := encoder_mismatch(expected, self.clap.describe())):
+            raise StoreError("the CLAP given for prediction is not the one the captioner/bridge was trained with: " + "; ".join(diff))
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        if "waves" in batch:  # audio files: CLAP -> bridge -> LLM
+            good = [i for i, w in enumerate(batch["waves"]) if w is not None]
+            captions = [""] * len(batch["waves"])
+            if good:
+                audio = self.clap.encode_audio([batch["waves"][i] for i in good]).to(self.device)
+                for i, c in zip(good, self.model.generate(self._audio(audio), self.decoding)):
+                    captions[i] = c
+            return {"id": batch["path"], "caption": captions, "error": batch["error"]}
+        captions = self.model.generate(self._audio(batch["audio_embedding"]), self.decoding)
+        return {"id": batch["clip_id"], "caption": captions, "error": [""] * len(captions)}
+
+
+def _gather_unique(rows: list, key) -> list:
+    """Every process's rows on every process, once each (the distributed sampler repeats some), sorted."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        gathered: list = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, rows)
+        rows = [r for part in gathered for r in part]
+    return sorted({key(r): r for r in rows}.values(), key=key)

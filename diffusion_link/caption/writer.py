@@ -1,0 +1,52 @@
+"""Writes ``predict``'s captions to a CSV (one row per clip or file, unreadable files reported)."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+log = logging.getLogger(__name__)
+
+
+class CaptionWriter(BasePredictionWriter):
+    """Args:
+    output: the CSV to write (columns ``id, caption``; ``id`` is the clip id or the file path).
+    """
+
+    def __init__(self, output: str = "artifacts/caption/captions.csv"):
+        super().__init__(write_interval="batch")
+        self.output = Path(output)
+        self._rows: list[tuple[str, str, str]] = []
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self._rows = []
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0) -> None:
+        self._rows += list(zip(prediction["id"], prediction["caption"], prediction["error"]))
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        from diffusion_link.caption.module import _gather_unique
+
+        rows = _gather_unique(self._rows, key=lambda r: r[0])
+        if not trainer.is_global_zero:
+            return
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        good = [r for r in rows if not r[2]]
+        with open(self.output, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["id", "caption"])
+            writer.writerows((r[0], r[1]) for r in good)
+        bad = [r for r in rows if r[2]]
+        if bad:
+            failures = self.output.with_name(self.output.stem + ".failures.csv")
+            with open(failures, "w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                writer.writerow(["path", "reason"])
+                writer.writerows((r[0], r[2]) for r in bad)
+            for path, _, reason in bad:
+                log.warning("skipped %s: %s", path, reason)
+        print(f"Captions: {self.output} ({len(good)} captioned, {len(bad)} unreadable"
+              + (f", listed in {self.output.stem}.failures.csv" if bad else "") + ")", flush=True)
