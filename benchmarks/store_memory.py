@@ -22,28 +22,28 @@ from pathlib import Path
 
 
 def write_store(out: Path, rows: int, dim: int, chunk: int = 10_000) -> Path:
+    """A store of ``rows`` random rows, written in chunks through the store's own streaming writer."""
     import numpy as np
     import pyarrow as pa
 
-    from diffusion_link.data.store import features, store_header
+    from diffusion_link.data.store import features, store_header, write_split
 
-    folder = out / "train"
-    folder.mkdir(parents=True)
     schema = features(dim).arrow_schema
     rng = np.random.default_rng(0)
-    with pa.OSFile(str(folder / "data-00000-of-00001.arrow"), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+
+    def batches():
         for start in range(0, rows, chunk):
             n = min(chunk, rows - start)
-            audio = pa.FixedSizeListArray.from_arrays(pa.array(rng.standard_normal(n * dim, dtype=np.float32)), dim)
-            text = pa.FixedSizeListArray.from_arrays(pa.array(rng.standard_normal(n * dim, dtype=np.float32)), dim)
-            texts = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)), text)
-            captions = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)), pa.array([f"caption {start + i}" for i in range(n)]))
-            ids = pa.array([f"clip{start + i:07d}" for i in range(n)])
-            writer.write_batch(pa.record_batch([ids, audio, captions, texts], schema=schema))
-    (folder / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}], "_fingerprint": f"bench{rows}",
-                                                   "_format_columns": None, "_format_kwargs": {}, "_format_type": None,
-                                                   "_output_all_columns": False, "_split": None}))
-    (folder / "dataset_info.json").write_text(json.dumps({"features": features(dim).to_dict()}))
+            vectors = lambda: pa.FixedSizeListArray.from_arrays(pa.array(rng.standard_normal(n * dim, dtype=np.float32)), dim)  # noqa: E731
+            offsets = pa.array(np.arange(n + 1, dtype=np.int32))
+            yield pa.record_batch([
+                pa.array([f"clip{start + i:07d}" for i in range(n)]),
+                vectors(),
+                pa.ListArray.from_arrays(offsets, pa.array([f"caption {start + i}" for i in range(n)])),
+                pa.ListArray.from_arrays(offsets, vectors()),
+            ], schema=schema)
+
+    write_split(out / "train", batches(), dim)
     header = store_header(dim, {"family": "synthetic"}, {"source": "benchmark", "rows": rows})
     (out / "store.json").write_text(json.dumps({**header, "status": "complete"}))
     return out

@@ -19,12 +19,28 @@ Diffusion-Link pipeline. Each stage is a LightningModule chosen by `model.class_
 
   cache    diffusion-link predict --config configs/cache/demo.yaml
            frozen CLAP -> feature store (store.json + one Arrow dataset per split)
+  bridge   diffusion-link fit     --config configs/bridge/demo.yaml          train + export Diffusion-Link
+           diffusion-link test    --config configs/bridge/gap-demo.yaml      modality-gap report + figures
+           diffusion-link predict --config configs/bridge/predict-demo.yaml  bridged feature store
+  caption  diffusion-link fit     --config configs/caption/zero-shot.yaml    LoRA LLM on text embeddings
+           diffusion-link test    --config configs/caption/zero-shot.yaml --model.init_args.pretrained=DIR
+           diffusion-link predict --config configs/caption/predict.yaml      audio files -> captions.csv
 
 Other commands:
+  demo     diffusion-link demo       the whole chain on the embedded demo data, with a summary
   doctor   diffusion-link doctor     lists the offline assets present and how to get the missing ones
 
 Every run saves its resolved config beside its logs. See docs/ for inputs and outputs of each stage.
 """
+
+
+def _quiet_known_warnings() -> None:
+    """Warnings our users cannot act on (they come from inside laion-clap and Lightning)."""
+    import warnings
+
+    for message in (".*LeafSpec.*", ".*torch.meshgrid.*indexing.*", "Couldn't infer the batch indices.*",
+                    ".*does not have many workers.*", ".*loss_type=None.*"):
+        warnings.filterwarnings("ignore", message=message)
 
 
 def _offline_environment() -> None:
@@ -38,11 +54,16 @@ def _offline_environment() -> None:
 def main(args: list[str] | None = None) -> None:
     """Console entry point (``args=None`` reads ``sys.argv``)."""
     _offline_environment()
+    _quiet_known_warnings()
     argv = list(sys.argv[1:] if args is None else args)
     if argv[:1] == ["doctor"]:
         from diffusion_link.doctor import main as doctor
 
         raise SystemExit(doctor(argv[1:]))
+    if argv[:1] == ["demo"]:
+        from diffusion_link.pipeline import main as demo
+
+        raise SystemExit(demo(argv[1:]))
 
     import lightning as L
     from lightning.pytorch.cli import LightningCLI

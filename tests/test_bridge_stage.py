@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import bridge_updates, repo_config
+from helpers import bridge_updates, repo_config, run_cli
 from synthetic_gap import write_synthetic_store
 
 from diffusion_link.bridge import BridgeConfig, BridgeModule, DiffusionLink
@@ -182,3 +182,39 @@ def test_known_gap_is_closed(tmp_path):
     assert ours["paired_cosine"] > raw["paired_cosine"]
     assert ours["R@1"] >= raw["R@1"]
     assert ours["frechet"] < r["mean shift"]["frechet"] and ours["frechet"] < r["Diffusion Bridge"]["frechet"]
+
+
+def test_ddp_gap_analysis_and_prediction_equal_one_process(trained, demo_store, tmp_path):
+    """The bridge's test and predict stages on 2 processes give the one-process report and store."""
+    import csv as csv_module
+
+    results = {}
+    for name, extra in (("one", []), ("two", ["--trainer.strategy=ddp", "--trainer.devices=2"])):
+        out = tmp_path / name
+        test_config = repo_config("configs/bridge/gap-demo.yaml", out, {
+            "model": {"init_args": {"pretrained": str(trained / "dl" / "export"), "report_dir": str(out / "report")}},
+            "data": {"init_args": {"store": str(demo_store), "batch_size": 2}},
+            "trainer": {"accelerator": "cpu", "enable_progress_bar": False, "logger": False},
+        })
+        data = yaml.safe_load(test_config.read_text())
+        data["model"]["init_args"]["compare"] = {}
+        test_config.write_text(yaml.safe_dump(data))
+        predict_config = repo_config("configs/bridge/predict-demo.yaml", out, {
+            "model": {"init_args": {"pretrained": str(trained / "dl" / "export")}},
+            "data": {"init_args": {"store": str(demo_store), "batch_size": 2}},
+            "trainer": {"accelerator": "cpu", "enable_progress_bar": False,
+                        "callbacks": [{"class_path": "diffusion_link.bridge.BridgedStoreWriter", "init_args": {"output": str(out / "bridged")}}]},
+        })
+        for sub, config in (("test", test_config), ("predict", predict_config)):
+            run = run_cli([sub, "--config", str(config), *extra], env={"OMP_NUM_THREADS": "1"})
+            assert run.returncode == 0, run.stderr[-3000:]
+        with open(out / "report" / "gap_report.csv") as f:
+            results[name] = list(csv_module.DictReader(f))
+    for row_one, row_two in zip(results["one"], results["two"]):
+        assert row_one["method"] == row_two["method"]
+        for key in row_one:
+            if key != "method":
+                assert float(row_one[key]) == pytest.approx(float(row_two[key]), rel=1e-4, abs=1e-6), (row_one["method"], key)
+    from helpers import assert_same_store
+
+    assert_same_store(tmp_path / "one" / "bridged", tmp_path / "two" / "bridged")

@@ -7,7 +7,7 @@ from diffusion_link.doctor import checks
 def test_help_explains_the_stages():
     result = run_cli(["--help"])
     assert result.returncode == 0
-    for word in ("cache", "predict", "doctor", "configs/cache/demo.yaml"):
+    for word in ("cache", "bridge", "caption", "predict", "demo", "doctor", "configs/cache/demo.yaml", "configs/bridge/gap-demo.yaml"):
         assert word in result.stdout
 
 
@@ -18,13 +18,6 @@ def test_print_config_resolves_the_demo_config(tmp_path, tiny_demo):
     assert config["model"]["class_path"] == "diffusion_link.cache.CacheModule"
     assert config["model"]["init_args"]["encoder"]["crop"] == "centre"
     assert config["seed_everything"] == 0
-
-
-def test_every_config_in_the_repository_parses():
-    for path in sorted((REPO / "configs").rglob("*.yaml")):
-        subcommand = yaml.safe_load(path.read_text()).get("_subcommand", "predict" if "cache" in path.parts else "fit")
-        result = run_cli([subcommand, "--config", str(path), "--print_config"], cwd=REPO)
-        assert result.returncode == 0, f"{path}: {result.stderr[-2000:]}"
 
 
 def test_doctor_lists_assets_and_how_to_get_missing_ones():

@@ -44,6 +44,8 @@ def reference(x, c):
     k = np.exp(-d2 / (2 * sigma2))
     kxx, kcc, kxc = k[:N, :N], k[N:, N:], k[:N, N:]
     out["mmd"] = (kxx.sum() - np.trace(kxx)) / (N * (N - 1)) + (kcc.sum() - np.trace(kcc)) / (N * (N - 1)) - 2 * kxc.mean()
+    canonical = np.lexsort(np.concatenate([x, c], axis=1).T[::-1])  # the metric's documented canonical order
+    x, c = x[canonical], c[canonical]
     order = np.random.default_rng(0).permutation(N)
     tr, te = order[::2], order[1::2]
     probe = LogisticRegression(max_iter=1000).fit(np.concatenate([x[tr], c[tr]]), np.r_[np.zeros(len(tr)), np.ones(len(tr))])

@@ -19,6 +19,7 @@ from diffusion_link.bridge.baselines import Identity, MeanShift, ProjectionDecod
 from diffusion_link.bridge.losses import prediction_loss, topology_loss
 from diffusion_link.bridge.model import BridgeConfig, DiffusionLink
 from diffusion_link.data.store import StoreError, encoder_mismatch
+from diffusion_link.optim import adamw_with_warmup
 from diffusion_link.evaluation.gap import RetrievalRecall, gap_metrics
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ class BridgeModule(L.LightningModule):
         projection_temperature: tau of the projection-decoding baseline.
         support_size: text embeddings of the training split used as its support set (``None``: all).
         probe_seed: seed of the linear probe's train/test split.
+        sampling: overrides of the sampler for evaluation and prediction, e.g. ``{t_start: 400, steps: 10}``
+            (keys: t_start, steps, sampler, noise_start); applied to this bridge and to the compared ones.
     """
 
     def __init__(
@@ -63,14 +66,25 @@ class BridgeModule(L.LightningModule):
         projection_temperature: float = 0.01,
         support_size: int | None = 50_000,
         probe_seed: int = 0,
+        sampling: dict | None = None,
     ):
         super().__init__()
         if denoise_weight == cross_weight == 0:
             raise ValueError("denoise_weight and cross_weight are both 0: nothing would train the denoiser")
         self.save_hyperparameters()
         self.model = DiffusionLink.from_pretrained(pretrained) if pretrained else DiffusionLink(bridge)
+        self._override_sampling(self.model)
         if pretrained and self.model.config.dim != bridge.dim:
             log.warning("pretrained bridge has dim %d; using it rather than bridge.dim=%d", self.model.config.dim, bridge.dim)
+
+    def _override_sampling(self, model: DiffusionLink) -> DiffusionLink:
+        allowed = {"t_start", "steps", "sampler", "noise_start"}
+        overrides = dict(self.hparams.sampling or {})
+        if unknown := set(overrides) - allowed:
+            raise ValueError(f"sampling accepts {sorted(allowed)}, not {sorted(unknown)}")
+        for key, value in overrides.items():
+            setattr(model.config, key, value)
+        return model
 
     # -- data checks (before any work) ------------------------------------------------------------
 
@@ -139,10 +153,8 @@ class BridgeModule(L.LightningModule):
         self.model.update_ema()
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.model.denoiser.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        warmup = max(1, self.hparams.warmup_steps)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        hp = self.hparams
+        return adamw_with_warmup(self.model.denoiser.parameters(), hp.lr, hp.weight_decay, hp.warmup_steps)
 
     def on_fit_end(self) -> None:
         if self.hparams.export_dir and self.trainer.is_global_zero:
@@ -188,7 +200,7 @@ class BridgeModule(L.LightningModule):
             "projection decoding": ProjectionDecoding(support, self.hparams.projection_temperature),
         }
         for name, folder in (self.hparams.compare or {}).items():
-            other = DiffusionLink.from_pretrained(folder)
+            other = self._override_sampling(DiffusionLink.from_pretrained(folder))
             if diff := encoder_mismatch(other.encoder, store.encoder):
                 raise StoreError(f"compared bridge '{name}' ({folder}) was trained on another encoder: " + "; ".join(diff))
             methods[name] = _Bridged(other)

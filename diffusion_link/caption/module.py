@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from diffusion_link.bridge.model import DiffusionLink
 from diffusion_link.caption.model import CaptionerConfig, CaptionModel, DecodingOptions
 from diffusion_link.data.store import StoreError, encoder_mismatch
+from diffusion_link.optim import adamw_with_warmup
 from diffusion_link.encoder.clap import ClapConfig
 
 log = logging.getLogger(__name__)
@@ -140,10 +141,8 @@ class CaptionerModule(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        warmup = max(1, self.hparams.warmup_steps)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        hp = self.hparams
+        return adamw_with_warmup(params, hp.lr, hp.weight_decay, hp.warmup_steps)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}

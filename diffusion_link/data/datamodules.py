@@ -254,10 +254,19 @@ class FeatureDataModule(L.LightningDataModule):
         return split
 
     def _loader(self, dataset: Dataset, shuffle: bool, collate) -> DataLoader:
+        sampler = None
+        trainer = getattr(self, "trainer", None)
+        if not shuffle and trainer is not None and trainer.world_size > 1:
+            # Evaluation: every clip exactly once. Lightning's default DistributedSampler pads the last
+            # batch with repeated clips, which would count them twice in the gap metrics and scores.
+            from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate,
             persistent_workers=self.num_workers > 0,

@@ -135,7 +135,9 @@ class LinearProbeSeparability(_Samples):
     """Held-out accuracy of a logistic-regression probe telling x from c (0.5 = indistinguishable).
 
     Pairs are split deterministically: even positions (in a fixed random order) train, odd test; a
-    pair's x and c fall on the same side, so the probe cannot memorise a pair.
+    pair's x and c fall on the same side, so the probe cannot memorise a pair. Pairs are put in a
+    canonical order first (sorted by content), so the split does not depend on how batches or
+    processes delivered them.
     """
 
     def __init__(self, seed: int = 0, max_iter: int = 1000, **kw):
@@ -146,6 +148,8 @@ class LinearProbeSeparability(_Samples):
         from sklearn.linear_model import LogisticRegression
 
         x, c = (t.cpu().numpy() for t in self._all())
+        canonical = np.lexsort(np.concatenate([x, c], axis=1).T[::-1])
+        x, c = x[canonical], c[canonical]
         order = np.random.default_rng(self.seed).permutation(len(x))
         train, test = order[::2], order[1::2]
         features = lambda idx: np.concatenate([x[idx], c[idx]])  # noqa: E731
