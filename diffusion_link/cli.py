@@ -68,9 +68,17 @@ def main(args: list[str] | None = None) -> None:
     import lightning as L
     from lightning.pytorch.cli import LightningCLI
 
+    import argparse
+
+    from jsonargparse import DefaultHelpFormatter
+
+    class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+        """jsonargparse's help, with the description's line breaks kept."""
+
     class DiffusionLinkCLI(LightningCLI):
         def init_parser(self, **kwargs):
             kwargs.setdefault("description", DESCRIPTION)
+            kwargs.setdefault("formatter_class", HelpFormatter)
             return super().init_parser(**kwargs)
 
     DiffusionLinkCLI(

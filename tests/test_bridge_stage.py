@@ -215,6 +215,22 @@ def test_ddp_gap_analysis_and_prediction_equal_one_process(trained, demo_store, 
         for key in row_one:
             if key != "method":
                 assert float(row_one[key]) == pytest.approx(float(row_two[key]), rel=1e-4, abs=1e-6), (row_one["method"], key)
-    from helpers import assert_same_store
+    # same rows in the same order; bridged vectors equal to float32 rounding (the ranks batch the clips
+    # differently, and a matmul's summation order depends on the batch), copied columns bit for bit
+    from helpers import store_arrays
 
-    assert_same_store(tmp_path / "one" / "bridged", tmp_path / "two" / "bridged")
+    one, two = store_arrays(tmp_path / "one" / "bridged"), store_arrays(tmp_path / "two" / "bridged")
+    for split in one:
+        assert one[split]["clip_id"] == two[split]["clip_id"] and one[split]["captions"] == two[split]["captions"]
+        np.testing.assert_allclose(one[split]["audio"], two[split]["audio"], atol=1e-6)
+        for a, b in zip(one[split]["text"], two[split]["text"]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_ddp_fit_runs_with_trainer_flags_only(demo_store, tmp_path):
+    """Training under DDP needs no code change. (Its weights are not compared with one process:
+    the distributed sampler shuffles and splits batches differently, by design.)"""
+    config = repo_config("configs/bridge/demo.yaml", tmp_path, bridge_updates(tmp_path, demo_store, "ddp", steps=2))
+    run = run_cli(["fit", "--config", str(config), "--trainer.strategy=ddp", "--trainer.devices=2"], env={"OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads((tmp_path / "ddp" / "export" / "config.json").read_text())["training"]["steps"] == 2

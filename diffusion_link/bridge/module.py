@@ -240,13 +240,16 @@ class BridgeModule(L.LightningModule):
             values = {**self.gap[key].compute(), **self.retrieval[key].compute()}
             results[name] = {k: float(v) for k, v in values.items()}
             self.log_dict({f"test/{key}/{k}": float(v) for k, v in values.items()}, sync_dist=False)
-        text = self.points["text"].compute()
-        text_cone = float(gap_metrics(text.shape[1])["cone_cosine"].to(text.device)(text, text))
+        # every rank takes part in the synchronisation of the metric states; rank 0 alone writes
+        points = {k: v.compute().cpu().numpy() for k, v in self.points.items()}
+        cosines = {self.method_names[k]: self.cosines[k].compute().cpu().numpy() for k in self.method_names}
+        text = torch.from_numpy(points["text"])
+        text_cone = float(gap_metrics(text.shape[1])["cone_cosine"](text, text))
         self.gap_results = results
         if self.trainer.is_global_zero:
-            self._write_report(results, text_cone)
+            self._write_report(results, text_cone, points, cosines)
 
-    def _write_report(self, results: dict, text_cone: float) -> None:
+    def _write_report(self, results: dict, text_cone: float, points: dict, cosines: dict) -> None:
         from diffusion_link.evaluation.report import format_gap_table, plot_cosine_histograms, plot_pca, write_gap_report
 
         out = Path(self.hparams.report_dir)
@@ -256,11 +259,10 @@ class BridgeModule(L.LightningModule):
             "Probe accuracy 0.5 = audio and text indistinguishable; R@k = audio->text retrieval against every reference.",
         ]
         write_gap_report(results, out, notes)
-        points = {k: v.compute().cpu().numpy() for k, v in self.points.items()}
         bridges = [*(self.hparams.compare or {}), self.hparams.name]  # the diffusion bridges, raw audio drawn anyway
         shown = {name: points[_key(name)] for name in dict.fromkeys(bridges)}
         plot_pca(points["text"], points["audio"], shown, out / "gap_pca.png")
-        plot_cosine_histograms({self.method_names[k]: self.cosines[k].compute().cpu().numpy() for k in self.method_names}, out / "gap_cosine_hist.png")
+        plot_cosine_histograms(cosines, out / "gap_cosine_hist.png")
         print(f"\nModality-gap analysis ({out}):\n{format_gap_table(results)}\n", flush=True)
 
     # -- predict: bridged embeddings --------------------------------------------------------------
