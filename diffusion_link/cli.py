@@ -30,7 +30,7 @@ Other commands:
   demo     diffusion-link demo       the whole chain on the embedded demo data, with a summary
   doctor   diffusion-link doctor     lists the offline assets present and how to get the missing ones
 
-Every run saves its resolved config beside its logs. See docs/ for inputs and outputs of each stage.
+Runs with a logger save their resolved config.yaml beside their logs. See docs/ for each stage's inputs and outputs.
 """
 
 

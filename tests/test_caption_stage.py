@@ -130,9 +130,13 @@ def test_ddp_two_processes_score_like_one(zero_shot):
     assert results["one"]["scores"] == results["two"]["scores"]
 
 
-def test_single_clip_and_empty_candidate_do_not_crash():
-    scores, _ = score_captions(["a dog barks"], [["a dog is barking", "dog barks"]])
-    assert scores["bleu_1"] > 0
+def test_single_clip_and_empty_candidate_do_not_crash(monkeypatch, tmp_path):
+    monkeypatch.setenv("FENSE_DATA", str(tmp_path / "no-fense"))
+    scores, skipped = score_captions(["a dog barks"], [["a dog is barking", "dog barks"]])
+    assert scores["bleu_1"] > 0 and "cider_d" not in scores
+    # the optional metrics say what is missing and how to get it
+    assert any("SPICE" in w and "stanford-corenlp-3.6.0.jar" in w for w in skipped)
+    assert any("FENSE" in w and "echecker" in w for w in skipped)
     scores, _ = score_captions(["", "a cat meows"], [["a dog barks"], ["a cat meows"]])
     assert all(np.isfinite(v) for v in scores.values())
     with pytest.raises(ValueError, match="reference"):
