@@ -4,7 +4,6 @@ anything but this machine fails the test (the audit hook below)."""
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -71,7 +70,3 @@ def encoder():
 
     return ClapEncoder(ClapConfig())
 
-
-@pytest.fixture(scope="session")
-def _socket_module():
-    return socket

@@ -1,5 +1,5 @@
 import yaml
-from helpers import REPO, cache_config, run_cli
+from helpers import cache_config, run_cli
 
 from diffusion_link.doctor import checks
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import yaml
-from helpers import REPO, bridge_updates, cache_config, repo_config, run_cli
+from helpers import REPO, cache_config, repo_config, run_cli
 
 from diffusion_link.cli import main
 
