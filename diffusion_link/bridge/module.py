@@ -210,17 +210,14 @@ class BridgeModule(L.LightningModule):
     def on_test_start(self) -> None:
         split = self.trainer.datamodule.split_for["test"]
         self._check_store(split, fitting=False)
-        self.methods = nn.ModuleDict({_key(n): m for n, m in self._methods().items()}).to(self.device)
-        self.method_names = {_key(n): n for n in self._methods_order()}
+        methods = self._methods()  # in table order: baselines, compared bridges, this bridge
+        self.methods = nn.ModuleDict({_key(n): m for n, m in methods.items()}).to(self.device)
+        self.method_names = {_key(n): n for n in methods}
         dim = self.model.config.dim
         self.gap = nn.ModuleDict({k: gap_metrics(dim, self.hparams.probe_seed) for k in self.methods}).to(self.device)
         self.retrieval = nn.ModuleDict({k: RetrievalRecall() for k in self.methods}).to(self.device)
         self.cosines = nn.ModuleDict({k: CatMetric() for k in self.methods}).to(self.device)
         self.points = nn.ModuleDict({k: CatMetric() for k in ("text", "audio", *self.methods)}).to(self.device)
-
-    def _methods_order(self) -> list[str]:
-        names = ["none (raw audio)", "mean shift", "projection decoding", *(self.hparams.compare or {}), self.hparams.name]
-        return list(dict.fromkeys(names))
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         refs, n_refs = batch["text_embeddings"], batch["n_refs"]

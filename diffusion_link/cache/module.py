@@ -32,7 +32,7 @@ class CacheModule(L.LightningModule):
             out["audio_embedding"] = torch.zeros(0, self.encoder.dim)
             out["text_embeddings"] = []
             return out
-        out["audio_embedding"] = self.encoder.encode_audio([w.numpy() if torch.is_tensor(w) else w for w in batch["waves"]])
+        out["audio_embedding"] = self.encoder.encode_audio(batch["waves"])
         flat = [c for caps in batch["captions"] for c in caps]
         text = torch.cat([self.encoder.encode_text(flat[i : i + self.text_batch_size]) for i in range(0, len(flat), self.text_batch_size)])
         out["text_embeddings"] = list(torch.split(text, [len(c) for c in batch["captions"]]))

@@ -26,7 +26,7 @@ from typing import Any
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from diffusion_link.data.store import rows_to_dataset, store_header, write_json
+from diffusion_link.data.store import COLUMNS, rows_to_dataset, store_header, write_json
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class FeatureStoreWriter(BasePredictionWriter):
             parts = [load_from_disk(str(d)) for i in range(n) if ((d := self._shard_dir(split, i)) / "state.json").is_file()]
             for i in range(n):
                 failures += [(c, split, p, r) for c, p, r in json.loads((self._shard_dir(split, i) / "failures.json").read_text())]
-            merged = concatenate_datasets(parts) if parts else rows_to_dataset({k: [] for k in ("clip_id", "audio_embedding", "captions", "text_embeddings")}, self.header["dim"])
+            merged = concatenate_datasets(parts) if parts else rows_to_dataset({c: [] for c in COLUMNS}, self.header["dim"])
             target, tmp = self.path / split, self.path / f".tmp-{split}"
             shutil.rmtree(tmp, ignore_errors=True)
             merged.save_to_disk(str(tmp))
