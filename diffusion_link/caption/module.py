@@ -19,7 +19,7 @@ from diffusion_link.bridge.model import DiffusionLink
 from diffusion_link.caption.model import CaptionerConfig, CaptionModel, DecodingOptions
 from diffusion_link.data.store import StoreError, encoder_mismatch
 from diffusion_link.optim import adamw_with_warmup
-from diffusion_link.encoder.clap import ClapConfig
+from diffusion_link.encoder import ClapConfig, load_encoder
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class CaptionerModule(L.LightningModule):
         output_dir: where ``test`` writes predictions.csv and scores.json.
         metrics: aac-metrics files (:class:`MetricOptions`).
         clap: the CLAP settings used when ``predict`` gets audio files (must match the training store's encoder).
+        encoder_export: instead of ``clap``, a trained encoder's export folder (the demo's encoder).
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class CaptionerModule(L.LightningModule):
         output_dir: str = "artifacts/caption/test",
         metrics: MetricOptions = MetricOptions(),
         clap: ClapConfig | None = None,
+        encoder_export: str | None = None,
     ):
         super().__init__()
         if mode not in ("zero-shot", "supervised"):
@@ -118,6 +120,9 @@ class CaptionerModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self._check_store(fitting=True)
+        if stage == "predict" and hasattr(self.trainer.datamodule, "use_sample_rate"):  # audio files
+            self._load_encoder()
+            self.trainer.datamodule.use_sample_rate(self.clap.sample_rate)
 
     # -- training ----------------------------------------------------------------------------------
 
@@ -213,20 +218,22 @@ class CaptionerModule(L.LightningModule):
 
     # -- predict: a store or a folder of audio files -------------------------------------------------
 
-    def on_predict_start(self) -> None:
-        datamodule = self.trainer.datamodule
-        if hasattr(datamodule, "store"):
-            self._check_store(fitting=False)
-            return
-        if self.hparams.clap is None:
-            raise ValueError("captioning audio files needs the CLAP settings: model.init_args.clap (e.g. its checkpoint)")
-        from diffusion_link.encoder.clap import ClapEncoder
-
-        clap = self.hparams.clap
-        self.clap = ClapEncoder(clap if isinstance(clap, ClapConfig) else ClapConfig(**clap)).to(self.device)
+    def _load_encoder(self) -> None:
+        """The encoder that turns audio files into embeddings: it must be the one the store had."""
+        hp = self.hparams
+        if hp.clap is None and not hp.encoder_export:
+            raise ValueError("captioning audio files needs the encoder the captioner was trained with: "
+                             "model.init_args.encoder_export (a trained encoder) or model.init_args.clap (laion-clap)")
+        self.clap = load_encoder(hp.clap if hp.encoder_export is None else None, hp.encoder_export)
+        if isinstance(self.clap, torch.nn.Module):
+            self.clap.to(self.device)
         expected = self.encoder_description or (self.bridge.encoder if self.bridge is not None else {})
         if expected and (diff := encoder_mismatch(expected, self.clap.describe())):
-            raise StoreError("the CLAP given for prediction is not the one the captioner/bridge was trained with: " + "; ".join(diff))
+            raise StoreError("the encoder given for prediction is not the one the captioner/bridge was trained with: " + "; ".join(diff))
+
+    def on_predict_start(self) -> None:
+        if hasattr(self.trainer.datamodule, "store"):
+            self._check_store(fitting=False)
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         if "waves" in batch:  # audio files: CLAP -> bridge -> LLM

