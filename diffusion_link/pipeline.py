@@ -1,8 +1,11 @@
 """``diffusion-link demo``: the whole chain on the embedded demo data, each step one ordinary
 ``diffusion-link`` command, and a summary at the end.
 
-cache -> Diffusion-Link, Diffusion Bridge, two ablations -> gap analysis -> zero-shot captioner
-(tested on raw and bridged audio) -> supervised captioners (raw and bridged) -> tables and examples.
+encoder (a small CLAP-style model trained on the demo's training split, selected on val) -> cache ->
+Diffusion-Link, Diffusion Bridge, two ablations -> gap analysis -> zero-shot captioner (tested on raw
+audio, mean shift, Diffusion Bridge, Diffusion-Link and, as a ceiling, text embeddings) -> supervised
+captioners (raw and bridged) -> tables and examples. With ``--clap-checkpoint`` the encoder step is
+skipped and laion-clap with those weights makes the features.
 
 A step is skipped when its outputs exist and were made from the same inputs (its command, the
 content of its config files, and the identity of what it reads: the store's checksum, the
@@ -21,8 +24,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from diffusion_link.data.demo import animal_accuracy
+
 ART = Path("artifacts")
 STORE = ART / "stores" / "demo"
+ENCODER = ART / "encoder" / "demo"
+DEMO_ROOT = Path("data/demo")
 BRIDGES = {
     "Diffusion-Link": ("configs/bridge/demo.yaml", None, ART / "bridge/diffusion-link/export"),
     "Diffusion Bridge": ("configs/bridge/demo.yaml", "configs/bridge/variants/diffusion-bridge.yaml", ART / "bridge/diffusion-bridge/export"),
@@ -59,9 +66,18 @@ class Step:
                 and all(p.exists() for p in self.outputs))
 
 
+ZERO_SHOT_TESTS = [  # (system name, folder under zero-shot/, bridge, test input)
+    ("zero-shot, raw audio", "raw", None, "audio"),
+    ("zero-shot + mean shift", "mean-shift", "mean-shift", "audio"),
+    ("zero-shot + Diffusion Bridge", "diffusion-bridge", BRIDGES["Diffusion Bridge"][2], "audio"),
+    ("zero-shot + Diffusion-Link", "diffusion-link", DL_EXPORT, "audio"),
+    ("zero-shot, text embedding (ceiling)", "text-ceiling", None, "text"),
+]
+SUPERVISED_TESTS = [("supervised, raw audio", CAPTION / "supervised-raw"), ("supervised + Diffusion-Link", CAPTION / "supervised-diffusion-link")]
+
+
 def _caption_steps() -> list[Step]:
     store_meta = STORE / "store.json"
-    dl_meta = DL_EXPORT / "config.json"
     zs, sup_raw, sup_dl = CAPTION / "zero-shot", CAPTION / "supervised-raw", CAPTION / "supervised-diffusion-link"
 
     def fit(name, config, folder, extra, inputs):
@@ -69,29 +85,43 @@ def _caption_steps() -> list[Step]:
                            "--trainer.default_root_dir", str(folder), "--trainer.logger.init_args.save_dir", str(folder), *extra],
                     [folder / "export" / "config.json"], inputs)
 
-    def test(name, config, folder, out, system, bridge, inputs):
-        return Step(name, ["test", "--config", config, "--model.init_args.pretrained", str(folder / "export"),
-                           "--model.init_args.bridge", str(bridge) if bridge else "null",
-                           "--model.init_args.output_dir", str(out), "--model.init_args.name", system],
-                    [out / "scores.json"], inputs + [folder / "export" / "config.json"])
+    def test(config, folder, out, system, bridge, test_input="audio"):
+        inputs = [store_meta, folder / "export" / "config.json"]
+        inputs += [Path(bridge) / "config.json"] if bridge and bridge != "mean-shift" else []
+        return Step(f"caption: {system}", ["test", "--config", config, "--model.init_args.pretrained", str(folder / "export"),
+                                          "--model.init_args.bridge", str(bridge) if bridge else "null",
+                                          "--model.init_args.test_input", test_input,
+                                          "--model.init_args.output_dir", str(out), "--model.init_args.name", system],
+                    [out / "scores.json"], inputs)
 
     zero, sup = "configs/caption/zero-shot.yaml", "configs/caption/supervised.yaml"
-    return [
-        fit("caption: zero-shot fit (text only)", zero, zs, [], [store_meta]),
-        test("caption: zero-shot test, raw audio", zero, zs, zs / "raw", "zero-shot, raw audio", None, [store_meta]),
-        test("caption: zero-shot test, Diffusion-Link", zero, zs, zs / "diffusion-link", "zero-shot + Diffusion-Link", DL_EXPORT, [store_meta, dl_meta]),
+    steps = [fit("caption: zero-shot fit (text only)", zero, zs, [], [store_meta])]
+    steps += [test(zero, zs, zs / sub, system, bridge, test_input) for system, sub, bridge, test_input in ZERO_SHOT_TESTS]
+    return steps + [
         fit("caption: supervised fit, raw audio", sup, sup_raw, ["--model.init_args.bridge", "null"], [store_meta]),
-        test("caption: supervised test, raw audio", sup, sup_raw, sup_raw / "test", "supervised, raw audio", None, [store_meta]),
-        fit("caption: supervised fit, Diffusion-Link", sup, sup_dl, ["--model.init_args.bridge", str(DL_EXPORT)], [store_meta, dl_meta]),
-        test("caption: supervised test, Diffusion-Link", sup, sup_dl, sup_dl / "test", "supervised + Diffusion-Link", DL_EXPORT, [store_meta, dl_meta]),
+        test(sup, sup_raw, sup_raw / "test", "supervised, raw audio", None),
+        fit("caption: supervised fit, Diffusion-Link", sup, sup_dl, ["--model.init_args.bridge", str(DL_EXPORT)],
+            [store_meta, DL_EXPORT / "config.json"]),
+        test(sup, sup_dl, sup_dl / "test", "supervised + Diffusion-Link", DL_EXPORT),
     ]
 
 
 def demo_steps(clap_checkpoint: str | None = None) -> list[Step]:
     cache_args = ["predict", "--config", "configs/cache/demo.yaml"]
+    steps = []
     if clap_checkpoint:
-        cache_args += ["--model.init_args.encoder.checkpoint", clap_checkpoint]
-    steps = [Step("cache: CLAP features of the demo", cache_args, [STORE / "store.json"], always=True)]
+        cache_args += ["--model.init_args.encoder_export", "null", "--model.init_args.encoder.checkpoint", clap_checkpoint]
+    else:
+        export = ENCODER / "export"
+        steps += [
+            Step("encoder: train on the demo's training split", ["fit", "--config", "configs/encoder/demo.yaml"],
+                 [export / "config.json"]),
+            Step("encoder: retrieval and gap on the test split",
+                 ["test", "--config", "configs/encoder/demo.yaml", "--model.init_args.pretrained", str(export),
+                  "--model.init_args.audio", "null", "--model.init_args.text", "null"],
+                 [ENCODER / "test" / "scores.json"], [export / "config.json"]),
+        ]
+    steps.append(Step("cache: features of the demo", cache_args, [STORE / "store.json"], always=True))
     for name, (config, variant, export) in BRIDGES.items():
         args = ["fit", "--config", config] + (["--config", variant] if variant else [])
         steps.append(Step(f"bridge: {name}", args, [export / "config.json"], [STORE / "store.json"]))
@@ -119,34 +149,48 @@ def run(steps: list[Step]) -> None:
 
 CAPTION_METRICS = [("bleu_1", "BLEU-1"), ("bleu_4", "BLEU-4"), ("meteor", "METEOR"), ("rouge_l", "ROUGE-L"), ("cider_d", "CIDEr-D"),
                    ("spice", "SPICE"), ("spider", "SPIDEr"), ("fense", "FENSE")]
-PAIRS = [("zero-shot", CAPTION / "zero-shot/raw", CAPTION / "zero-shot/diffusion-link"),
-         ("supervised", CAPTION / "supervised-raw/test", CAPTION / "supervised-diffusion-link/test")]
 
 
-def caption_table() -> str:
-    lines = []
-    for setting, raw_dir, dl_dir in PAIRS:
-        if not (raw_dir / "scores.json").is_file() or not (dl_dir / "scores.json").is_file():
-            continue
-        raw, dl = (json.loads((d / "scores.json").read_text())["scores"] for d in (raw_dir, dl_dir))
-        keys = [(k, t) for k, t in CAPTION_METRICS if k in raw and k in dl]
-        if not lines:
-            lines += ["| setting | system | " + " | ".join(t for _, t in keys) + " |", "|---|---|" + "---:|" * len(keys)]
-        lines.append(f"| {setting} | raw audio (baseline) | " + " | ".join(f"{raw[k]:.4f}" for k, _ in keys) + " |")
-        lines.append(f"| {setting} | + Diffusion-Link | " + " | ".join(f"{dl[k]:.4f}" for k, _ in keys) + " |")
-        rel = [f"{(dl[k] - raw[k]) / raw[k]:+.1%}" if raw[k] else "n/a" for k, _ in keys]
-        lines.append(f"| {setting} | relative change | " + " | ".join(rel) + " |")
+def caption_systems() -> list[tuple[str, str, Path]]:
+    """(setting, system, folder with scores.json and predictions.csv), in table order."""
+    rows = [("zero-shot", system, CAPTION / "zero-shot" / sub) for system, sub, _, _ in ZERO_SHOT_TESTS]
+    return rows + [("supervised", system, folder / "test") for system, folder in SUPERVISED_TESTS]
+
+
+def _predictions(folder: Path) -> dict[str, dict]:
+    with open(folder / "predictions.csv", encoding="utf-8") as f:
+        return {r["clip_id"]: r for r in csv.DictReader(f)}
+
+
+def caption_table(clip_info: dict[str, dict] | None = None) -> str:
+    """Metrics of every captioning system; with the demo's clip list, how often each names exactly
+    the right animals (all clips / single-animal clips) and how many distinct captions it gives."""
+    found = [(s, n, f) for s, n, f in caption_systems() if (f / "scores.json").is_file()]
+    if not found:
+        return ""
+    scores = {f: json.loads((f / "scores.json").read_text())["scores"] for _, _, f in found}
+    keys = [(k, t) for k, t in CAPTION_METRICS if all(k in s for s in scores.values())]
+    animals = ["right animals", "right (single)", "distinct"] if clip_info else []
+    lines = ["| setting | system | " + " | ".join(t for _, t in keys) + " | CIDEr-D vs raw | " + " | ".join(animals) + " |",
+             "|---|---|" + "---:|" * (len(keys) + 1 + len(animals))]
+    raw = {s: scores[f]["cider_d"] for s, n, f in found if "raw audio" in n and "cider_d" in scores[f]}
+    for setting, system, folder in found:
+        row = scores[folder]
+        cells = [f"{row[k]:.4f}" for k, _ in keys]
+        base = raw.get(setting)
+        cells.append(f"{(row['cider_d'] - base) / base:+.1%}" if base and "raw audio" not in system and "cider_d" in row else "")
+        if clip_info:
+            acc = animal_accuracy({c: r["candidate"] for c, r in _predictions(folder).items()}, clip_info)
+            cells += [f"{acc['exact_animals_all']:.0%}", f"{acc['exact_animals_single']:.0%}",
+                      f"{acc['distinct_captions']} / {acc['distinct_combinations']}"]
+        lines.append(f"| {setting} | {system} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def examples(n: int = 4) -> str:
+def examples(n: int = 5) -> str:
     systems = [("zero-shot, raw", CAPTION / "zero-shot/raw"), ("zero-shot + D-L", CAPTION / "zero-shot/diffusion-link"),
-               ("supervised + D-L", CAPTION / "supervised-diffusion-link/test")]
-    tables = {}
-    for label, folder in systems:
-        if (folder / "predictions.csv").is_file():
-            with open(folder / "predictions.csv", encoding="utf-8") as f:
-                tables[label] = {r["clip_id"]: r for r in csv.DictReader(f)}
+               ("text (ceiling)", CAPTION / "zero-shot/text-ceiling"), ("supervised + D-L", CAPTION / "supervised-diffusion-link/test")]
+    tables = {label: _predictions(folder) for label, folder in systems if (folder / "predictions.csv").is_file()}
     if not tables:
         return ""
     first = next(iter(tables.values()))
@@ -159,39 +203,73 @@ def examples(n: int = 4) -> str:
     return "\n".join(lines)
 
 
-def summary(seconds: float) -> str:
+def encoder_line(store: dict) -> list[str]:
+    enc = store["encoder"]
+    if enc.get("family") != "trained-contrastive":
+        lines = [f"Encoder: laion-clap {enc.get('amodel')}, weights {enc['weights']}"]
+        if str(enc["weights"]).startswith("random-init"):
+            lines.append("CLAP is randomly initialised (no checkpoint given): the numbers below test the machinery, not the method.")
+        return lines
+    trained = enc.get("trained_on") or {}
+    lines = [f"Encoder: a CLAP-style contrastive encoder trained by this demo on its training split only "
+             f"({trained.get('source', '?')} '{trained.get('train_split', 'train')}', selected on '{trained.get('val_split', 'val')}'),",
+             f"  audio {str(enc.get('amodel')).split('(')[0]} (log-mel CNN), text {enc.get('tmodel')}; weights {str(enc['weights'])[:23]}..."]
+    test = ENCODER / "test" / "scores.json"
+    if test.is_file():
+        s = json.loads(test.read_text())["scores"]
+        lines.append(f"  test split: audio->text R@1 {s['test/a2t_R@1']:.3f}, text->audio R@1 {s['test/t2a_R@1']:.3f} "
+                     f"(chance {s['test/chance_R@1']:.3f}), paired cosine {s['test/paired_cosine']:.3f}, "
+                     f"modality probe {s['test/probe_accuracy']:.3f} (0.5 = no gap)")
+    return lines
+
+
+def step_times(steps: list[Step]) -> str:
+    lines = []
+    for i, step in enumerate(steps, 1):
+        stamp = step.stamp()
+        seconds = json.loads(stamp.read_text()).get("seconds") if stamp.is_file() else None
+        lines.append(f"  [{i:2d}] {step.name:55} {seconds / 60:5.1f} min" if seconds is not None else f"  [{i:2d}] {step.name}")
+    return "\n".join(lines)
+
+
+def summary(seconds: float, steps: list[Step] | None = None) -> str:
     store = json.loads((STORE / "store.json").read_text())
-    weights = store["encoder"]["weights"]
-    parts = [f"\n{'=' * 100}", f"Diffusion-Link demo finished in {seconds / 60:.1f} min.   CLAP weights: {weights}"]
-    if weights.startswith("random-init"):
-        parts.append("CLAP is randomly initialised (no checkpoint given): every stage ran for real, but the embeddings say nothing\n"
-                     "about sound, so the numbers below test the machinery, not the method. See README: 'What the demo's numbers mean'.")
+    parts = [f"\n{'=' * 100}", f"Diffusion-Link demo finished in {seconds / 60:.1f} min.", *encoder_line(store)]
     gap = ART / "bridge/report/gap_report.md"
     if gap.is_file():
         parts += ["", "Modality gap, demo test split (artifacts/bridge/report/gap_report.md):", gap.read_text().split("\n\n")[0]]
-    table = caption_table()
+    manifest = DEMO_ROOT / "manifest.json"  # configs/*/demo.yaml build the demo there
+    clip_info = json.loads(manifest.read_text()).get("clips") if manifest.is_file() else None
+    table = caption_table(clip_info)
     if table:
-        parts += ["", "Captioning, demo test split (aac-metrics; scores.json has the clip list and decoding settings):", table]
+        parts += ["", "Captioning, demo test split (aac-metrics; scores.json has the clip list and decoding settings;",
+                  "'right animals': the caption names exactly the clip's animals; 'distinct': distinct captions / animal combinations):",
+                  table]
     ex = examples()
     if ex:
         parts += ["", "Example captions:", ex]
+    if steps:
+        parts += ["", "Step times (the time of the run that made each output):", step_times(steps)]
     parts += ["", "Where things are:",
+              f"  encoder (export)   {ENCODER / 'export'}  (ContrastiveEncoder.from_pretrained), test scores in {ENCODER / 'test'}",
               f"  feature store      {STORE.resolve()}",
               "  gap report         artifacts/bridge/report/gap_report.{csv,md}",
               "  figures            artifacts/bridge/report/gap_pca.png, artifacts/bridge/report/gap_cosine_hist.png",
               "  bridges (export)   artifacts/bridge/*/export  (DiffusionLink.from_pretrained)",
-              "  captioners         artifacts/caption/*/export (peft adapter + projector), */test/predictions.csv, scores.json",
+              "  captioners         artifacts/caption/*/export (peft adapter + projector), */predictions.csv, scores.json",
               "=" * 100]
     return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="diffusion-link demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clap-checkpoint", help="a real laion-clap checkpoint (e.g. 630k-audioset-best.pt) instead of random init")
+    parser.add_argument("--clap-checkpoint", help="a real laion-clap checkpoint (e.g. 630k-audioset-best.pt): the features then come "
+                                                  "from it, and the demo trains no encoder of its own")
     parser.add_argument("--summary-only", action="store_true", help="print the summary of the last run")
     args = parser.parse_args(argv)
     start = time.time()
+    steps = demo_steps(args.clap_checkpoint)
     if not args.summary_only:
-        run(demo_steps(args.clap_checkpoint))
-    print(summary(time.time() - start), flush=True)
+        run(steps)
+    print(summary(time.time() - start, steps), flush=True)
     return 0

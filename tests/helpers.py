@@ -14,8 +14,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def cache_config(tmp: Path, demo_root: Path, *, source: dict | None = None, shard_size: int = 2, name: str = "demo",
-                 num_workers: int = 0, encoder: dict | None = None) -> Path:
-    """The repository's configs/cache/demo.yaml, pointed at temporary folders."""
+                 num_workers: int = 0, encoder: dict | None = None, encoder_export: str | None = None) -> Path:
+    """The repository's configs/cache/demo.yaml, pointed at temporary folders; laion-clap (random init)
+    unless ``encoder_export`` names a trained encoder."""
     config = yaml.safe_load((REPO / "configs/cache/demo.yaml").read_text())
     config["data"]["init_args"]["source"] = source or {
         "class_path": "diffusion_link.data.DemoAudioCaps",
@@ -24,6 +25,7 @@ def cache_config(tmp: Path, demo_root: Path, *, source: dict | None = None, shar
     config["data"]["init_args"]["shard_size"] = shard_size
     config["data"]["init_args"]["num_workers"] = num_workers
     config["model"]["init_args"]["encoder"].update(encoder or {})
+    config["model"]["init_args"]["encoder_export"] = encoder_export
     config["trainer"]["callbacks"][0]["init_args"] = {"root": str(tmp / "stores"), "name": name}
     config["trainer"]["accelerator"] = "cpu"
     config["trainer"]["enable_progress_bar"] = False

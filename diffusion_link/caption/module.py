@@ -15,6 +15,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from diffusion_link.bridge.baselines import MeanShift
 from diffusion_link.bridge.model import DiffusionLink
 from diffusion_link.caption.model import CaptionerConfig, CaptionModel, DecodingOptions
 from diffusion_link.data.store import StoreError, encoder_mismatch
@@ -22,6 +23,7 @@ from diffusion_link.optim import adamw_with_warmup
 from diffusion_link.encoder import ClapConfig, load_encoder
 
 log = logging.getLogger(__name__)
+MEAN_SHIFT = "mean-shift"
 
 
 @dataclass
@@ -46,6 +48,10 @@ class CaptionerModule(L.LightningModule):
             ``supervised`` trains on the paired *audio* embeddings (through the bridge when one is given).
         bridge: an exported Diffusion-Link folder applied to audio embeddings (frozen), at test and
             predict time and, in supervised mode, in training. ``None``: raw audio (the baseline).
+            ``mean-shift``: the training-free baseline a - mean(audio) + mean(text), means of the
+            store's training split.
+        test_input: ``audio`` (default) or ``text``: feed the text embedding of each clip's first
+            reference instead of its audio, the ceiling that a perfect bridge could reach.
         noise_std: Gaussian noise added to training text embeddings in zero-shot mode (CapDec-style injection).
         decoding: beam search / greedy settings.
         lr, weight_decay, warmup_steps: AdamW over the projector and the adapter, linear warm-up.
@@ -63,6 +69,7 @@ class CaptionerModule(L.LightningModule):
         captioner: CaptionerConfig = CaptionerConfig(),
         mode: Literal["zero-shot", "supervised"] = "zero-shot",
         bridge: str | None = None,
+        test_input: Literal["audio", "text"] = "audio",
         noise_std: float = 0.0,
         decoding: DecodingOptions = DecodingOptions(),
         lr: float = 1e-4,
@@ -87,9 +94,12 @@ class CaptionerModule(L.LightningModule):
             captioner = CaptionerConfig.from_dict(captioner)
         self.model = CaptionModel.from_pretrained(pretrained) if pretrained else CaptionModel(captioner)
         self.encoder_description = getattr(self.model, "meta", {}).get("encoder", {})
-        self.bridge = DiffusionLink.from_pretrained(bridge) if bridge else None
+        if test_input not in ("audio", "text"):
+            raise ValueError(f"test_input must be 'audio' or 'text', not {test_input!r}")
+        self.bridge = DiffusionLink.from_pretrained(bridge) if bridge and bridge != MEAN_SHIFT else None
         if self.bridge is not None:
             self.bridge.requires_grad_(False)
+        self.mean_shift: MeanShift | None = None  # fitted on the store's training split when bridge is mean-shift
         self.strict_loading = False  # checkpoints hold only what trains (projector + adapter), not the frozen LM
         self.clap = None
 
@@ -99,6 +109,11 @@ class CaptionerModule(L.LightningModule):
         """The audio embedding the LLM sees: bridged when a bridge is given, else raw (normalised)."""
         if self.bridge is not None:
             return self.bridge.bridge(audio)
+        if self.hparams.bridge == MEAN_SHIFT:
+            if self.mean_shift is None:
+                raise StoreError("the mean-shift baseline takes its means from a feature store's training split; "
+                                 "it cannot caption audio files directly")
+            return self.mean_shift(audio.to(self.mean_shift.shift.device))
         return F.normalize(audio.float(), dim=-1)
 
     def _check_store(self, fitting: bool) -> None:
@@ -112,6 +127,9 @@ class CaptionerModule(L.LightningModule):
                 raise StoreError(f"{store.path} is already a bridged store; do not also pass a bridge to the captioner")
             if diff := encoder_mismatch(self.bridge.encoder, store.encoder):
                 raise StoreError(f"the bridge was trained on another encoder than {store.path} (bridge vs store): " + "; ".join(diff))
+        if self.hparams.bridge == MEAN_SHIFT:
+            train = self.trainer.datamodule.split_for["fit"] or "train"
+            self.mean_shift = MeanShift(*store.means(train)).to(self.device)
         if fitting:
             self.encoder_description = dict(store.encoder)
         elif self.encoder_description and (diff := encoder_mismatch(self.encoder_description, store.encoder)):
@@ -175,7 +193,11 @@ class CaptionerModule(L.LightningModule):
         self._rows: list[tuple[str, str, list[str]]] = []
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        candidates = self.model.generate(self._audio(batch["audio_embedding"]), self.decoding)
+        if self.hparams.test_input == "text":  # the ceiling: the first reference's own text embedding
+            inputs = F.normalize(batch["text_embeddings"][:, 0].float(), dim=-1)
+        else:
+            inputs = self._audio(batch["audio_embedding"])
+        candidates = self.model.generate(inputs, self.decoding)
         self._rows += list(zip(batch["clip_id"], candidates, batch["captions"]))
 
     def on_test_epoch_end(self) -> None:
@@ -202,6 +224,7 @@ class CaptionerModule(L.LightningModule):
             "skipped_metrics": skipped,
             "mode": self.hparams.mode,
             "bridge": self.hparams.bridge,
+            "input": "text embedding of the first reference (ceiling)" if self.hparams.test_input == "text" else "audio",
             "captioner": self.hparams.pretrained,
             "llm": self.model.config.llm,
             "decoding": asdict(self.decoding),

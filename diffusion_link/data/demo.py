@@ -235,3 +235,26 @@ class DemoAudioCaps(AudioCapsCSV):
         """Each clip's kind, animals and whether it holds a held-out pair (from the manifest)."""
         self.prepare()
         return json.loads((self.root / "manifest.json").read_text())["clips"]
+
+
+def animal_accuracy(candidates: dict[str, str], clip_info: dict[str, dict]) -> dict[str, float]:
+    """How often captions name exactly the right animals (no animal missing, none extra).
+
+    ``candidates``: clip_id -> caption; ``clip_info``: :meth:`DemoAudioCaps.clip_info`. Returns the
+    fraction over all clips, over single-animal clips, over clips with a held-out pair, and the
+    number of distinct captions beside the number of distinct animal combinations.
+    """
+    hits = {"all": [], "single": [], "held_out_pair": []}
+    for clip, caption in candidates.items():
+        info = clip_info[clip]
+        hit = animals_named(caption) == frozenset(info["animals"])
+        hits["all"].append(hit)
+        if len(info["animals"]) == 1:
+            hits["single"].append(hit)
+        if info["held_out_pair"]:
+            hits["held_out_pair"].append(hit)
+    out = {f"exact_animals_{k}": float(np.mean(v)) if v else float("nan") for k, v in hits.items()}
+    out["distinct_captions"] = len(set(candidates.values()))
+    out["distinct_combinations"] = len({frozenset(clip_info[c]["animals"]) for c in candidates})
+    out["clips"] = len(candidates)
+    return out

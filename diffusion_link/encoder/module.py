@@ -44,6 +44,7 @@ class EncoderModule(L.LightningModule):
         pretrained: an export folder to evaluate (``validate``/``test``) or to start from.
         export_dir: where ``fit`` exports the best (val) checkpoint; ``None``: no export.
         probe_seed: seed of the gap metrics' linear probe.
+        output_dir: where ``test`` writes ``scores.json`` (recall, chance, gap metrics, provenance).
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class EncoderModule(L.LightningModule):
         pretrained: str | None = None,
         export_dir: str | None = None,
         probe_seed: int = 0,
+        output_dir: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["audio", "text"])
@@ -167,6 +169,15 @@ class EncoderModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         values = self._end_eval("test")
+        if self.trainer.is_global_zero and self.hparams.output_dir:
+            import json
+
+            out = Path(self.hparams.output_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            report = {"scores": values, "split": self.trainer.datamodule.split_for["test"],
+                      "encoder": self.encoder.describe() if self.encoder.weights_sha256 else None,
+                      "trained_on": self.encoder.meta.get("trained_on"), "selected_on": self.encoder.meta.get("selected_on")}
+            (out / "scores.json").write_text(json.dumps(report, indent=2, default=str))
         if self.trainer.is_global_zero:
             chance = values["test/chance_R@1"]
             print(f"\nEncoder, test split ({round(1 / chance)} clips): audio->text R@1 {values['test/a2t_R@1']:.3f}, "

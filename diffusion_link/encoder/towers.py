@@ -84,8 +84,27 @@ class AudioTower(Tower):
         return batch
 
 
+def segment_pool(x: torch.Tensor, lengths: torch.Tensor, segments: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Order-aware pooling of a padded (B, C, T) sequence: the mean of each of ``segments`` equal
+    parts of every row's own length (B, C * segments), and the max over its valid frames (B, C).
+    Padding past ``lengths`` never counts."""
+    t = x.shape[-1]
+    lengths = lengths.to(x.device).clamp(min=1, max=t)
+    pos = torch.arange(t, device=x.device)[None].float()  # (1, T)
+    seg = torch.floor(pos * segments / lengths[:, None].float()).long()  # (B, T)
+    inside = pos < lengths[:, None]
+    weights = (seg[:, None, :] == torch.arange(segments, device=x.device)[None, :, None]) & inside[:, None]
+    weights = weights.float() / weights.float().sum(-1, keepdim=True).clamp(min=1)  # (B, S, T)
+    pooled = torch.einsum("bct,bst->bcs", x, weights).flatten(1)
+    peak = x.masked_fill(~inside[:, None], float("-inf")).amax(-1)
+    return pooled, peak
+
+
 class LogMelCNN(AudioTower):
     """Log-mel spectrogram -> 5 conv blocks -> order-aware temporal pooling -> projection.
+
+    The frequency axis is not averaged away after the convolutions (the remaining frequency bins
+    become channels): which band holds the energy is what tells one sound from another.
 
     Pooling: the time axis is cut into ``segments`` equal parts of each clip's own (unpadded) length,
     each averaged, plus a max over time; so "A then B" and "B then A" give different vectors.
@@ -145,7 +164,12 @@ class LogMelCNN(AudioTower):
         self.cnn = nn.Sequential(*blocks)
         self.time_stride = 2 ** (len(channels) - 1)
         self.dropout = nn.Dropout(dropout)
-        self.proj = nn.Linear(c_in * (segments + 1), dim)
+        freq = n_mels
+        for _ in channels:
+            freq //= 2
+        if freq < 1:
+            raise ValueError(f"n_mels={n_mels} is too few for {len(channels)} pooling blocks (need >= {2 ** len(channels)})")
+        self.proj = nn.Linear(c_in * freq * (segments + 1), dim)
 
     @torch.no_grad()
     def features(self, wave: np.ndarray) -> torch.Tensor:
@@ -182,18 +206,9 @@ class LogMelCNN(AudioTower):
 
     def forward(self, batch: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = self.bn0(batch)
-        x = self.cnn(x[:, None]).mean(2)  # (B, C, T')
-        t = x.shape[-1]
+        x = self.cnn(x[:, None]).flatten(1, 2)  # (B, C * F', T'): where in frequency stays known
         lengths = (lengths.to(x.device) + self.time_stride - 1) // self.time_stride
-        lengths = lengths.clamp(min=1, max=t)
-        # segment k of clip i covers frames [k L_i / S, (k + 1) L_i / S) of its own length L_i
-        pos = torch.arange(t, device=x.device)[None].float()  # (1, T')
-        seg = torch.floor(pos * self.segments / lengths[:, None].float()).long()  # (B, T')
-        inside = pos < lengths[:, None]
-        weights = (seg[:, None, :] == torch.arange(self.segments, device=x.device)[None, :, None]) & inside[:, None]
-        weights = weights.float() / weights.float().sum(-1, keepdim=True).clamp(min=1)  # (B, S, T')
-        pooled = torch.einsum("bct,bst->bcs", x, weights).flatten(1)
-        peak = x.masked_fill(~inside[:, None], float("-inf")).amax(-1)
+        pooled, peak = segment_pool(x, lengths, self.segments)
         return self.proj(self.dropout(torch.cat([pooled, peak], 1)))
 
 
@@ -218,10 +233,10 @@ class SentenceEncoderText(TextTower):
         dim: output (joint-space) dimension.
         hidden: width of the projection's hidden layer; 0 = one linear layer.
         max_length: tokens per caption.
-        batch_size: captions per frozen forward pass.
+        batch_size: captions per frozen forward pass (always this many rows, for bit-exact results).
     """
 
-    def __init__(self, model: str = "all-MiniLM-L6-v2", dim: int = 512, hidden: int = 512, max_length: int = 64, batch_size: int = 256):
+    def __init__(self, model: str = "all-MiniLM-L6-v2", dim: int = 512, hidden: int = 512, max_length: int = 64, batch_size: int = 32):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
@@ -245,15 +260,20 @@ class SentenceEncoderText(TextTower):
 
     @torch.no_grad()
     def frozen(self, captions: list[str]) -> torch.Tensor:
-        """The frozen encoder's unit-norm sentence embeddings, (B, width); computed once per caption."""
+        """The frozen encoder's unit-norm sentence embeddings, (B, width); computed once per caption.
+
+        Every forward pass has the same shape (``batch_size`` rows, padded to ``max_length`` tokens),
+        so a caption's embedding is bit-identical whatever captions it is computed with.
+        """
         todo = sorted({c for c in captions if c not in self._memo})
         for i in range(0, len(todo), self.batch_size):
             chunk = todo[i : i + self.batch_size]
-            tokens = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+            rows = chunk + [""] * (self.batch_size - len(chunk))
+            tokens = self.tokenizer(rows, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt")
             hidden = self.backbone(**tokens).last_hidden_state
             mask = tokens["attention_mask"][..., None].float()
             pooled = F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1)
-            self._memo.update(zip(chunk, pooled))
+            self._memo.update(zip(chunk, pooled[: len(chunk)]))
         return torch.stack([self._memo[c] for c in captions]) if captions else torch.zeros(0, self.backbone.config.hidden_size)
 
     def forward(self, captions: list[str]) -> torch.Tensor:
@@ -316,8 +336,11 @@ class ClapAudio(AudioTower):
         return (batch * gain.to(batch.device)[:, None]).clamp(-1, 1)
 
     def forward(self, batch: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        longer = torch.zeros(len(batch), 1, dtype=torch.bool, device=batch.device)
-        out = self.audio_branch({"waveform": batch, "longer": longer}, mixup_lambda=None, device=batch.device)
+        if type(self.audio_branch).__name__ in ("Cnn6", "Cnn10"):  # laion-clap's smaller PANNs take the bare waveform
+            inputs = batch
+        else:  # HTSAT and Cnn14 take laion-clap's dict
+            inputs = {"waveform": batch, "longer": torch.zeros(len(batch), 1, dtype=torch.bool, device=batch.device)}
+        out = self.audio_branch(inputs, mixup_lambda=None, device=batch.device)
         return self.audio_projection(out["embedding"])
 
 
