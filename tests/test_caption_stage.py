@@ -173,7 +173,8 @@ def test_predict_on_a_folder_of_mixed_audio(zero_shot, bridge_export, tiny_demo,
     (folder / "corrupt.wav").write_bytes(b"RIFF" + b"\x00" * 40)
     out = tmp_path / "captions.csv"
     config = repo_config("configs/caption/predict.yaml", tmp_path, {
-        "model": {"init_args": {"pretrained": str(tmp / "zs" / "export"), "bridge": str(bridge_export), "decoding": {"num_beams": 1, "max_new_tokens": 5}}},
+        "model": {"init_args": {"pretrained": str(tmp / "zs" / "export"), "bridge": str(bridge_export), "encoder_export": None,
+                                "decoding": {"num_beams": 1, "max_new_tokens": 5}}},
         "data": {"init_args": {"folder": str(folder), "batch_size": 2}},
         "trainer": {"accelerator": "cpu", "enable_progress_bar": False,
                     "callbacks": [{"class_path": "diffusion_link.caption.CaptionWriter", "init_args": {"output": str(out)}}]},

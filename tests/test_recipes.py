@@ -10,7 +10,7 @@ from helpers import REPO, cache_config, repo_config, run_cli
 
 from diffusion_link.cli import main
 
-SUBCOMMAND = {"cache": "predict", "bridge": "fit", "caption": "fit", "audiocaps": "fit"}
+SUBCOMMAND = {"encoder": "fit", "cache": "predict", "bridge": "fit", "caption": "fit", "audiocaps": "fit"}
 SPECIAL = {"gap-demo.yaml": "test", "predict-demo.yaml": "predict", "predict.yaml": "predict", "cache.yaml": "predict", "gap.yaml": "test"}
 
 

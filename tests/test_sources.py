@@ -72,14 +72,23 @@ def test_demo_build_is_reproducible_bit_for_bit(tmp_path):
     for rel, digest in files_a.items():
         assert hashlib.sha256((b / rel).read_bytes()).hexdigest() == digest
     source = AudioCapsCSV(str(a / "csv"), str(a / "audio"))
-    assert [len(r.captions) for r in source.records("train")] == [1] * 4
+    assert [len(r.captions) for r in source.records("train")] == [3] * 4
     assert [len(r.captions) for r in source.records("test")] == [5] * 2
 
 
-def test_demo_has_mixtures_sequences_and_long_clips(tmp_path):
-    root = build_demo(tmp_path / "d", n_train=30, n_val=0, n_test=0)
+def test_demo_has_mixtures_sequences_and_clips_of_at_most_ten_seconds_with_held_out_pairs(tmp_path):
+    from diffusion_link.data.demo import HELD_OUT_PAIRS, animals_named, held_out_pair
+
+    root = build_demo(tmp_path / "d", n_train=60, n_val=30, n_test=0)
+    info = json.loads((root / "manifest.json").read_text())["clips"]
     records = AudioCapsCSV(str(root / "csv"), str(root / "audio")).records("train")
     captions = " ".join(r.captions[0] for r in records)
     assert "then" in captions or "followed" in captions or "after" in captions
     durations = [sf.info(r.audio).duration for r in records]
-    assert max(durations) > 10.0 and min(durations) < 10.0
+    assert max(durations) <= 10.0 and min(durations) < 3.0
+    for record in records + AudioCapsCSV(str(root / "csv"), str(root / "audio")).records("val"):
+        animals = frozenset(info[record.clip_id]["animals"])
+        assert all(animals_named(c) == animals for c in record.captions), record  # captions name exactly the animals
+    assert not any(held_out_pair(info[r.clip_id]["animals"]) for r in records)  # never together in training
+    assert len(HELD_OUT_PAIRS) == 5 and held_out_pair(["cow", "dog", "owl"]) and not held_out_pair(["cow", "dog"])
+
