@@ -60,6 +60,7 @@ bench: venv
 	$(BIN)/python benchmarks/cache_throughput.py
 	$(BIN)/python benchmarks/store_memory.py
 	$(BIN)/python benchmarks/bridge_throughput.py
+	$(BIN)/python benchmarks/caption_speed.py
 
 doctor: venv
 	$(BIN)/diffusion-link doctor

@@ -1,6 +1,7 @@
 """``diffusion-link``: one LightningCLI for every stage; the YAML's ``class_path`` picks the stage.
 
-    diffusion-link predict --config configs/cache/demo.yaml     # stage 1: CLAP features -> store
+    diffusion-link fit --config configs/encoder/demo.yaml       # stage 0: train the demo's encoder
+    diffusion-link predict --config configs/cache/demo.yaml     # stage 1: encoder features -> store
     diffusion-link doctor                                         # which offline assets are here
 
 Any option of the config can be overridden on the command line (``--trainer.devices=2``,
@@ -17,8 +18,10 @@ import sys
 DESCRIPTION = """\
 Diffusion-Link pipeline. Each stage is a LightningModule chosen by `model.class_path` in a YAML config:
 
+  encoder  diffusion-link fit     --config configs/encoder/demo.yaml         train a CLAP-style encoder
+           (the demo's; or fine-tune laion-clap), select on val, export
   cache    diffusion-link predict --config configs/cache/demo.yaml
-           frozen CLAP -> feature store (store.json + one Arrow dataset per split)
+           frozen encoder -> feature store (store.json + one Arrow dataset per split)
   bridge   diffusion-link fit     --config configs/bridge/demo.yaml          train + export Diffusion-Link
            diffusion-link test    --config configs/bridge/gap-demo.yaml      modality-gap report + figures
            diffusion-link predict --config configs/bridge/predict-demo.yaml  bridged feature store

@@ -130,19 +130,35 @@ def demo_steps(clap_checkpoint: str | None = None) -> list[Step]:
     return steps + _caption_steps()
 
 
+class Interrupted(RuntimeError):
+    """The demo was stopped by a signal; the step named was not finished (nor stamped)."""
+
+
 def run(steps: list[Step]) -> None:
+    import signal
+
     from diffusion_link.cli import main as cli
 
-    for i, step in enumerate(steps, 1):
-        if step.fresh():
-            print(f"[{i}/{len(steps)}] {step.name}: up to date, reused", flush=True)
-            continue
-        print(f"\n[{i}/{len(steps)}] {step.name}\n    diffusion-link {' '.join(step.args)}", flush=True)
-        start = time.time()
-        cli(step.args)
-        gc.collect()
-        step.stamp().parent.mkdir(parents=True, exist_ok=True)
-        step.stamp().write_text(json.dumps({"key": step.key(), "seconds": round(time.time() - start, 1)}))
+    received: list[int] = []
+    # Lightning chains to a handler that is already installed: it stops training cleanly (nothing
+    # half-trained is exported) and we learn of the signal here, instead of going on to the next step.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        for i, step in enumerate(steps, 1):
+            if step.fresh():
+                print(f"[{i}/{len(steps)}] {step.name}: up to date, reused", flush=True)
+                continue
+            print(f"\n[{i}/{len(steps)}] {step.name}\n    diffusion-link {' '.join(step.args)}", flush=True)
+            start = time.time()
+            cli(step.args)
+            gc.collect()
+            if received:
+                raise Interrupted(f"stopped by signal {received[0]} during step {i}/{len(steps)} ({step.name}); "
+                                  "finished steps are kept, run `diffusion-link demo` again to go on")
+            step.stamp().parent.mkdir(parents=True, exist_ok=True)
+            step.stamp().write_text(json.dumps({"key": step.key(), "seconds": round(time.time() - start, 1)}))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # -- the summary -----------------------------------------------------------------------------------
@@ -223,12 +239,23 @@ def encoder_line(store: dict) -> list[str]:
     return lines
 
 
+BOUNDS_MIN = {"encoder: train on the demo's training split": 4.0}  # figures the project commits to (2 cores)
+DEMO_BOUND_MIN = 20.0
+
+
 def step_times(steps: list[Step]) -> str:
-    lines = []
+    lines, total = [], 0.0
     for i, step in enumerate(steps, 1):
         stamp = step.stamp()
         seconds = json.loads(stamp.read_text()).get("seconds") if stamp.is_file() else None
-        lines.append(f"  [{i:2d}] {step.name:55} {seconds / 60:5.1f} min" if seconds is not None else f"  [{i:2d}] {step.name}")
+        if seconds is None:
+            lines.append(f"  [{i:2d}] {step.name}")
+            continue
+        total += seconds
+        bound = f"   (bound: <= {BOUNDS_MIN[step.name]:.0f} min)" if step.name in BOUNDS_MIN else ""
+        lines.append(f"  [{i:2d}] {step.name:55} {seconds / 60:5.1f} min{bound}")
+    lines.append(f"  all steps, from scratch: {total / 60:.1f} min   (bound: <= {DEMO_BOUND_MIN:.0f} min on 2 cores, "
+                 "plus the one-off venv install)")
     return "\n".join(lines)
 
 
@@ -270,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     steps = demo_steps(args.clap_checkpoint)
     if not args.summary_only:
-        run(steps)
+        try:
+            run(steps)
+        except Interrupted as err:
+            print(f"\nDemo interrupted: {err}", flush=True)
+            return 143
     print(summary(time.time() - start, steps), flush=True)
     return 0
