@@ -27,6 +27,17 @@ def home() -> Path:
     return Path(os.environ.get("DIFFUSION_LINK_HOME", Path.home() / ".cache" / "diffusion-link"))
 
 
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file, read in chunks: the identity of checkpoints and exports."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def package_dir(name: str) -> Path | None:
     """Folder of an installed package, found without importing it (works for namespace packages)."""
     try:

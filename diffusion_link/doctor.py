@@ -53,18 +53,13 @@ def _sentence_encoder() -> str | None:
 
 def _encoder_export(folder: str) -> str | None:
     """A trained encoder export whose weights match its recorded checksum (read without torch)."""
-    import hashlib
     import json
 
     config, weights = Path(folder) / "config.json", Path(folder) / "encoder.safetensors"
     if not config.is_file() or not weights.is_file():
         return None
     meta = json.loads(config.read_text())
-    digest = hashlib.sha256()
-    with open(weights, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    if digest.hexdigest() != meta.get("weights_sha256"):
+    if assets.sha256_file(weights) != meta.get("weights_sha256"):
         return None
     trained = meta.get("meta", {}).get("trained_on", {})
     return f"{folder} (checksum ok; trained on {trained.get('source', '?')} '{trained.get('train_split', '?')}')"

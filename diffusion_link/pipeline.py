@@ -73,12 +73,12 @@ ZERO_SHOT_TESTS = [  # (system name, folder under zero-shot/, bridge, test input
     ("zero-shot + Diffusion-Link", "diffusion-link", DL_EXPORT, "audio"),
     ("zero-shot, text embedding (ceiling)", "text-ceiling", None, "text"),
 ]
-SUPERVISED_TESTS = [("supervised, raw audio", CAPTION / "supervised-raw"), ("supervised + Diffusion-Link", CAPTION / "supervised-diffusion-link")]
+ZS, SUP_RAW, SUP_DL = CAPTION / "zero-shot", CAPTION / "supervised-raw", CAPTION / "supervised-diffusion-link"
+SUPERVISED_TESTS = [("supervised, raw audio", SUP_RAW), ("supervised + Diffusion-Link", SUP_DL)]
 
 
 def _caption_steps() -> list[Step]:
     store_meta = STORE / "store.json"
-    zs, sup_raw, sup_dl = CAPTION / "zero-shot", CAPTION / "supervised-raw", CAPTION / "supervised-diffusion-link"
 
     def fit(name, config, folder, extra, inputs):
         return Step(name, ["fit", "--config", config, "--model.init_args.export_dir", str(folder / "export"),
@@ -95,14 +95,14 @@ def _caption_steps() -> list[Step]:
                     [out / "scores.json"], inputs)
 
     zero, sup = "configs/caption/zero-shot.yaml", "configs/caption/supervised.yaml"
-    steps = [fit("caption: zero-shot fit (text only)", zero, zs, [], [store_meta])]
-    steps += [test(zero, zs, zs / sub, system, bridge, test_input) for system, sub, bridge, test_input in ZERO_SHOT_TESTS]
+    steps = [fit("caption: zero-shot fit (text only)", zero, ZS, [], [store_meta])]
+    steps += [test(zero, ZS, ZS / sub, system, bridge, test_input) for system, sub, bridge, test_input in ZERO_SHOT_TESTS]
     return steps + [
-        fit("caption: supervised fit, raw audio", sup, sup_raw, ["--model.init_args.bridge", "null"], [store_meta]),
-        test(sup, sup_raw, sup_raw / "test", "supervised, raw audio", None),
-        fit("caption: supervised fit, Diffusion-Link", sup, sup_dl, ["--model.init_args.bridge", str(DL_EXPORT)],
+        fit("caption: supervised fit, raw audio", sup, SUP_RAW, ["--model.init_args.bridge", "null"], [store_meta]),
+        test(sup, SUP_RAW, SUP_RAW / "test", "supervised, raw audio", None),
+        fit("caption: supervised fit, Diffusion-Link", sup, SUP_DL, ["--model.init_args.bridge", str(DL_EXPORT)],
             [store_meta, DL_EXPORT / "config.json"]),
-        test(sup, sup_dl, sup_dl / "test", "supervised + Diffusion-Link", DL_EXPORT),
+        test(sup, SUP_DL, SUP_DL / "test", "supervised + Diffusion-Link", DL_EXPORT),
     ]
 
 
@@ -169,7 +169,7 @@ CAPTION_METRICS = [("bleu_1", "BLEU-1"), ("bleu_4", "BLEU-4"), ("meteor", "METEO
 
 def caption_systems() -> list[tuple[str, str, Path]]:
     """(setting, system, folder with scores.json and predictions.csv), in table order."""
-    rows = [("zero-shot", system, CAPTION / "zero-shot" / sub) for system, sub, _, _ in ZERO_SHOT_TESTS]
+    rows = [("zero-shot", system, ZS / sub) for system, sub, _, _ in ZERO_SHOT_TESTS]
     return rows + [("supervised", system, folder / "test") for system, folder in SUPERVISED_TESTS]
 
 

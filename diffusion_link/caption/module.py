@@ -101,7 +101,7 @@ class CaptionerModule(L.LightningModule):
             self.bridge.requires_grad_(False)
         self.mean_shift: MeanShift | None = None  # fitted on the store's training split when bridge is mean-shift
         self.strict_loading = False  # checkpoints hold only what trains (projector + adapter), not the frozen LM
-        self.clap = None
+        self.audio_encoder = None  # built for predict on audio files
 
     # -- inputs ------------------------------------------------------------------------------------
 
@@ -140,7 +140,7 @@ class CaptionerModule(L.LightningModule):
             self._check_store(fitting=True)
         if stage == "predict" and hasattr(self.trainer.datamodule, "use_sample_rate"):  # audio files
             self._load_encoder()
-            self.trainer.datamodule.use_sample_rate(self.clap.sample_rate)
+            self.trainer.datamodule.use_sample_rate(self.audio_encoder.sample_rate)
 
     # -- training ----------------------------------------------------------------------------------
 
@@ -247,11 +247,11 @@ class CaptionerModule(L.LightningModule):
         if hp.clap is None and not hp.encoder_export:
             raise ValueError("captioning audio files needs the encoder the captioner was trained with: "
                              "model.init_args.encoder_export (a trained encoder) or model.init_args.clap (laion-clap)")
-        self.clap = load_encoder(hp.clap if hp.encoder_export is None else None, hp.encoder_export)
-        if isinstance(self.clap, torch.nn.Module):
-            self.clap.to(self.device)
+        self.audio_encoder = load_encoder(hp.clap, hp.encoder_export)
+        if isinstance(self.audio_encoder, torch.nn.Module):
+            self.audio_encoder.to(self.device)
         expected = self.encoder_description or (self.bridge.encoder if self.bridge is not None else {})
-        if expected and (diff := encoder_mismatch(expected, self.clap.describe())):
+        if expected and (diff := encoder_mismatch(expected, self.audio_encoder.describe())):
             raise StoreError("the encoder given for prediction is not the one the captioner/bridge was trained with: " + "; ".join(diff))
 
     def on_predict_start(self) -> None:
@@ -263,7 +263,7 @@ class CaptionerModule(L.LightningModule):
             good = [i for i, w in enumerate(batch["waves"]) if w is not None]
             captions = [""] * len(batch["waves"])
             if good:
-                audio = self.clap.encode_audio([batch["waves"][i] for i in good]).to(self.device)
+                audio = self.audio_encoder.encode_audio([batch["waves"][i] for i in good]).to(self.device)
                 for i, c in zip(good, self.model.generate(self._audio(audio), self.decoding)):
                     captions[i] = c
             return {"id": batch["path"], "caption": captions, "error": batch["error"]}

@@ -37,16 +37,14 @@ class Encoder(Protocol):
 
 def load_encoder(clap: ClapConfig | dict | None = None, export: str | None = None) -> Encoder:
     """laion-clap from ``clap`` (checkpoint or random init), or a trained encoder's ``export`` folder."""
-    if export:
-        if isinstance(clap, dict):
-            clap = ClapConfig(**clap)
-        if clap is not None and clap.checkpoint:
-            raise ValueError(f"two encoders given: a trained encoder export ({export}) and a CLAP checkpoint "
-                             f"({clap.checkpoint}); keep one")
-        return ContrastiveEncoder.from_pretrained(export)
     if isinstance(clap, dict):
         clap = ClapConfig(**clap)
-    return ClapEncoder(clap or ClapConfig())
+    if not export:
+        return ClapEncoder(clap or ClapConfig())
+    if clap is not None and clap.checkpoint:
+        raise ValueError(f"two encoders given: a trained encoder export ({export}) and a CLAP checkpoint "
+                         f"({clap.checkpoint}); keep one")
+    return ContrastiveEncoder.from_pretrained(export)
 
 
 __all__ = ["ClapConfig", "ClapEncoder", "ContrastiveEncoder", "Encoder", "EncoderModule", "load_encoder"]

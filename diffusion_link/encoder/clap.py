@@ -16,7 +16,6 @@ exactly as laion-clap's ``repeatpad`` does, so laion-clap's random crop never ru
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import importlib.machinery
 import logging
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from diffusion_link.assets import MissingAssetError, gpt2_tokenizer_dir, hf_cached_snapshot
+from diffusion_link.assets import MissingAssetError, gpt2_tokenizer_dir, hf_cached_snapshot, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -253,14 +252,6 @@ def to_windows(wave: np.ndarray, policy: CropPolicy = "centre", length: int = WI
 # ----------------------------------------------------------------------------------------------
 # The encoder
 # ----------------------------------------------------------------------------------------------
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

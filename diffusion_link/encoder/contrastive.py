@@ -104,11 +104,8 @@ class ContrastiveEncoder(nn.Module):
             "trained_on": self.meta.get("trained_on"),
             "dim": self.dim,
             "sample_rate": self.sample_rate,
-            "window_samples": int(self.audio.init_args.get("window_seconds", 10.0) * self.sample_rate)
-            if "window_seconds" in self.audio.init_args else int(self.audio.window),
             "crop": "centre",
-            "pad": "zero-masked" if not hasattr(self.audio, "audio_branch") else "repeatpad",
-            "quantise_int16": hasattr(self.audio, "audio_branch"),
+            **self.audio.input_description(),
         }
 
     # -- export ------------------------------------------------------------------------------------
@@ -122,7 +119,7 @@ class ContrastiveEncoder(nn.Module):
 
         from safetensors.torch import save_file
 
-        from diffusion_link.encoder.clap import sha256_file
+        from diffusion_link.assets import sha256_file
 
         folder = Path(folder)
         tmp = folder.with_name(f".{folder.name}.tmp")
@@ -142,8 +139,7 @@ class ContrastiveEncoder(nn.Module):
     def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> "ContrastiveEncoder":
         from safetensors.torch import load_file
 
-        from diffusion_link.assets import MissingAssetError
-        from diffusion_link.encoder.clap import sha256_file
+        from diffusion_link.assets import MissingAssetError, sha256_file
 
         folder = Path(folder)
         config_path, weights = folder / "config.json", folder / WEIGHTS

@@ -82,6 +82,8 @@ class EncoderModule(L.LightningModule):
             raise TypeError("the encoder stage reads clips with captions: data.class_path must be "
                             "diffusion_link.data.ClipCaptionDataModule")
         datamodule.use_features(self.encoder.audio.features, self.encoder.sample_rate)
+        if stage != "fit":
+            return
         from diffusion_link.encoder.clap import import_laion_clap
 
         import_laion_clap()  # laion-clap puts its folder on sys.path: its package is ``clap_module``

@@ -83,6 +83,10 @@ class AudioTower(Tower):
     def augment(self, batch: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return batch
 
+    def input_description(self) -> dict:  # pragma: no cover - interface
+        """How the waveform reaches the tower: ``window_samples``, ``pad``, ``quantise_int16``."""
+        raise NotImplementedError
+
 
 def segment_pool(x: torch.Tensor, lengths: torch.Tensor, segments: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Order-aware pooling of a padded (B, C, T) sequence: the mean of each of ``segments`` equal
@@ -171,6 +175,10 @@ class LogMelCNN(AudioTower):
             raise ValueError(f"n_mels={n_mels} is too few for {len(channels)} pooling blocks (need >= {2 ** len(channels)})")
         self.proj = nn.Linear(c_in * freq * (segments + 1), dim)
 
+    def input_description(self) -> dict:
+        return {"window_samples": int(self.init_args["window_seconds"] * self.sample_rate), "pad": "zero-masked",
+                "quantise_int16": False}
+
     @torch.no_grad()
     def features(self, wave: np.ndarray) -> torch.Tensor:
         """(n_mels, frames) natural-log mel power of a mono waveform at ``sample_rate``."""
@@ -240,8 +248,7 @@ class SentenceEncoderText(TextTower):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
-        from diffusion_link.assets import sentence_encoder_dir
-        from diffusion_link.encoder.clap import sha256_file
+        from diffusion_link.assets import sentence_encoder_dir, sha256_file
 
         self.init_args = dict(model=model, dim=dim, hidden=hidden, max_length=max_length, batch_size=batch_size)
         folder = sentence_encoder_dir(model)
@@ -319,6 +326,9 @@ class ClapAudio(AudioTower):
 
     def describe(self) -> str:
         return f"ClapAudio({self.init_args['amodel']}, from {self.weights})"
+
+    def input_description(self) -> dict:
+        return {"window_samples": self.window, "pad": "repeatpad", "quantise_int16": True}
 
     def features(self, wave: np.ndarray) -> torch.Tensor:
         from diffusion_link.encoder.clap import quantise_int16

@@ -202,13 +202,17 @@ class RetrievalRecall(Metric):
         self.refs.append(_unit(refs).float())
         self.n_refs.append(n_refs.long())
 
-    def compute(self) -> dict[str, torch.Tensor]:
+    def _flat(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries x (N, D), every valid reference (M, D) and the clip each reference belongs to (M,)."""
         cat = lambda s: torch.cat(s) if isinstance(s, list) else s  # noqa: E731
         x, refs, n_refs = cat(self.xs), cat(self.refs), cat(self.n_refs)
         r = refs.shape[1]
         valid = torch.arange(r, device=x.device)[None] < n_refs[:, None]  # (N, R)
-        texts = refs[valid]  # (sum n_refs, D)
         owner = torch.arange(len(x), device=x.device)[:, None].expand(-1, r)[valid]
+        return x, refs[valid], owner
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        x, texts, owner = self._flat()
         sims = x @ texts.T  # (N, M)
         own = owner[None] == torch.arange(len(x), device=x.device)[:, None]
         best_own = sims.masked_fill(~own, float("-inf")).max(dim=1).values
@@ -221,11 +225,7 @@ class TextToAudioRecall(RetrievalRecall):
     its own clip ranks in the top k. Same inputs as :class:`RetrievalRecall`."""
 
     def compute(self) -> dict[str, torch.Tensor]:
-        cat = lambda s: torch.cat(s) if isinstance(s, list) else s  # noqa: E731
-        x, refs, n_refs = cat(self.xs), cat(self.refs), cat(self.n_refs)
-        valid = torch.arange(refs.shape[1], device=x.device)[None] < n_refs[:, None]
-        texts = refs[valid]
-        owner = torch.arange(len(x), device=x.device)[:, None].expand(-1, refs.shape[1])[valid]
+        x, texts, owner = self._flat()
         sims = texts @ x.T  # (M, N)
         own = sims.gather(1, owner[:, None])
         rank = (sims > own).sum(dim=1)
