@@ -1,6 +1,7 @@
 """Stage 2 through the CLI and the plain API: fit / test / predict, export, resume, bad input,
 and the known-answer test on two synthetic modalities."""
 
+import csv
 import json
 import shutil
 
@@ -57,7 +58,11 @@ def test_cli_test_writes_the_gap_report(trained, demo_store):
     for method in ("none (raw audio)", "mean shift", "projection decoding", "Diffusion Bridge", "Diffusion-Link"):
         assert f"| {method} |" in table
     lines = (report / "gap_report.csv").read_text().splitlines()
-    assert lines[0].startswith("method,paired_cosine,centroid_distance") and len(lines) == 6
+    assert lines[0].startswith("method,paired_cosine,paired_cosine_lo,paired_cosine_hi,centroid_distance") and len(lines) == 6
+    for row in csv.DictReader(lines):  # every interval is ordered
+        for key in ("paired_cosine", "frechet", "mmd", "probe_accuracy", "R@1"):
+            assert float(row[f"{key}_lo"]) <= float(row[f"{key}_hi"]), (row["method"], key)
+    assert table.count(" ± ") >= 5 * 8 and "bootstrap interval over clips" in table
     for png in ("gap_pca.png", "gap_cosine_hist.png"):
         assert (report / png).stat().st_size > 10_000
     assert "test/diffusion_link/frechet" in next(report.rglob("metrics.csv")).read_text()

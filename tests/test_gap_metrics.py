@@ -1,119 +1,166 @@
-"""Every gap metric against an independent numpy / scipy / scikit-learn computation, in one pass,
-accumulated over batches, and over two processes."""
+"""The gap metrics: against an independent numpy / scipy / scikit-learn computation written from the
+definitions, independent of batching, order, padding repeats and processes; known answers (one
+distribution gives probe ~0.5 and MMD² ~0 whatever the number of references; a shift is detected);
+bootstrap intervals that vanish on identical inputs and cover the truth."""
 
 import numpy as np
 import pytest
 import scipy.linalg
+import scipy.spatial
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
 
-from diffusion_link.evaluation.gap import (
-    RBFMMD,
-    CentroidDistance,
-    ConeCosine,
-    FrechetDistance,
-    LinearProbeSeparability,
-    PairedCosine,
-    RetrievalRecall,
-    gap_metrics,
-)
+from diffusion_link.evaluation.gap import Clips, GapMetrics, RetrievalRecall, gap_statistics
 
-N, D = 120, 8
+D = 8
 
 
-def data(seed=0):
+def unit(a):
+    return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+
+def clips(n=60, seed=0, shift=0.7, max_refs=4, dim=D):
+    """Clips with 1..max_refs references each: (x (n, D), list of (R_i, D) arrays)."""
     g = np.random.default_rng(seed)
-    c = g.standard_normal((N, D))
-    x = c + 0.8 * g.standard_normal((N, D)) + 0.7
-    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)  # noqa: E731
-    return unit(x), unit(c)
+    z = g.standard_normal((n, dim))
+    x = unit(z + 0.8 * g.standard_normal((n, dim)) + shift)
+    refs = [unit(z[i] + 0.8 * g.standard_normal((g.integers(1, max_refs + 1), dim))) for i in range(n)]
+    return x, refs
 
 
-def reference(x, c):
+def padded(x, refs):
+    r = max(len(c) for c in refs)
+    out = np.zeros((len(x), r, x.shape[1]))
+    for i, c in enumerate(refs):
+        out[i, : len(c)] = c
+    return torch.from_numpy(x), torch.from_numpy(out), torch.tensor([len(c) for c in refs])
+
+
+def reference(x, refs, probe_seed=0):
     """Written from the definitions, with none of the package's code."""
-    out = {"paired_cosine": np.mean(np.sum(x * c, 1)), "centroid_distance": np.linalg.norm(x.mean(0) - c.mean(0))}
+    n = len(x)
+    c = np.concatenate(refs)
+    owner = np.repeat(np.arange(n), [len(r) for r in refs])
+    out = {"paired_cosine": np.mean(np.sum(x[owner] * c, 1)), "centroid_distance": np.linalg.norm(x.mean(0) - c.mean(0))}
     gram = x @ x.T
-    out["cone_cosine"] = (gram.sum() - np.trace(gram)) / (N * (N - 1))
+    out["cone_cosine"] = (gram.sum() - np.trace(gram)) / (n * (n - 1))
     mu1, mu2, s1, s2 = x.mean(0), c.mean(0), np.cov(x, rowvar=False), np.cov(c, rowvar=False)
     out["frechet"] = np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2 * scipy.linalg.sqrtm(s1 @ s2).real)
     pooled = np.concatenate([x, c])
     d2 = scipy.spatial.distance.cdist(pooled, pooled, "sqeuclidean")
-    sigma2 = np.median(d2[np.triu_indices(2 * N, 1)]) / 2
+    sigma2 = np.median(d2[np.triu_indices(len(pooled), 1)]) / 2
     k = np.exp(-d2 / (2 * sigma2))
-    kxx, kcc, kxc = k[:N, :N], k[N:, N:], k[:N, N:]
-    out["mmd"] = (kxx.sum() - np.trace(kxx)) / (N * (N - 1)) + (kcc.sum() - np.trace(kcc)) / (N * (N - 1)) - 2 * kxc.mean()
-    canonical = np.lexsort(np.concatenate([x, c], axis=1).T[::-1])  # the metric's documented canonical order
-    x, c = x[canonical], c[canonical]
-    order = np.random.default_rng(0).permutation(N)
-    tr, te = order[::2], order[1::2]
-    probe = LogisticRegression(max_iter=1000).fit(np.concatenate([x[tr], c[tr]]), np.r_[np.zeros(len(tr)), np.ones(len(tr))])
-    out["probe_accuracy"] = probe.score(np.concatenate([x[te], c[te]]), np.r_[np.zeros(len(te)), np.ones(len(te))])
+    kxx, kcc, kxc = k[:n, :n], k[n:, n:], k[:n, n:]
+    other_x = ~np.eye(n, dtype=bool)
+    other_c = owner[:, None] != owner[None]  # pairs of texts from different clips
+    other_xc = np.arange(n)[:, None] != owner[None]
+    out["mmd"] = kxx[other_x].mean() + kcc[other_c].mean() - 2 * kxc[other_xc].mean()
+    # probe: canonical order (audio vector, then first reference), half the clips train, by clip
+    firsts = np.stack([r[0] for r in refs])
+    canonical = np.lexsort(np.concatenate([x, firsts], axis=1).T[::-1])
+    order = np.random.default_rng(probe_seed).permutation(n)
+    train_clips = set(canonical[order[::2]])
+    tr = np.array([i in train_clips for i in range(n)])
+    probe = LogisticRegression(max_iter=1000, class_weight="balanced")
+    probe.fit(np.concatenate([x[tr], c[tr[owner]]]), np.r_[np.zeros(tr.sum()), np.ones(tr[owner].sum())])
+    te_x, te_c = x[~tr], c[~tr[owner]]
+    out["probe_accuracy"] = balanced_accuracy_score(np.r_[np.zeros(len(te_x)), np.ones(len(te_c))], probe.predict(np.concatenate([te_x, te_c])))
+    for kk in (1, 5, 10):  # brute force: rank of the best own reference among all texts
+        hits = 0
+        for i in range(n):
+            best_own = max(float(x[i] @ t) for t in refs[i])
+            hits += sum(float(x[i] @ t) > best_own for t in c) < kk
+        out[f"R@{kk}"] = hits / n
     return out
 
 
-def retrieval_reference(x, refs):
-    """Brute force: rank of the best own reference among all texts."""
-    texts = [(i, r) for i in range(len(refs)) for r in refs[i]]
-    hits = {1: 0, 5: 0, 10: 0}
-    for i, q in enumerate(x):
-        scores = [float(q @ t) for _, t in texts]
-        best_own = max(float(q @ t) for j, t in texts if j == i)
-        rank = sum(s > best_own for s in scores)
-        for k in hits:
-            hits[k] += rank < k
-    return {f"R@{k}": v / len(x) for k, v in hits.items()}
+def compute(x, refs, batch=None, **options):
+    metric = GapMetrics(**options)
+    xs, rs, ns = padded(x, refs)
+    step = batch or len(x)
+    for i in range(0, len(x), step):
+        metric.update(xs[i : i + step], rs[i : i + step], ns[i : i + step])
+    return {k: v.item() for k, v in metric.compute().items()}
 
 
-def test_single_pass_matches_reference():
-    x, c = data()
-    metrics = gap_metrics(D)
-    metrics.update(torch.from_numpy(x), torch.from_numpy(c))
-    got = {k: v.item() for k, v in metrics.compute().items()}
-    for key, value in reference(x, c).items():
+def test_values_match_reference():
+    x, refs = clips()
+    got = compute(x, refs)
+    for key, value in reference(x, refs).items():
         assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
 
 
-def test_batches_match_single_pass():
-    x, c = (torch.from_numpy(a) for a in data(1))
-    once, batched = gap_metrics(D), gap_metrics(D)
-    once.update(x, c)
-    for i in range(0, N, 17):
-        batched.update(x[i : i + 17], c[i : i + 17])
-    a, b = once.compute(), batched.compute()
-    for key in a:
-        assert a[key].item() == pytest.approx(b[key].item(), rel=1e-9, abs=1e-12), key
+def test_batches_order_and_padding_repeats_do_not_change_the_result():
+    x, refs = clips(seed=1)
+    once = compute(x, refs)
+    perm = np.random.default_rng(5).permutation(len(x))
+    repeated = np.r_[perm, perm[:3]]  # a distributed sampler pads with repeats of some clips
+    shuffled = compute(x[repeated], [refs[i] for i in repeated], batch=17)
+    for key in once:
+        assert shuffled[key] == pytest.approx(once[key], rel=1e-9, abs=1e-12), key
+
+
+def test_one_distribution_reads_as_no_gap_and_a_shift_is_detected():
+    """Audio and 5 references per clip drawn alike (pairs share a latent, as real pairs do): the old
+    per-pair probe scored ~0.58 and MMD² ~6e-4 here; by clip they read as no gap."""
+    n, dim, g = 1000, 64, np.random.default_rng(7)
+    z = g.standard_normal((n, dim))
+    x = unit(z + g.standard_normal((n, dim)))
+    refs = list(unit(z[:, None] + g.standard_normal((n, 5, dim))))
+    s = Clips.from_padded(*padded(x, refs))
+    same = gap_statistics(s, only=("probe_accuracy", "mmd"))
+    assert same["probe_accuracy"].value <= 0.53
+    assert abs(same["mmd"].value) <= 1e-4
+    shifted = Clips.from_padded(*padded(unit(z + g.standard_normal((n, dim)) + 0.5), refs))
+    assert gap_statistics(shifted, only=("probe_accuracy",))["probe_accuracy"].value >= 0.9
+
+
+def test_intervals_vanish_on_identical_inputs():
+    x, _ = clips(n=80, seed=2)
+    out = gap_statistics(Clips.from_padded(*padded(x, [r[None] for r in x])), bootstrap=200,
+                         only=("paired_cosine", "centroid_distance", "frechet", "mmd"))
+    for key, e in out.items():
+        assert e.hi - e.lo <= 1e-9, key
+    assert out["paired_cosine"].value == pytest.approx(1.0)
+
+
+def test_intervals_cover_the_true_value():
+    """Paired cosine of noisy pairs: the population mean from 200,000 pairs; 50 samples of 150 clips."""
+    dim, noise = 16, 1.2
+
+    def sample(n, g):
+        z = g.standard_normal((n, dim))
+        return unit(z), unit(z[:, None] + noise * g.standard_normal((n, 1, dim)) / np.sqrt(dim))
+
+    big_x, big_c = sample(200_000, np.random.default_rng(0))
+    truth = float(np.mean(np.sum(big_x * big_c[:, 0], 1)))
+    covered = 0
+    for rep in range(50):
+        x, c = sample(150, np.random.default_rng(rep + 1))
+        e = gap_statistics(Clips.from_padded(*(torch.from_numpy(a) for a in (x, c)), torch.ones(150, dtype=torch.long)),
+                           bootstrap=300, seed=rep, only=("paired_cosine",))["paired_cosine"]
+        covered += e.lo <= truth <= e.hi
+    assert covered >= 45
 
 
 def test_retrieval_recall_matches_brute_force():
-    g = np.random.default_rng(3)
-    x = g.standard_normal((30, D))
-    refs = [g.standard_normal((g.integers(1, 6), D)) + 0.5 * x[i] for i in range(30)]
-    padded = torch.zeros(30, 5, D)
-    for i, r in enumerate(refs):
-        padded[i, : len(r)] = torch.from_numpy(r)
-    n_refs = torch.tensor([len(r) for r in refs])
+    x, refs = clips(n=30, seed=3, max_refs=5)
     metric = RetrievalRecall()
+    xs, rs, ns = padded(x, refs)
     for i in range(0, 30, 7):
-        metric.update(torch.from_numpy(x[i : i + 7]), padded[i : i + 7], n_refs[i : i + 7])
-    unit = lambda a: a / np.linalg.norm(a, axis=-1, keepdims=True)  # noqa: E731
-    expected = retrieval_reference(unit(x), [unit(r) for r in refs])
-    got = {k: v.item() for k, v in metric.compute().items()}
-    assert got == pytest.approx(expected)
+        metric.update(xs[i : i + 7], rs[i : i + 7], ns[i : i + 7])
+    expected = {k: v for k, v in reference(x, refs).items() if k.startswith("R@")}
+    assert {k: v.item() for k, v in metric.compute().items()} == pytest.approx(expected)
 
 
 def _worker(rank, world, port, results):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    x, c = (torch.from_numpy(a) for a in data(2))
-    metrics = gap_metrics(D)
-    retrieval = RetrievalRecall()
-    half = slice(rank * N // 2, (rank + 1) * N // 2)
-    metrics.update(x[half], c[half])
-    retrieval.update(x[half], c[half][:, None], torch.ones(N // 2, dtype=torch.long))
-    out = {k: v.item() for k, v in metrics.compute().items()}
-    out.update({k: v.item() for k, v in retrieval.compute().items()})
-    results[rank] = out
+    x, refs = clips(seed=4)
+    half = slice(rank * len(x) // 2, (rank + 1) * len(x) // 2)
+    results[rank] = compute(x[half], refs[half], bootstrap=50)
     dist.destroy_process_group()
 
 
@@ -125,16 +172,14 @@ def test_two_processes_match_one_pass():
         port = s.getsockname()[1]
     results = mp.Manager().dict()
     mp.spawn(_worker, args=(2, port, results), nprocs=2, join=True)
-    x, c = (torch.from_numpy(a) for a in data(2))
-    metrics, retrieval = gap_metrics(D), RetrievalRecall()
-    metrics.update(x, c)
-    retrieval.update(x, c[:, None], torch.ones(N, dtype=torch.long))
-    single = {k: v.item() for k, v in metrics.compute().items()} | {k: v.item() for k, v in retrieval.compute().items()}
+    x, refs = clips(seed=4)
+    single = compute(x, refs, bootstrap=50)
     for rank in (0, 1):
         for key, value in single.items():
             assert results[rank][key] == pytest.approx(value, rel=1e-9, abs=1e-12), (rank, key)
 
 
-def test_metric_classes_are_exported():
-    for cls in (PairedCosine, CentroidDistance, ConeCosine, FrechetDistance, LinearProbeSeparability, RBFMMD):
-        assert hasattr(cls, "update") and hasattr(cls, "compute")
+def test_too_few_clips_is_a_clear_error():
+    x, refs = clips(n=1)
+    with pytest.raises(ValueError, match="at least 2 distinct clips"):
+        compute(x, refs)

@@ -184,6 +184,7 @@ class CaptionerModule(L.LightningModule):
         hp = self.hparams
         return {"mode": hp.mode, "bridge": hp.bridge, "noise_std": hp.noise_std, "encoder": self.encoder_description,
                 "store": str(self.trainer.datamodule.store.path) if hasattr(self.trainer.datamodule, "store") else None,
+                "split": self.trainer.datamodule.split_for["fit"], "precision": str(self.trainer.precision),
                 "steps": self.global_step, "name": hp.name}
 
     # -- test: caption the split, score the corpus once ---------------------------------------------

@@ -22,7 +22,7 @@ from torch import nn
 
 from diffusion_link.encoder.contrastive import ContrastiveEncoder
 from diffusion_link.encoder.towers import AudioTower, LogMelCNN, SentenceEncoderText, TextTower
-from diffusion_link.evaluation.gap import RetrievalRecall, TextToAudioRecall, gap_metrics
+from diffusion_link.evaluation.gap import GapMetrics, TextToAudioRecall
 from diffusion_link.optim import adamw_with_warmup
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,7 @@ class EncoderModule(L.LightningModule):
 
     def _start_eval(self) -> None:
         self._metrics = nn.ModuleDict({
-            "gap": gap_metrics(self.encoder.dim, self.hparams.probe_seed),
-            "a2t": RetrievalRecall(), "t2a": TextToAudioRecall(),
+            "gap": GapMetrics(probe_seed=self.hparams.probe_seed), "t2a": TextToAudioRecall(),
         }).to(self.device)
         self._clips = 0
 
@@ -138,15 +137,15 @@ class EncoderModule(L.LightningModule):
         starts = torch.cumsum(n_refs, 0) - n_refs
         for i, (s, n) in enumerate(zip(starts.tolist(), n_refs.tolist())):
             refs[i, :n] = flat[s : s + n]
-        self._metrics["gap"].update(audio, refs[:, 0])  # one pair per clip: distribution metrics see each clip once
-        self._metrics["a2t"].update(audio, refs, n_refs)
+        self._metrics["gap"].update(audio, refs, n_refs)
         self._metrics["t2a"].update(audio, refs, n_refs)
         self._clips += len(audio)
 
     def _end_eval(self, prefix: str) -> dict[str, float]:
-        values = {f"{prefix}/{k}": v for k, v in self._metrics["gap"].compute().items()}
-        for direction in ("a2t", "t2a"):
-            values.update({f"{prefix}/{direction}_{k}": v for k, v in self._metrics[direction].compute().items()})
+        gap = self._metrics["gap"].compute()
+        values = {f"{prefix}/{k}": v for k, v in gap.items() if not k.startswith("R@")}
+        values.update({f"{prefix}/a2t_{k}": v for k, v in gap.items() if k.startswith("R@")})
+        values.update({f"{prefix}/t2a_{k}": v for k, v in self._metrics["t2a"].compute().items()})
         values[f"{prefix}/mean_R@1"] = (values[f"{prefix}/a2t_R@1"] + values[f"{prefix}/t2a_R@1"]) / 2
         clips = int(self.trainer.strategy.reduce(torch.tensor(float(self._clips), device=self.device), reduce_op="sum"))
         values[f"{prefix}/chance_R@1"] = torch.tensor(1.0 / max(clips, 1))

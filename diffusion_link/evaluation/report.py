@@ -19,25 +19,61 @@ COLUMNS = [
     ("R@10", "R@10 ↑"),
 ]
 
+#: how "better" reads for each column: a larger value, a smaller one, one closer to 0.5, or no order
+BETTER = {"paired_cosine": "max", "centroid_distance": "min", "probe_accuracy": "half", "frechet": "min", "mmd": "min",
+          "R@1": "max", "R@5": "max", "R@10": "max"}
+
 
 def write_gap_report(results: dict[str, dict[str, float]], out_dir: str | Path, notes: list[str] | None = None) -> tuple[Path, Path]:
-    """``gap_report.csv`` and ``gap_report.md`` with one row per method, in the given order."""
+    """``gap_report.csv`` (each metric with ``_lo`` / ``_hi`` columns when intervals were computed) and
+    ``gap_report.md``, one row per method, in the given order."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    keys = [k for key, _ in COLUMNS for k in (key, f"{key}_lo", f"{key}_hi") if all(k in v for v in results.values())]
     with open(out / "gap_report.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["method"] + [key for key, _ in COLUMNS])
+        writer.writerow(["method"] + keys)
         for method, values in results.items():
-            writer.writerow([method] + [f"{values[key]:.6g}" for key, _ in COLUMNS])
+            writer.writerow([method] + [f"{values[key]:.6g}" for key in keys])
     (out / "gap_report.md").write_text(format_gap_table(results) + "\n" + "".join(f"\n{n}" for n in notes or []) + "\n")
     return out / "gap_report.csv", out / "gap_report.md"
 
 
 def format_gap_table(results: dict[str, dict[str, float]]) -> str:
+    """Markdown: "value ± half-width" where intervals exist; a column's best value in bold only when its
+    interval does not overlap the runner-up's (without intervals nothing is marked)."""
     header = "| method | " + " | ".join(title for _, title in COLUMNS) + " |"
     rule = "|---|" + "---:|" * len(COLUMNS)
-    rows = ["| " + method + " | " + " | ".join(f"{values[key]:.4f}" for key, _ in COLUMNS) + " |" for method, values in results.items()]
+    best = {key: _clear_winner(results, key) for key, _ in COLUMNS}
+    rows = []
+    for method, values in results.items():
+        cells = []
+        for key, _ in COLUMNS:
+            cell = f"{values[key]:.4f}"
+            if f"{key}_lo" in values:
+                cell += f" ± {(values[f'{key}_hi'] - values[f'{key}_lo']) / 2:.4f}"
+            cells.append(f"**{cell}**" if best[key] == method else cell)
+        rows.append("| " + method + " | " + " | ".join(cells) + " |")
     return "\n".join([header, rule, *rows])
+
+
+def _clear_winner(results: dict[str, dict[str, float]], key: str) -> str | None:
+    """The method whose value is best on ``key`` when its interval and the runner-up's do not overlap."""
+    order = BETTER.get(key)
+    if order is None or len(results) < 2 or any(f"{key}_lo" not in v for v in results.values()):
+        return None
+    badness = {"max": lambda v: -v, "min": lambda v: v, "half": lambda v: abs(v - 0.5)}[order]
+    ranked = sorted(results, key=lambda m: badness(results[m][key]))
+    first, second = results[ranked[0]], results[ranked[1]]
+    if order == "half":  # distance from 0.5: the intervals of |v - 0.5|
+        lo1, hi1 = sorted(abs(first[k] - 0.5) for k in (f"{key}_lo", f"{key}_hi"))
+        if first[f"{key}_lo"] <= 0.5 <= first[f"{key}_hi"]:
+            lo1 = 0.0
+        lo2 = 0.0 if second[f"{key}_lo"] <= 0.5 <= second[f"{key}_hi"] else min(abs(second[k] - 0.5) for k in (f"{key}_lo", f"{key}_hi"))
+        return ranked[0] if hi1 < lo2 else None
+    if order == "max":
+        return ranked[0] if first[f"{key}_lo"] > second[f"{key}_hi"] else None
+    return ranked[0] if first[f"{key}_hi"] < second[f"{key}_lo"] else None
 
 
 def plot_pca(text: np.ndarray, audio: np.ndarray, bridged: dict[str, np.ndarray], path: str | Path) -> Path:
