@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffusion_link.bridge.losses import topology_loss
+from diffusion_link.bridge.losses import cross_sample_loss, eps_equivalent_weight, prediction_loss, topology_loss
+from diffusion_link.bridge.module import BridgeModule
 from diffusion_link.bridge.model import BridgeConfig, DiffusionLink, Preprocessor
 from diffusion_link.bridge.network import Denoiser
 from diffusion_link.bridge.schedule import NoiseSchedule, alpha_bar_cosine, alpha_bar_linear, sample
@@ -86,6 +87,77 @@ def test_topology_loss_zero_iff_same_structure():
     assert topology_loss(c @ rotation * 3.0, c).item() == pytest.approx(0.0, abs=1e-10)  # rotated, rescaled: same cosines
     assert topology_loss(torch.randn(16, 32), c).item() > 0.01
     assert topology_loss(c[:1], c[:1]).item() == 0.0
+
+
+def test_topology_loss_counts_distinct_pairs_only():
+    g = torch.Generator().manual_seed(0)
+    a, b = F.normalize(torch.randn(2, 8, generator=g), dim=-1), F.normalize(torch.randn(2, 8, generator=g), dim=-1)
+    # two items: one distinct pair (twice, symmetric); the diagonal (1 = 1) would halve the value
+    assert topology_loss(a, b).item() == pytest.approx(((a[0] @ a[1]) - (b[0] @ b[1])).pow(2).item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("param", ["x0", "eps", "v"])
+def test_cross_sample_loss_has_the_same_scale_at_every_t(param):
+    """A prediction whose x0 misses the paired text by a fixed error costs that error at every t; in the
+    parameterisation's own target space (the old loss) it cost up to ~1e4 x more near t = 1 for eps / v."""
+    schedule = NoiseSchedule(1000, "cosine", param)
+    g = torch.Generator().manual_seed(0)
+    audio, text = torch.randn(64, 32, generator=g), torch.randn(64, 32, generator=g)
+    error = 0.3 * torch.randn(64, 32, generator=g)
+    ours, old = [], []
+    for step in (1, 10, 100, 500, 900, 1000):
+        t = torch.full((64,), step)
+        x_t = schedule.q_sample(audio, t, torch.randn(64, 32, generator=g))
+        output = schedule.target(x_t, text + error, t)  # the network's output for that x0 estimate
+        ours.append(cross_sample_loss(schedule, x_t, output, text, t)[0].item())
+        old.append(prediction_loss(output, schedule.target(x_t, text, t)).item())
+    assert max(ours) / min(ours) < 10
+    if param != "x0":
+        assert max(old) / min(old) > 100
+
+
+def test_eps_equivalent_weighting_equals_the_eps_loss():
+    schedule_x0, schedule_eps = NoiseSchedule(1000, "cosine", "x0"), NoiseSchedule(1000, "cosine", "eps")
+    g = torch.Generator().manual_seed(1)
+    x0, noise, guess = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)
+    t = torch.tensor([1, 50, 200, 400, 600, 800, 950, 999])
+    x_t = schedule_x0.q_sample(x0, t, noise)
+    weighted = prediction_loss(guess, x0, eps_equivalent_weight(schedule_x0.snr()[t].float(), "x0"))
+    eps_form = prediction_loss(schedule_eps.target(x_t, guess, t), noise)  # the same guess as an eps prediction
+    assert weighted.item() == pytest.approx(eps_form.item(), rel=1e-3)
+
+
+def test_entry_snr_means_the_same_under_any_scale():
+    """t* = 600 at norm 5 (Diffusion Bridge, D = 512) is SNR ~0.026 per component; at sqrt(D) the same SNR lies near t = 900."""
+    schedule = NoiseSchedule(1000, "cosine")
+    snr = schedule.snr(25 / 512)[600].item()
+    assert 0.02 < snr < 0.03
+    assert schedule.t_for_snr(snr, 25 / 512) == 600
+    assert 880 <= schedule.t_for_snr(snr, 1.0) <= 920
+    bridge = DiffusionLink(BridgeConfig(dim=512, hidden=16, entry_snr=snr))
+    assert 880 <= bridge.config.t_start <= 920
+    with pytest.raises(ValueError, match="entry_snr must be positive"):
+        schedule.t_for_snr(0.0)
+
+
+def test_sphere_input_projects_before_every_step():
+    seen = []
+
+    def denoise(x, t):
+        seen.append(x.norm(dim=-1))
+        return torch.zeros_like(x)
+
+    sample(NoiseSchedule(100, "cosine", "x0"), denoise, 7 * torch.randn(4, 8), 60, 3, project=lambda x: 5 * F.normalize(x, dim=-1))
+    assert len(seen) == 3 and all(torch.allclose(n, torch.full((4,), 5.0)) for n in seen)
+
+
+def test_bad_bridge_options_are_refused():
+    with pytest.raises(ValueError, match="topology_max_t"):
+        BridgeModule(BridgeConfig(dim=8, hidden=16, timesteps=100, t_start=50), topology_max_t=200)
+    with pytest.raises(ValueError, match="denoise_weighting"):
+        BridgeModule(BridgeConfig(dim=8, hidden=16), denoise_weighting="snr")
+    with pytest.raises(ValueError, match="scale"):
+        Preprocessor(8, False, -1.0)
 
 
 @pytest.mark.parametrize("center", [False, True])

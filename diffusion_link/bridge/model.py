@@ -43,8 +43,14 @@ class BridgeConfig:
         schedule: ``cosine`` or ``linear``.
         parameterisation: what the network predicts: ``x0``, ``eps`` or ``v``.
         center: subtract the per-modality mean of the training split (before re-normalising).
-        scale: multiply unit vectors by sqrt(D), so components have about unit variance.
+        scale: the norm of the preprocessed vectors: ``true`` sqrt(D) (components of about unit
+            variance), ``false`` 1, or a number (Diffusion Bridge: 5).
+        sphere_input: project the network's noisy input onto the sphere of that norm, in training and
+            before every sampling step (Diffusion Bridge's recipe).
         t_start: t* where the reverse chain is entered with the audio embedding.
+        entry_snr: instead of ``t_start``, the signal-to-noise ratio at which to enter,
+            alpha_bar_t * scale^2 / D / (1 - alpha_bar_t) per component, so that one setting means the same
+            under any scale (t* = 600 with scale 5 at D = 512 is SNR ~0.026, which sqrt(D) reaches at t ~900).
         steps: K, DDIM steps from t* to 0.
         sampler: ``ddim`` (deterministic) or ``ddpm`` (ancestral, every step from t*).
         noise_start: forward-noise the audio embedding to t* before the reverse chain.
@@ -63,8 +69,10 @@ class BridgeConfig:
     schedule: Literal["cosine", "linear"] = "cosine"
     parameterisation: Literal["x0", "eps", "v"] = "x0"
     center: bool = False
-    scale: bool = True
+    scale: bool | float = True
+    sphere_input: bool = False
     t_start: int = 600
+    entry_snr: float | None = None
     steps: int = 5
     sampler: Literal["ddim", "ddpm"] = "ddim"
     noise_start: bool = False
@@ -84,9 +92,12 @@ class Preprocessor(nn.Module):
     ``inverse(forward(c, "text")) == c`` for every unit vector c.
     """
 
-    def __init__(self, dim: int, center: bool, scale: bool):
+    def __init__(self, dim: int, center: bool, scale: bool | float):
         super().__init__()
-        self.center, self.factor = center, math.sqrt(dim) if scale else 1.0
+        if not isinstance(scale, bool) and not scale > 0:
+            raise ValueError(f"scale must be true, false or a positive norm, got {scale!r}")
+        self.center = center
+        self.factor = (math.sqrt(dim) if scale else 1.0) if isinstance(scale, bool) else float(scale)
         self.register_buffer("mean_audio", torch.zeros(dim))
         self.register_buffer("mean_text", torch.zeros(dim))
 
@@ -126,6 +137,8 @@ class DiffusionLink(nn.Module):
             config.conditioning, config.condition_on_source, config.dropout,
         )
         self.schedule = NoiseSchedule(config.timesteps, config.schedule, config.parameterisation)
+        if config.entry_snr is not None:  # resolved once; the export records both
+            config.t_start = self.schedule.t_for_snr(config.entry_snr, self.preprocess.factor**2 / config.dim)
         self.ema = torch.optim.swa_utils.AveragedModel(
             self.denoiser, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay), use_buffers=True
         )
@@ -151,9 +164,14 @@ class DiffusionLink(nn.Module):
         was_training = network.training
         network.eval()
         out = sample(self.schedule, lambda x, t: network(x, t, source), source, cfg["t_start"], cfg["steps"],
-                     cfg["sampler"], cfg["noise_start"], generator)
+                     cfg["sampler"], cfg["noise_start"], generator, project=self.network_input)
         network.train(was_training)
         return self.preprocess.inverse(out)
+
+    def network_input(self, x_t: torch.Tensor) -> torch.Tensor:
+        """What the network sees of a noisy x_t: x_t itself, or with ``sphere_input`` its projection onto
+        the data's sphere (the x0 / eps conversions then use the projected point too)."""
+        return F.normalize(x_t, dim=-1) * self.preprocess.factor if self.config.sphere_input else x_t
 
     @property
     def mean_device(self) -> torch.device:

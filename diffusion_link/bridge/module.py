@@ -8,6 +8,7 @@ import logging
 import re
 from dataclasses import asdict
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 from torchmetrics import CatMetric
 
 from diffusion_link.bridge.baselines import Identity, MeanShift, ProjectionDecoding
-from diffusion_link.bridge.losses import prediction_loss, topology_loss
+from diffusion_link.bridge.losses import cross_sample_loss, eps_equivalent_weight, prediction_loss, topology_loss
 from diffusion_link.bridge.model import BridgeConfig, DiffusionLink
 from diffusion_link.data.store import StoreError, encoder_mismatch
 from diffusion_link.optim import adamw_with_warmup
@@ -34,8 +35,12 @@ class BridgeModule(L.LightningModule):
     Args:
         bridge: the network, diffusion and sampling settings (:class:`BridgeConfig`).
         denoise_weight: weight of the text denoising loss.
+        denoise_weighting: ``uniform`` over t (default), or ``eps-equivalent``: the per-t weight that makes the
+            parameterisation's MSE equal the eps MSE (SNR for x0; Diffusion Bridge's recipe).
         cross_weight: weight of the cross-sample prediction loss (0 = Diffusion Bridge).
         topology_weight: weight of the topology loss.
+        topology_max_t: the topology loss sees only the batch items noised to t <= this (default: the
+            entry point t*, where the bridge starts at test time; ``timesteps``: every t, the old behaviour).
         lr, weight_decay, warmup_steps: AdamW with linear warm-up.
         name: this bridge's name in reports.
         pretrained: an exported bridge folder to start from / to evaluate (instead of a Lightning checkpoint).
@@ -55,8 +60,10 @@ class BridgeModule(L.LightningModule):
         self,
         bridge: BridgeConfig = BridgeConfig(),
         denoise_weight: float = 1.0,
+        denoise_weighting: Literal["uniform", "eps-equivalent"] = "uniform",
         cross_weight: float = 1.0,
         topology_weight: float = 1.0,
+        topology_max_t: int | None = None,
         lr: float = 3e-4,
         weight_decay: float = 0.0,
         warmup_steps: int = 100,
@@ -77,6 +84,12 @@ class BridgeModule(L.LightningModule):
         self.save_hyperparameters()
         self.model = DiffusionLink.from_pretrained(pretrained) if pretrained else DiffusionLink(bridge)
         self._override_sampling(self.model)
+        config = self.model.config
+        self.topology_max_t = topology_max_t or config.t_start
+        if denoise_weighting not in ("uniform", "eps-equivalent"):
+            raise ValueError(f"denoise_weighting must be 'uniform' or 'eps-equivalent', not {denoise_weighting!r}")
+        if not 0 < self.topology_max_t <= config.timesteps:
+            raise ValueError(f"topology_max_t must be in 1..{config.timesteps} (timesteps), got {self.topology_max_t}")
         if pretrained and self.model.config.dim != bridge.dim:
             log.warning("pretrained bridge has dim %d; using it rather than bridge.dim=%d", self.model.config.dim, bridge.dim)
 
@@ -135,17 +148,20 @@ class BridgeModule(L.LightningModule):
         t = torch.randint(1, model.config.timesteps + 1, (len(audio),), device=self.device)
         losses, x0_hat = {}, None
         if hp.denoise_weight:
-            x_t = model.schedule.q_sample(text, t, torch.randn_like(text))
+            x_t = model.network_input(model.schedule.q_sample(text, t, torch.randn_like(text)))
             out = model.denoiser(x_t, t, source)
-            losses["denoise"] = prediction_loss(out, model.schedule.target(x_t, text, t))
+            weight = None
+            if hp.denoise_weighting == "eps-equivalent":
+                snr = model.schedule.snr()[t].to(out.dtype)
+                weight = eps_equivalent_weight(snr, model.config.parameterisation)
+            losses["denoise"] = prediction_loss(out, model.schedule.target(x_t, text, t), weight)
             x0_hat = model.schedule.to_x0_eps(x_t, out, t)[0]
         if hp.cross_weight:
-            x_t = model.schedule.q_sample(audio, t, torch.randn_like(audio))
-            out = model.denoiser(x_t, t, source)
-            losses["cross"] = prediction_loss(out, model.schedule.target(x_t, text, t))
-            x0_hat = model.schedule.to_x0_eps(x_t, out, t)[0]  # topology acts on the cross-sample predictions
+            x_t = model.network_input(model.schedule.q_sample(audio, t, torch.randn_like(audio)))
+            losses["cross"], x0_hat = cross_sample_loss(model.schedule, x_t, model.denoiser(x_t, t, source), text, t)
         if hp.topology_weight:
-            losses["topology"] = topology_loss(x0_hat, text)
+            near = t <= self.topology_max_t  # near pure noise the pairing is unrecoverable
+            losses["topology"] = topology_loss(x0_hat[near], text[near])
         weights = {"denoise": hp.denoise_weight, "cross": hp.cross_weight, "topology": hp.topology_weight}
         loss = sum(weights[k] * v for k, v in losses.items())
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(audio))

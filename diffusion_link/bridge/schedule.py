@@ -83,6 +83,17 @@ class NoiseSchedule(torch.nn.Module):
         eps = (x_t - a * x0) / s.clamp(min=1e-8)
         return x0.to(dtype), eps.to(dtype)
 
+    def snr(self, signal_power: float = 1.0) -> torch.Tensor:
+        """Per-component signal-to-noise ratio at t = 0..T of data whose components have mean power
+        ``signal_power``: alpha_bar_t * signal_power / (1 - alpha_bar_t)."""
+        return self.alpha_bar * signal_power / (1 - self.alpha_bar)
+
+    def t_for_snr(self, snr: float, signal_power: float = 1.0) -> int:
+        """The t in 1..T whose SNR is closest to ``snr`` (on a log scale)."""
+        if not snr > 0:
+            raise ValueError(f"entry_snr must be positive, got {snr}")
+        return int(torch.argmin((self.snr(signal_power)[1:].log() - math.log(snr)).abs())) + 1
+
     def ddim_timesteps(self, t_start: int, steps: int) -> list[int]:
         """``steps + 1`` integer times from ``t_start`` down to 0 (clean), evenly spaced."""
         if not 0 < t_start <= self.T:
@@ -121,12 +132,14 @@ def sample(
     sampler: Literal["ddim", "ddpm"] = "ddim",
     noise_start: bool = False,
     generator: torch.Generator | None = None,
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Run the reverse chain from ``x_start`` treated as x_{t_start}; batched, no loop over items.
 
     ``denoise(x_t, t)`` returns the network's output. ``noise_start`` forward-noises ``x_start``
     to t_start first. ``ddim`` takes ``steps`` deterministic steps; ``ddpm`` takes every step from
-    t_start to 0 (``steps`` is ignored).
+    t_start to 0 (``steps`` is ignored). ``project`` maps the chain's point before every step (Diffusion
+    Bridge's return to the sphere); x0 and eps are then derived from the projected point.
     """
 
     def randn_like(x):
@@ -140,12 +153,14 @@ def sample(
         grid = schedule.ddim_timesteps(t_start, steps)
         for t_now, t_prev in zip(grid[:-1], grid[1:]):
             t = torch.full((x.shape[0],), t_now, device=x.device, dtype=torch.long)
+            x = project(x) if project else x
             x0, eps = schedule.to_x0_eps(x, denoise(x, t), t)
             x = schedule.ddim_step(x0, eps, t_prev)
         return x
     if sampler == "ddpm":
         for t_now in range(t_start, 0, -1):
             t = torch.full((x.shape[0],), t_now, device=x.device, dtype=torch.long)
+            x = project(x) if project else x
             x0, _ = schedule.to_x0_eps(x, denoise(x, t), t)
             x = schedule.ddpm_step(x, x0, t_now, randn_like(x))
         return x
