@@ -71,11 +71,15 @@ def main() -> None:
     print(f"device: {device}   threads: {torch.get_num_threads()}   D={args.dim} H={args.hidden} blocks=3 batch={args.batch}")
     print(f"float32 matmul roofline (n={n}):    {roofline / 1e9:8.1f} GFLOP/s")
     print(f"denoiser forward:                   {forward_flops / 1e6:8.2f} MFLOP per embedding")
-    print(f"sampling (K={args.steps} DDIM, batch {args.batch}):  {sampling:10.0f} embeddings/s = "
-          f"{sampling_flops / 1e9:7.1f} GFLOP/s = {sampling_flops / roofline:6.1%} of roofline   bound: >= 50%   "
-          f"{'PASS' if sampling_flops >= 0.5 * roofline else 'FAIL'}")
-    print(f"training (2 branches + topology):   {training:10.0f} pairs/s      = {training_flops / 1e9:7.1f} GFLOP/s = "
-          f"{training_flops / roofline:6.1%} of roofline")
+    print(
+        f"sampling (K={args.steps} DDIM, batch {args.batch}):  {sampling:10.0f} embeddings/s = "
+        f"{sampling_flops / 1e9:7.1f} GFLOP/s = {sampling_flops / roofline:6.1%} of roofline   bound: >= 50%   "
+        f"{'PASS' if sampling_flops >= 0.5 * roofline else 'FAIL'}"
+    )
+    print(
+        f"training (2 branches + topology):   {training:10.0f} pairs/s      = {training_flops / 1e9:7.1f} GFLOP/s = "
+        f"{training_flops / roofline:6.1%} of roofline"
+    )
 
 
 if __name__ == "__main__":

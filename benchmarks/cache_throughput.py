@@ -55,8 +55,9 @@ def main() -> None:
             self.seconds = time.perf_counter() - self.start
 
     timer = Stopwatch()
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        callbacks=[FeatureStoreWriter(root=str(work / "stores"), name="bench"), timer])
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, callbacks=[FeatureStoreWriter(root=str(work / "stores"), name="bench"), timer]
+    )
     data = AudioDataModule(source, splits=["train"], shard_size=args.shard_size, num_workers=args.workers)
     trainer.predict(module, datamodule=data, return_predictions=False)
     cached = len(records) / timer.seconds

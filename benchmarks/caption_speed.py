@@ -50,8 +50,10 @@ def main() -> None:
         caption = best_of(lambda: model.generate(model_input, options), repeats=2)
         bridged = best_of(lambda: bridge.bridge(audio), repeats=5)
         share = bridged / (caption + bridged)
-        print(f"batch {batch}: {batch / caption:6.2f} captions/s  ({caption / batch * 1000:7.1f} ms/caption)  peak RSS {rss():6.0f} MB  "
-              f"bridge {bridged / batch * 1000:6.2f} ms/caption = {share:.2%} of latency   bound: < 2%   {'PASS' if share < 0.02 else 'FAIL'}")
+        print(
+            f"batch {batch}: {batch / caption:6.2f} captions/s  ({caption / batch * 1000:7.1f} ms/caption)  peak RSS {rss():6.0f} MB  "
+            f"bridge {bridged / batch * 1000:6.2f} ms/caption = {share:.2%} of latency   bound: < 2%   {'PASS' if share < 0.02 else 'FAIL'}"
+        )
 
 
 if __name__ == "__main__":

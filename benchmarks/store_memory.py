@@ -36,12 +36,15 @@ def write_store(out: Path, rows: int, dim: int, chunk: int = 10_000) -> Path:
             n = min(chunk, rows - start)
             vectors = lambda: pa.FixedSizeListArray.from_arrays(pa.array(rng.standard_normal(n * dim, dtype=np.float32)), dim)  # noqa: E731
             offsets = pa.array(np.arange(n + 1, dtype=np.int32))
-            yield pa.record_batch([
-                pa.array([f"clip{start + i:07d}" for i in range(n)]),
-                vectors(),
-                pa.ListArray.from_arrays(offsets, pa.array([f"caption {start + i}" for i in range(n)])),
-                pa.ListArray.from_arrays(offsets, vectors()),
-            ], schema=schema)
+            yield pa.record_batch(
+                [
+                    pa.array([f"clip{start + i:07d}" for i in range(n)]),
+                    vectors(),
+                    pa.ListArray.from_arrays(offsets, pa.array([f"caption {start + i}" for i in range(n)])),
+                    pa.ListArray.from_arrays(offsets, vectors()),
+                ],
+                schema=schema,
+            )
 
     write_split(out / "train", batches(), dim)
     header = store_header(dim, {"family": "synthetic"}, {"source": "benchmark", "rows": rows})
@@ -82,8 +85,10 @@ def main() -> None:
         print(f"{rows:>7} rows: {r['pairs']:>7} pairs/epoch  peak anonymous {r['peak_anon']:7.1f} MB  peak RSS incl. mmap {r['hwm']:7.1f} MB")
     diff = results[100_000]["peak_anon"] - results[1_000]["peak_anon"]
     print(f"difference in peak anonymous memory: {diff:.1f} MB   bound: < 100 MB   {'PASS' if diff < 100 else 'FAIL'}")
-    print(f"(difference in peak RSS incl. memory-mapped store pages: {results[100_000]['hwm'] - results[1_000]['hwm']:.1f} MB; "
-          f"the 100,000-row store is {sum(f.stat().st_size for f in (work / 's100000').rglob('*.arrow')) / 2**20:.0f} MB on disk)")
+    print(
+        f"(difference in peak RSS incl. memory-mapped store pages: {results[100_000]['hwm'] - results[1_000]['hwm']:.1f} MB; "
+        f"the 100,000-row store is {sum(f.stat().st_size for f in (work / 's100000').rglob('*.arrow')) / 2**20:.0f} MB on disk)"
+    )
 
 
 if __name__ == "__main__":

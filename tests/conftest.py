@@ -71,15 +71,14 @@ def encoder():
     return ClapEncoder(ClapConfig())
 
 
-
 # -- the work tree stays clean: tests write only under their tmp paths and ignored folders ---------
+
 
 def _porcelain() -> set[str] | None:
     import subprocess
 
     try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO, capture_output=True,
-                             text=True, timeout=60)
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
         return None
     return {line for line in out.stdout.splitlines() if ".venv" not in line} if out.returncode == 0 else None
@@ -95,6 +94,5 @@ def pytest_sessionfinish(session, exitstatus):
     if before is None or after is None:
         return
     if new := sorted(after - before):
-        print("\nThe test run changed the work tree (tests must write under tmp paths or ignored folders):\n  "
-              + "\n  ".join(new))
+        print("\nThe test run changed the work tree (tests must write under tmp paths or ignored folders):\n  " + "\n  ".join(new))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

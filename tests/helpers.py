@@ -13,8 +13,17 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 
 
-def cache_config(tmp: Path, demo_root: Path, *, source: dict | None = None, shard_size: int = 2, name: str = "demo",
-                 num_workers: int = 0, encoder: dict | None = None, encoder_export: str | None = None) -> Path:
+def cache_config(
+    tmp: Path,
+    demo_root: Path,
+    *,
+    source: dict | None = None,
+    shard_size: int = 2,
+    name: str = "demo",
+    num_workers: int = 0,
+    encoder: dict | None = None,
+    encoder_export: str | None = None,
+) -> Path:
     """The repository's configs/cache/demo.yaml, pointed at temporary folders; laion-clap (random init)
     unless ``encoder_export`` names a trained encoder."""
     config = yaml.safe_load((REPO / "configs/cache/demo.yaml").read_text())
@@ -38,8 +47,7 @@ def cache_config(tmp: Path, demo_root: Path, *, source: dict | None = None, shar
 def run_cli(args: list[str], env: dict | None = None, timeout: int = 600, **kwargs) -> subprocess.CompletedProcess:
     """The console script in a fresh process (needed for DDP, which re-launches ``sys.argv``)."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "diffusion_link.cli", *args], env=full_env, capture_output=True,
-                          text=True, timeout=timeout, **kwargs)
+    return subprocess.run([sys.executable, "-m", "diffusion_link.cli", *args], env=full_env, capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
 def store_arrays(path: Path) -> dict:
@@ -92,7 +100,13 @@ def bridge_updates(tmp: Path, store: Path, name: str, hidden: int = 64, steps: i
     return {
         "model": {"init_args": {"bridge": {"hidden": hidden}, "export_dir": str(tmp / name / "export"), "warmup_steps": 1}},
         "data": {"init_args": {"store": str(store), "batch_size": 4}},
-        "trainer": {"max_steps": steps, "accelerator": "cpu", "default_root_dir": str(tmp / name), "enable_progress_bar": False,
-                    "check_val_every_n_epoch": 1, "log_every_n_steps": 1, "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                                                              "init_args": {"save_dir": str(tmp / name), "name": "logs"}}},
+        "trainer": {
+            "max_steps": steps,
+            "accelerator": "cpu",
+            "default_root_dir": str(tmp / name),
+            "enable_progress_bar": False,
+            "check_val_every_n_epoch": 1,
+            "log_every_n_steps": 1,
+            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp / name), "name": "logs"}},
+        },
     }

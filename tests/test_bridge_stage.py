@@ -25,9 +25,21 @@ def trained(tmp_path_factory, demo_store):
     tmp = tmp_path_factory.mktemp("bridge")
     main(["fit", "--config", str(repo_config("configs/bridge/demo.yaml", tmp, bridge_updates(tmp, demo_store, "dl")))])
     variant = repo_config("configs/bridge/variants/diffusion-bridge.yaml", tmp, {})
-    main(["fit", "--config", str(repo_config("configs/bridge/demo.yaml", tmp, bridge_updates(tmp, demo_store, "db"), "db.yaml")),
-          "--config", str(variant), "--model.init_args.export_dir", str(tmp / "db" / "export"),
-          "--trainer.default_root_dir", str(tmp / "db"), "--trainer.logger.init_args.save_dir", str(tmp / "db")])
+    main(
+        [
+            "fit",
+            "--config",
+            str(repo_config("configs/bridge/demo.yaml", tmp, bridge_updates(tmp, demo_store, "db"), "db.yaml")),
+            "--config",
+            str(variant),
+            "--model.init_args.export_dir",
+            str(tmp / "db" / "export"),
+            "--trainer.default_root_dir",
+            str(tmp / "db"),
+            "--trainer.logger.init_args.save_dir",
+            str(tmp / "db"),
+        ]
+    )
     return tmp
 
 
@@ -44,12 +56,19 @@ def test_fit_exports_and_logs(trained):
 
 def test_cli_test_writes_the_gap_report(trained, demo_store):
     report = trained / "report"
-    config = repo_config("configs/bridge/gap-demo.yaml", trained, {
-        "model": {"init_args": {"pretrained": str(trained / "dl" / "export"), "report_dir": str(report)}},
-        "data": {"init_args": {"store": str(demo_store), "batch_size": 2}},
-        "trainer": {"accelerator": "cpu", "enable_progress_bar": False,
-                    "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(report), "name": "logs"}}},
-    })
+    config = repo_config(
+        "configs/bridge/gap-demo.yaml",
+        trained,
+        {
+            "model": {"init_args": {"pretrained": str(trained / "dl" / "export"), "report_dir": str(report)}},
+            "data": {"init_args": {"store": str(demo_store), "batch_size": 2}},
+            "trainer": {
+                "accelerator": "cpu",
+                "enable_progress_bar": False,
+                "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(report), "name": "logs"}},
+            },
+        },
+    )
     data = yaml.safe_load(config.read_text())
     data["model"]["init_args"]["compare"] = {"Diffusion Bridge": str(trained / "db" / "export")}  # replaces the recipe's list
     config.write_text(yaml.safe_dump(data))
@@ -70,12 +89,19 @@ def test_cli_test_writes_the_gap_report(trained, demo_store):
 
 def test_cli_predict_writes_a_bridged_store_the_later_stages_accept(trained, demo_store, tmp_path):
     out = tmp_path / "bridged"
-    config = repo_config("configs/bridge/predict-demo.yaml", tmp_path, {
-        "model": {"init_args": {"pretrained": str(trained / "dl" / "export")}},
-        "data": {"init_args": {"store": str(demo_store), "batch_size": 4}},
-        "trainer": {"accelerator": "cpu", "enable_progress_bar": False,
-                    "callbacks": [{"class_path": "diffusion_link.bridge.BridgedStoreWriter", "init_args": {"output": str(out)}}]},
-    })
+    config = repo_config(
+        "configs/bridge/predict-demo.yaml",
+        tmp_path,
+        {
+            "model": {"init_args": {"pretrained": str(trained / "dl" / "export")}},
+            "data": {"init_args": {"store": str(demo_store), "batch_size": 4}},
+            "trainer": {
+                "accelerator": "cpu",
+                "enable_progress_bar": False,
+                "callbacks": [{"class_path": "diffusion_link.bridge.BridgedStoreWriter", "init_args": {"output": str(out)}}],
+            },
+        },
+    )
     main(["predict", "--config", str(config)])
     source, bridged = FeatureStore(demo_store), FeatureStore(out)
     assert bridged.meta["bridge"]["config"]["t_start"] == 600 and bridged.meta["source_store"] == str(source.path)
@@ -117,9 +143,14 @@ def test_export_reloads_with_identical_outputs(tmp_path):
 
 # --- bad input: each a clear error before any work --------------------------------------------------
 
+
 def _store(tmp, dim=8, encoder=None, n=4, nan_clip=None):
-    rows = {"clip_id": [f"c{i}" for i in range(n)], "audio_embedding": list(np.eye(n, dim, dtype=np.float32) + 0.1),
-            "captions": [["x"]] * n, "text_embeddings": [np.ones((1, dim), np.float32)] * n}
+    rows = {
+        "clip_id": [f"c{i}" for i in range(n)],
+        "audio_embedding": list(np.eye(n, dim, dtype=np.float32) + 0.1),
+        "captions": [["x"]] * n,
+        "text_embeddings": [np.ones((1, dim), np.float32)] * n,
+    }
     if nan_clip is not None:
         rows["audio_embedding"][nan_clip] = np.full(dim, np.nan, np.float32)
     for split in ("train", "test"):
@@ -164,6 +195,7 @@ def test_store_of_another_encoder_is_refused(tmp_path):
 
 # --- the known-answer test ------------------------------------------------------------------------
 
+
 def test_known_gap_is_closed(tmp_path):
     """Two modalities from the same latent points, audio offset on the sphere (tests/data/synthetic_gap.py).
     Diffusion Bridge with its own recipe (centring, norm 5, projection to the sphere, SNR-weighted x0
@@ -178,14 +210,19 @@ def test_known_gap_is_closed(tmp_path):
     }
     exports = {}
     for name, (bridge, options) in recipes.items():
-        module = BridgeModule(BridgeConfig(dim=32, hidden=256, ema_decay=0.99, **bridge), lr=1e-3, warmup_steps=50, name=name,
-                              export_dir=str(tmp_path / name), **options)
-        trainer = L.Trainer(max_steps=800, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                            limit_val_batches=0)
+        module = BridgeModule(
+            BridgeConfig(dim=32, hidden=256, ema_decay=0.99, **bridge), lr=1e-3, warmup_steps=50, name=name, export_dir=str(tmp_path / name), **options
+        )
+        trainer = L.Trainer(max_steps=800, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0)
         trainer.fit(module, datamodule=FeatureDataModule(str(store), batch_size=256))
         exports[name] = str(tmp_path / name)
-    tester = BridgeModule(BridgeConfig(dim=32, hidden=256), pretrained=exports["Diffusion-Link"], bootstrap=0,
-                          compare={k: v for k, v in exports.items() if k != "Diffusion-Link"}, report_dir=str(tmp_path / "report"))
+    tester = BridgeModule(
+        BridgeConfig(dim=32, hidden=256),
+        pretrained=exports["Diffusion-Link"],
+        bootstrap=0,
+        compare={k: v for k, v in exports.items() if k != "Diffusion-Link"},
+        report_dir=str(tmp_path / "report"),
+    )
     L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(tester, datamodule=FeatureDataModule(str(store), batch_size=256))
     r = tester.gap_results
     raw, ours, db = r["none (raw audio)"], r["Diffusion-Link"], r["Diffusion Bridge"]
@@ -207,20 +244,31 @@ def test_ddp_gap_analysis_and_prediction_equal_one_process(trained, demo_store, 
     results = {}
     for name, extra in (("one", []), ("two", ["--trainer.strategy=ddp", "--trainer.devices=2"])):
         out = tmp_path / name
-        test_config = repo_config("configs/bridge/gap-demo.yaml", out, {
-            "model": {"init_args": {"pretrained": str(trained / "dl" / "export"), "report_dir": str(out / "report")}},
-            "data": {"init_args": {"store": str(demo_store), "batch_size": 2}},
-            "trainer": {"accelerator": "cpu", "enable_progress_bar": False, "logger": False},
-        })
+        test_config = repo_config(
+            "configs/bridge/gap-demo.yaml",
+            out,
+            {
+                "model": {"init_args": {"pretrained": str(trained / "dl" / "export"), "report_dir": str(out / "report")}},
+                "data": {"init_args": {"store": str(demo_store), "batch_size": 2}},
+                "trainer": {"accelerator": "cpu", "enable_progress_bar": False, "logger": False},
+            },
+        )
         data = yaml.safe_load(test_config.read_text())
         data["model"]["init_args"]["compare"] = {}
         test_config.write_text(yaml.safe_dump(data))
-        predict_config = repo_config("configs/bridge/predict-demo.yaml", out, {
-            "model": {"init_args": {"pretrained": str(trained / "dl" / "export")}},
-            "data": {"init_args": {"store": str(demo_store), "batch_size": 2}},
-            "trainer": {"accelerator": "cpu", "enable_progress_bar": False,
-                        "callbacks": [{"class_path": "diffusion_link.bridge.BridgedStoreWriter", "init_args": {"output": str(out / "bridged")}}]},
-        })
+        predict_config = repo_config(
+            "configs/bridge/predict-demo.yaml",
+            out,
+            {
+                "model": {"init_args": {"pretrained": str(trained / "dl" / "export")}},
+                "data": {"init_args": {"store": str(demo_store), "batch_size": 2}},
+                "trainer": {
+                    "accelerator": "cpu",
+                    "enable_progress_bar": False,
+                    "callbacks": [{"class_path": "diffusion_link.bridge.BridgedStoreWriter", "init_args": {"output": str(out / "bridged")}}],
+                },
+            },
+        )
         for sub, config in (("test", test_config), ("predict", predict_config)):
             run = run_cli([sub, "--config", str(config), *extra], env={"OMP_NUM_THREADS": "1"})
             assert run.returncode == 0, run.stderr[-3000:]

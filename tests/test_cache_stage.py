@@ -59,8 +59,9 @@ def test_changed_setting_gives_a_new_store(tmp_path, tiny_demo, reference_store)
 
 def test_kill_and_resume_equals_uninterrupted(tmp_path, tiny_demo, reference_store):
     config = cache_config(tmp_path, tiny_demo, shard_size=1)
-    proc = subprocess.Popen([sys.executable, "-m", "diffusion_link.cli", "predict", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "diffusion_link.cli", "predict", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     shards = tmp_path / "stores"
     deadline = time.time() + 300
     written = []
@@ -129,8 +130,7 @@ def test_bad_audio_goes_to_failures_csv(tmp_path, tiny_demo):
         w = csv.writer(f)
         w.writerow(["audiocap_id", "youtube_id", "start_time", "caption"])
         w.writerows(rows)
-    source = {"class_path": "diffusion_link.data.AudioCapsCSV",
-              "init_args": {"csv_dir": str(tmp_path / "csv"), "audio_dir": str(clips)}}
+    source = {"class_path": "diffusion_link.data.AudioCapsCSV", "init_args": {"csv_dir": str(tmp_path / "csv"), "audio_dir": str(clips)}}
     config = cache_config(tmp_path, tiny_demo, source=source, name="bad")
     data = yaml.safe_load(config.read_text())
     data["data"]["init_args"]["splits"] = ["train"]
@@ -153,8 +153,17 @@ def test_ddp_two_processes_equal_one(tmp_path, tiny_demo):
     one_thread = {"OMP_NUM_THREADS": "1"}
     single = run_cli(["predict", "--config", str(cache_config(tmp_path / "one", tiny_demo, shard_size=2))], env=one_thread)
     assert single.returncode == 0, single.stderr[-3000:]
-    ddp = run_cli(["predict", "--config", str(cache_config(tmp_path / "two", tiny_demo, shard_size=2)),
-                   "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"], env=one_thread)
+    ddp = run_cli(
+        [
+            "predict",
+            "--config",
+            str(cache_config(tmp_path / "two", tiny_demo, shard_size=2)),
+            "--trainer.strategy=ddp",
+            "--trainer.devices=2",
+            "--trainer.accelerator=cpu",
+        ],
+        env=one_thread,
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert_same_store(_store(tmp_path / "one"), _store(tmp_path / "two"))
     # 6 train clips in 3 shards over 2 ranks: the sampler pads rank 1 with a repeated shard

@@ -22,16 +22,28 @@ from diffusion_link.evaluation.captioning import prepare_cache, score_captions
 
 def caption_updates(tmp, store, name, mode="zero-shot", bridge=None, steps=12):
     return {
-        "model": {"init_args": {
-            "name": name, "mode": mode, "bridge": bridge, "lr": 0.005, "warmup_steps": 1,
-            "captioner": {"llm": "tiny-gpt2"},
-            "decoding": {"num_beams": 2, "max_new_tokens": 8},
-            "export_dir": str(tmp / name / "export"), "output_dir": str(tmp / name / "test"),
-        }},
+        "model": {
+            "init_args": {
+                "name": name,
+                "mode": mode,
+                "bridge": bridge,
+                "lr": 0.005,
+                "warmup_steps": 1,
+                "captioner": {"llm": "tiny-gpt2"},
+                "decoding": {"num_beams": 2, "max_new_tokens": 8},
+                "export_dir": str(tmp / name / "export"),
+                "output_dir": str(tmp / name / "test"),
+            }
+        },
         "data": {"init_args": {"store": str(store), "batch_size": 4}},
-        "trainer": {"max_steps": steps, "accelerator": "cpu", "enable_progress_bar": False, "log_every_n_steps": 1,
-                    "default_root_dir": str(tmp / name),
-                    "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp / name), "name": "logs"}}},
+        "trainer": {
+            "max_steps": steps,
+            "accelerator": "cpu",
+            "enable_progress_bar": False,
+            "log_every_n_steps": 1,
+            "default_root_dir": str(tmp / name),
+            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp / name), "name": "logs"}},
+        },
     }
 
 
@@ -87,8 +99,19 @@ def _init_args(config):
 def test_zero_shot_test_with_bridge_scores_like_aac_metrics(zero_shot, bridge_export):
     tmp, config = zero_shot
     out = tmp / "zs-bridged"
-    main(["test", "--config", str(config), "--model.init_args.pretrained", str(tmp / "zs" / "export"),
-          "--model.init_args.bridge", str(bridge_export), "--model.init_args.output_dir", str(out)])
+    main(
+        [
+            "test",
+            "--config",
+            str(config),
+            "--model.init_args.pretrained",
+            str(tmp / "zs" / "export"),
+            "--model.init_args.bridge",
+            str(bridge_export),
+            "--model.init_args.output_dir",
+            str(out),
+        ]
+    )
     with open(out / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     report = json.loads((out / "scores.json").read_text())
@@ -103,9 +126,16 @@ def test_zero_shot_test_with_bridge_scores_like_aac_metrics(zero_shot, bridge_ex
     allow_java()
     cands = [r["candidate"] or "." for r in rows]
     refs = [json.loads(r["references"]) for r in rows]
-    direct, _ = evaluate(cands, refs, metrics=list(report["scores"]), cache_path=str(prepare_cache()), device="cpu")
-    for key, value in report["scores"].items():
-        assert value == pytest.approx(float(direct[key]), abs=1e-9), key
+    metrics = [k for k in report["scores"] if not k.endswith(("_lo", "_hi"))]
+    direct, per_clip = evaluate(cands, refs, metrics=metrics, cache_path=str(prepare_cache()), device="cpu")
+    for key in metrics:
+        assert report["scores"][key] == pytest.approx(float(direct[key]), abs=1e-9), key
+    # intervals over clips for the metrics that are means over clips, none for the corpus statistics
+    assert {"cider_d_lo", "rouge_l_lo"} <= set(report["scores"]) and not {"bleu_4_lo", "meteor_lo"} & set(report["scores"])
+    for key in ("cider_d", "rouge_l"):
+        values = per_clip[key].double()
+        assert values.min() <= report["scores"][f"{key}_lo"] <= report["scores"][f"{key}_hi"] <= values.max()
+    assert report["bridge_training"]["split"] == "train" and report["captioner_training"]["mode"] == "zero-shot"
 
 
 def test_supervised_fit_and_test_from_the_cli(tmp_path, demo_store, bridge_export):
@@ -113,7 +143,9 @@ def test_supervised_fit_and_test_from_the_cli(tmp_path, demo_store, bridge_expor
     main(["fit", "--config", str(config)])
     main(["test", "--config", str(config), "--model.init_args.pretrained", str(tmp_path / "sup" / "export")])
     report = json.loads((tmp_path / "sup" / "test" / "scores.json").read_text())
-    assert report["mode"] == "supervised" and report["scores"]["cider_d"] >= 0
+    assert report["mode"] == "supervised" and report["bridge"] == str(bridge_export)
+    with open(tmp_path / "sup" / "test" / "predictions.csv") as f:
+        assert [r["clip_id"] for r in csv.DictReader(f)] == report["clips"] and report["clips"]
     assert "train/loss" in next((tmp_path / "sup").rglob("metrics.csv")).read_text()
 
 
@@ -121,9 +153,20 @@ def test_ddp_two_processes_score_like_one(zero_shot):
     tmp, config = zero_shot
     results = {}
     for name, extra in (("one", []), ("two", ["--trainer.strategy=ddp", "--trainer.devices=2"])):
-        run = run_cli(["test", "--config", str(config), "--model.init_args.pretrained", str(tmp / "zs" / "export"),
-                       "--model.init_args.output_dir", str(tmp / f"ddp-{name}"), "--trainer.accelerator=cpu", *extra],
-                      env={"OMP_NUM_THREADS": "1"})
+        run = run_cli(
+            [
+                "test",
+                "--config",
+                str(config),
+                "--model.init_args.pretrained",
+                str(tmp / "zs" / "export"),
+                "--model.init_args.output_dir",
+                str(tmp / f"ddp-{name}"),
+                "--trainer.accelerator=cpu",
+                *extra,
+            ],
+            env={"OMP_NUM_THREADS": "1"},
+        )
         assert run.returncode == 0, run.stderr[-3000:]
         results[name] = json.loads((tmp / f"ddp-{name}" / "scores.json").read_text())
     assert results["one"]["clips"] == results["two"]["clips"]  # 3 clips over 2 ranks: padding removed
@@ -170,22 +213,42 @@ def test_predict_on_a_folder_of_mixed_audio(zero_shot, bridge_export, tiny_demo,
     sf.write(folder / "b.flac", 0.3 * np.stack([np.sin(2 * np.pi * 220 * t(96000, 2)), np.zeros(192000)], 1), 96000)
     sf.write(folder / "c.ogg", 0.2 * np.random.default_rng(0).uniform(-1, 1, 44100 * 30), 44100, format="OGG", subtype="VORBIS")
     sf.write(folder / "d.mp3", 0.3 * np.sin(2 * np.pi * 330 * t(22050, 3)), 22050, format="MP3")
+    sf.write(folder / "e.oga", 0.3 * np.sin(2 * np.pi * 550 * t(16000, 1)), 16000, format="OGG", subtype="VORBIS")  # freedesktop's extension
+    sf.write(folder / "no-extension", 0.3 * np.sin(2 * np.pi * 660 * t(16000, 1)), 16000, format="WAV")
     (folder / "corrupt.wav").write_bytes(b"RIFF" + b"\x00" * 40)
+    (folder / "notes.txt").write_text("not a sound")
     out = tmp_path / "captions.csv"
-    config = repo_config("configs/caption/predict.yaml", tmp_path, {
-        "model": {"init_args": {"pretrained": str(tmp / "zs" / "export"), "bridge": str(bridge_export), "encoder_export": None,
-                                "decoding": {"num_beams": 1, "max_new_tokens": 5}}},
-        "data": {"init_args": {"folder": str(folder), "batch_size": 2}},
-        "trainer": {"accelerator": "cpu", "enable_progress_bar": False,
-                    "callbacks": [{"class_path": "diffusion_link.caption.CaptionWriter", "init_args": {"output": str(out)}}]},
-    })
+    config = repo_config(
+        "configs/caption/predict.yaml",
+        tmp_path,
+        {
+            "model": {
+                "init_args": {
+                    "pretrained": str(tmp / "zs" / "export"),
+                    "bridge": str(bridge_export),
+                    "encoder_export": None,
+                    "decoding": {"num_beams": 1, "max_new_tokens": 5},
+                }
+            },
+            "data": {"init_args": {"folder": str(folder), "batch_size": 2}},
+            "trainer": {
+                "accelerator": "cpu",
+                "enable_progress_bar": False,
+                "callbacks": [{"class_path": "diffusion_link.caption.CaptionWriter", "init_args": {"output": str(out)}}],
+            },
+        },
+    )
     main(["predict", "--config", str(config)])
     with open(out) as f:
         rows = list(csv.DictReader(f))
-    assert sorted(r["id"].rsplit("/", 1)[1] for r in rows) == ["a.wav", "b.flac", "c.ogg", "d.mp3"]
+    assert sorted(r["id"].rsplit("/", 1)[1] for r in rows) == ["a.wav", "b.flac", "c.ogg", "d.mp3", "e.oga", "no-extension"]
     with open(out.with_name("captions.failures.csv")) as f:
-        failures = list(csv.DictReader(f))
-    assert [r["path"].rsplit("/", 1)[1] for r in failures] == ["corrupt.wav"] and "unreadable" in failures[0]["reason"]
+        failures = {r["path"].rsplit("/", 1)[1]: r["reason"] for r in csv.DictReader(f)}
+    assert sorted(failures) == ["corrupt.wav", "notes.txt"]  # every file of the folder is accounted for
+    assert "unreadable" in failures["corrupt.wav"] and "not audio that libsndfile decodes (extension 'txt')" in failures["notes.txt"]
+    provenance = json.loads(out.with_suffix(".json").read_text())  # what made these captions
+    assert provenance["bridge"] == str(bridge_export) and provenance["captioner"] == str(tmp / "zs" / "export")
+    assert provenance["encoder"]["family"] and (provenance["captioned"], provenance["failed"]) == (6, 2)
 
 
 @pytest.mark.slow
@@ -197,7 +260,6 @@ def test_smollm2_lora_captioner_end_to_end(tmp_path, demo_store, bridge_export):
     main(["fit", "--config", str(config)])
     adapter = json.loads((tmp_path / "smol" / "export" / "adapter" / "adapter_config.json").read_text())
     assert sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
-    main(["test", "--config", str(config), "--model.init_args.pretrained", str(tmp_path / "smol" / "export"),
-          "--model.init_args.bridge", str(bridge_export)])
+    main(["test", "--config", str(config), "--model.init_args.pretrained", str(tmp_path / "smol" / "export"), "--model.init_args.bridge", str(bridge_export)])
     report = json.loads((tmp_path / "smol" / "test" / "scores.json").read_text())
     assert report["llm"] == "smollm2-135m-instruct" and len(report["clips"]) == 3

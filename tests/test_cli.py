@@ -8,8 +8,18 @@ from diffusion_link.doctor import checks
 def test_help_explains_the_stages():
     result = run_cli(["--help"])
     assert result.returncode == 0
-    for word in ("encoder", "cache", "bridge", "caption", "predict", "demo", "doctor", "configs/encoder/demo.yaml",
-                 "configs/cache/demo.yaml", "configs/bridge/gap-demo.yaml"):
+    for word in (
+        "encoder",
+        "cache",
+        "bridge",
+        "caption",
+        "predict",
+        "demo",
+        "doctor",
+        "configs/encoder/demo.yaml",
+        "configs/cache/demo.yaml",
+        "configs/bridge/gap-demo.yaml",
+    ):
         assert word in result.stdout
 
 

@@ -20,16 +20,24 @@ TINY_AUDIO = dict(dim=64, window_seconds=1.5, channels=(8, 16, 16, 32, 32), segm
 
 
 def tiny_module(tmp_path, **kw) -> EncoderModule:
-    return EncoderModule(LogMelCNN(**TINY_AUDIO), SentenceEncoderText(dim=64, hidden=0), lr=3e-3, warmup_steps=2,
-                         export_dir=str(tmp_path / "export"), **kw)
+    return EncoderModule(LogMelCNN(**TINY_AUDIO), SentenceEncoderText(dim=64, hidden=0), lr=3e-3, warmup_steps=2, export_dir=str(tmp_path / "export"), **kw)
 
 
 def trainer(tmp_path, epochs: int, **kw) -> L.Trainer:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    return L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                     num_sanity_val_steps=0, default_root_dir=str(tmp_path), deterministic=True,
-                     callbacks=[ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), monitor="val/mean_R@1", mode="max")], **kw)
+    return L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(tmp_path),
+        deterministic=True,
+        callbacks=[ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), monitor="val/mean_R@1", mode="max")],
+        **kw,
+    )
 
 
 def waves(source: ToneSource, split: str, rate: int) -> list[np.ndarray]:
@@ -56,7 +64,8 @@ def test_fit_export_reload_gives_identical_embeddings_and_validate_reports_recal
 
     evaluator = EncoderModule(pretrained=str(export))
     (values,) = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).validate(
-        evaluator, ClipCaptionDataModule(source, batch_size=8), verbose=False)
+        evaluator, ClipCaptionDataModule(source, batch_size=8), verbose=False
+    )
     for key in ("a2t_R@1", "a2t_R@5", "a2t_R@10", "t2a_R@1", "chance_R@1", "paired_cosine", "probe_accuracy", "centroid_distance", "frechet"):
         assert f"val/{key}" in values, key
     assert values["val/chance_R@1"] == pytest.approx(1 / 6)
@@ -156,8 +165,7 @@ def test_cli_trains_the_demo_encoder_and_the_cache_stage_uses_it(tmp_path, tiny_
     path.write_text(yaml.safe_dump(config))
     main(["fit", "--config", str(path)])
     export = tmp_path / "enc" / "export"
-    main(["test", "--config", str(path), "--model.init_args.pretrained", str(export),
-          "--model.init_args.audio", "null", "--model.init_args.text", "null"])
+    main(["test", "--config", str(path), "--model.init_args.pretrained", str(export), "--model.init_args.audio", "null", "--model.init_args.text", "null"])
     scores = json.loads((tmp_path / "enc" / "test" / "scores.json").read_text())
     assert scores["split"] == "test" and scores["scores"]["test/chance_R@1"] == pytest.approx(1 / 3)
 
@@ -194,12 +202,12 @@ def test_laion_clap_towers_fine_tune_on_cpu(tmp_path):
     from diffusion_link.encoder.towers import ClapAudio, ClapText
 
     L.seed_everything(0)
-    module = EncoderModule(ClapAudio("PANN-6"), ClapText("roberta", amodel="PANN-6"), lr=1e-4, warmup_steps=1,
-                           export_dir=str(tmp_path / "export"))
+    module = EncoderModule(ClapAudio("PANN-6"), ClapText("roberta", amodel="PANN-6"), lr=1e-4, warmup_steps=1, export_dir=str(tmp_path / "export"))
     before = module.encoder.audio.audio_projection[0].weight.detach().clone()
     source = ToneSource({"train": 4, "val": 2, "test": 2})
-    L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
-              num_sanity_val_steps=0, limit_val_batches=0).fit(module, ClipCaptionDataModule(source, batch_size=2))
+    L.Trainer(
+        max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0
+    ).fit(module, ClipCaptionDataModule(source, batch_size=2))
     assert not torch.equal(before, module.encoder.audio.audio_projection[0].weight)  # it trained
     reloaded = ContrastiveEncoder.from_pretrained(tmp_path / "export")
     clips = waves(source, "test", 48_000)

@@ -120,8 +120,7 @@ def test_one_distribution_reads_as_no_gap_and_a_shift_is_detected():
 
 def test_intervals_vanish_on_identical_inputs():
     x, _ = clips(n=80, seed=2)
-    out = gap_statistics(Clips.from_padded(*padded(x, [r[None] for r in x])), bootstrap=200,
-                         only=("paired_cosine", "centroid_distance", "frechet", "mmd"))
+    out = gap_statistics(Clips.from_padded(*padded(x, [r[None] for r in x])), bootstrap=200, only=("paired_cosine", "centroid_distance", "frechet", "mmd"))
     for key, e in out.items():
         assert e.hi - e.lo <= 1e-9, key
     assert out["paired_cosine"].value == pytest.approx(1.0)
@@ -140,8 +139,9 @@ def test_intervals_cover_the_true_value():
     covered = 0
     for rep in range(50):
         x, c = sample(150, np.random.default_rng(rep + 1))
-        e = gap_statistics(Clips.from_padded(*(torch.from_numpy(a) for a in (x, c)), torch.ones(150, dtype=torch.long)),
-                           bootstrap=300, seed=rep, only=("paired_cosine",))["paired_cosine"]
+        e = gap_statistics(
+            Clips.from_padded(*(torch.from_numpy(a) for a in (x, c)), torch.ones(150, dtype=torch.long)), bootstrap=300, seed=rep, only=("paired_cosine",)
+        )["paired_cosine"]
         covered += e.lo <= truth <= e.hi
     assert covered >= 45
 
@@ -183,3 +183,25 @@ def test_too_few_clips_is_a_clear_error():
     x, refs = clips(n=1)
     with pytest.raises(ValueError, match="at least 2 distinct clips"):
         compute(x, refs)
+
+
+def test_seed_summary_gives_mean_and_spread(tmp_path, capsys):
+    from diffusion_link.cli import main
+    from diffusion_link.evaluation.report import COLUMNS, write_gap_report
+
+    for seed, frechet in ((0, 0.10), (1, 0.14), (2, 0.12)):
+        values = {key: 0.5 for key, _ in COLUMNS}
+        write_gap_report({"mean shift": values, "Diffusion-Link": {**values, "frechet": frechet}}, tmp_path / f"seed-{seed}")
+    with pytest.raises(SystemExit) as done:
+        main(["seeds", *(str(tmp_path / f"seed-{s}") for s in range(3)), "--out", str(tmp_path / "all")])
+    assert done.value.code == 0 and "0.1200 ± 0.0200" in capsys.readouterr().out
+    import csv
+
+    with open(tmp_path / "all" / "gap_report_seeds.csv") as f:
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    assert float(rows["Diffusion-Link"]["frechet_mean"]) == pytest.approx(0.12)
+    assert float(rows["Diffusion-Link"]["frechet_std"]) == pytest.approx(0.02)
+    assert rows["mean shift"]["seeds"] == "3"
+    write_gap_report({"mean shift": values}, tmp_path / "other")
+    with pytest.raises(ValueError, match="other methods"):
+        main(["seeds", str(tmp_path / "seed-0"), str(tmp_path / "other"), "--out", str(tmp_path / "x")])

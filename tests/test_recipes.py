@@ -40,13 +40,19 @@ FAST = {"accelerator": "cpu", "fast_dev_run": 1, "enable_progress_bar": False}
 def test_recipe_cache(tmp_path, tiny_demo):
     """configs/audiocaps/cache.yaml on the demo source, random-init CLAP (no 630k checkpoint here)."""
     demo = yaml.safe_load(cache_config(tmp_path / "d", tiny_demo).read_text())["data"]["init_args"]["source"]
-    config = repo_config("configs/audiocaps/cache.yaml", tmp_path, {
-        "model": {"init_args": {"encoder": {"checkpoint": None}}},
-        "data": {"init_args": {"source": demo, "shard_size": 4, "num_workers": 0}},
-        "trainer": {"accelerator": "cpu", "enable_progress_bar": False,
-                    "callbacks": [{"class_path": "diffusion_link.cache.FeatureStoreWriter",
-                                   "init_args": {"root": str(tmp_path / "stores"), "name": "audiocaps"}}]},
-    })
+    config = repo_config(
+        "configs/audiocaps/cache.yaml",
+        tmp_path,
+        {
+            "model": {"init_args": {"encoder": {"checkpoint": None}}},
+            "data": {"init_args": {"source": demo, "shard_size": 4, "num_workers": 0}},
+            "trainer": {
+                "accelerator": "cpu",
+                "enable_progress_bar": False,
+                "callbacks": [{"class_path": "diffusion_link.cache.FeatureStoreWriter", "init_args": {"root": str(tmp_path / "stores"), "name": "audiocaps"}}],
+            },
+        },
+    )
     data = yaml.safe_load(config.read_text())
     data["data"]["init_args"]["source"] = demo  # replace the AudioCaps source rather than merge into it
     config.write_text(yaml.safe_dump(data))
@@ -57,11 +63,15 @@ def test_recipe_cache(tmp_path, tiny_demo):
 @pytest.fixture(scope="module")
 def recipe_bridge(tmp_path_factory, demo_store):
     tmp = tmp_path_factory.mktemp("recipe-bridge")
-    config = repo_config("configs/audiocaps/bridge.yaml", tmp, {
-        "model": {"init_args": {"export_dir": str(tmp / "export")}},
-        "data": {"init_args": {"store": str(demo_store), "batch_size": 4, "num_workers": 0}},
-        "trainer": {**FAST, "default_root_dir": str(tmp)},
-    })
+    config = repo_config(
+        "configs/audiocaps/bridge.yaml",
+        tmp,
+        {
+            "model": {"init_args": {"export_dir": str(tmp / "export")}},
+            "data": {"init_args": {"store": str(demo_store), "batch_size": 4, "num_workers": 0}},
+            "trainer": {**FAST, "default_root_dir": str(tmp)},
+        },
+    )
     main(["fit", "--config", str(config)])
     return tmp / "export"
 
@@ -71,11 +81,15 @@ def test_recipe_bridge_runs(recipe_bridge):
 
 
 def test_recipe_gap(recipe_bridge, demo_store, tmp_path):
-    config = repo_config("configs/audiocaps/gap.yaml", tmp_path, {
-        "model": {"init_args": {"pretrained": str(recipe_bridge), "report_dir": str(tmp_path / "gap")}},
-        "data": {"init_args": {"store": str(demo_store), "batch_size": 4}},
-        "trainer": {**FAST, "logger": False},
-    })
+    config = repo_config(
+        "configs/audiocaps/gap.yaml",
+        tmp_path,
+        {
+            "model": {"init_args": {"pretrained": str(recipe_bridge), "report_dir": str(tmp_path / "gap")}},
+            "data": {"init_args": {"store": str(demo_store), "batch_size": 4}},
+            "trainer": {**FAST, "logger": False},
+        },
+    )
     data = yaml.safe_load(config.read_text())
     data["model"]["init_args"]["compare"] = {"Diffusion Bridge": str(recipe_bridge)}
     config.write_text(yaml.safe_dump(data))
@@ -87,16 +101,29 @@ def test_recipe_gap(recipe_bridge, demo_store, tmp_path):
 def test_recipe_caption(recipe, recipe_bridge, demo_store, tmp_path):
     """Vicuna-7B is not on this machine: the tiny GPT-2 stands in (LoRA on its c_attn); bf16 stays."""
     bridge = None if recipe == "caption-zeroshot.yaml" else str(recipe_bridge)
-    config = repo_config(f"configs/audiocaps/{recipe}", tmp_path, {
-        "model": {"init_args": {"bridge": bridge, "captioner": {"llm": "tiny-gpt2", "lora": {"target_modules": None}},
-                                "export_dir": str(tmp_path / "export"), "output_dir": str(tmp_path / "test"),
-                                "decoding": {"num_beams": 1, "max_new_tokens": 4}}},
-        "data": {"init_args": {"store": str(demo_store), "batch_size": 2, "num_workers": 0}},
-        "trainer": {**FAST, "default_root_dir": str(tmp_path), "callbacks": [], "logger": False},
-    })
+    config = repo_config(
+        f"configs/audiocaps/{recipe}",
+        tmp_path,
+        {
+            "model": {
+                "init_args": {
+                    "bridge": bridge,
+                    "captioner": {"llm": "tiny-gpt2", "lora": {"target_modules": None}},
+                    "export_dir": str(tmp_path / "export"),
+                    "output_dir": str(tmp_path / "test"),
+                    "decoding": {"num_beams": 1, "max_new_tokens": 4},
+                }
+            },
+            "data": {"init_args": {"store": str(demo_store), "batch_size": 2, "num_workers": 0}},
+            "trainer": {**FAST, "default_root_dir": str(tmp_path), "callbacks": [], "logger": False},
+        },
+    )
     main(["fit", "--config", str(config)])
     main(["test", "--config", str(config), "--model.init_args.pretrained", str(tmp_path / "export")])
-    assert json.loads((tmp_path / "test" / "scores.json").read_text())["mode"] in ("zero-shot", "supervised")
+    report = json.loads((tmp_path / "test" / "scores.json").read_text())
+    assert report["mode"] == ("zero-shot" if bridge is None else "supervised") and report["bridge"] == bridge
+    exported = json.loads((tmp_path / "export" / "config.json").read_text())
+    assert exported["precision"] == "bf16-mixed" and exported["split"] == "train"  # the recipe's precision, disclosed
 
 
 def test_slurm_script_uses_lightnings_strategy():

@@ -47,8 +47,7 @@ def test_hf_source_bytes_and_paths(tmp_path):
     data = (tmp_path / "x.wav").read_bytes()
     # one row per caption, audio as datasets.Audio(bytes)
     per_caption = datasets.Dataset.from_dict(
-        {"youtube_id": ["x", "x", "y"], "start_time": [0, 0, 5], "caption": ["one", "two", "three"],
-         "audio": [{"bytes": data, "path": None}] * 3},
+        {"youtube_id": ["x", "x", "y"], "start_time": [0, 0, 5], "caption": ["one", "two", "three"], "audio": [{"bytes": data, "path": None}] * 3},
     ).cast_column("audio", datasets.Audio(decode=False))
     # list-of-captions column, audio as paths
     listed = datasets.Dataset.from_dict({"id": ["p"], "captions": [["a", "b"]], "file": [str(tmp_path / "x.wav")]})
@@ -91,4 +90,3 @@ def test_demo_has_mixtures_sequences_and_clips_of_at_most_ten_seconds_with_held_
         assert all(animals_named(c) == animals for c in record.captions), record  # captions name exactly the animals
     assert not any(held_out_pair(info[r.clip_id]["animals"]) for r in records)  # never together in training
     assert len(HELD_OUT_PAIRS) == 5 and held_out_pair(["cow", "dog", "owl"]) and not held_out_pair(["cow", "dog"])
-

@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -77,16 +76,3 @@ def test_checksum_changes_with_any_setting():
     base = {"encoder": {"crop": "centre", "weights": "random-init(seed=0)"}, "dim": 512}
     assert checksum(base) == checksum(json.loads(json.dumps(base)))
     assert checksum(base) != checksum({**base, "encoder": {**base["encoder"], "crop": "chunk_average"}})
-
-
-def test_ddp_sharding_is_lightnings(independent):
-    """Under 2 processes Lightning gives each rank half of the pairs (DistributedSampler)."""
-    from lightning.pytorch.trainer.connectors.data_connector import _update_dataloader
-    from torch.utils.data import DistributedSampler
-
-    loader = FeatureDataModule(str(independent), batch_size=2).train_dataloader()
-    parts = [_update_dataloader(loader, DistributedSampler(loader.dataset, num_replicas=2, rank=r, shuffle=False)) for r in (0, 1)]
-    ids = [[c for b in p for c in b["clip_id"]] for p in parts]
-    assert len(ids[0]) == len(ids[1]) == 4  # 7 pairs, padded to 8 by the sampler
-    assert set(ids[0]) | set(ids[1]) == {f"train{i}" for i in range(7)} and len(set(ids[0]) & set(ids[1])) == 1
-    assert L.LightningDataModule in type(FeatureDataModule(str(independent))).__mro__

@@ -133,8 +133,14 @@ class DiffusionLink(nn.Module):
         self.encoder = encoder or {}  # description of the CLAP that made the training embeddings
         self.preprocess = Preprocessor(config.dim, config.center, config.scale)
         self.denoiser = Denoiser(
-            config.dim, config.hidden, config.blocks, config.width, config.time_dim,
-            config.conditioning, config.condition_on_source, config.dropout,
+            config.dim,
+            config.hidden,
+            config.blocks,
+            config.width,
+            config.time_dim,
+            config.conditioning,
+            config.condition_on_source,
+            config.dropout,
         )
         self.schedule = NoiseSchedule(config.timesteps, config.schedule, config.parameterisation)
         if config.entry_snr is not None:  # resolved once; the export records both
@@ -163,8 +169,17 @@ class DiffusionLink(nn.Module):
         network = self.ema.module if use_ema else self.denoiser
         was_training = network.training
         network.eval()
-        out = sample(self.schedule, lambda x, t: network(x, t, source), source, cfg["t_start"], cfg["steps"],
-                     cfg["sampler"], cfg["noise_start"], generator, project=self.network_input)
+        out = sample(
+            self.schedule,
+            lambda x, t: network(x, t, source),
+            source,
+            cfg["t_start"],
+            cfg["steps"],
+            cfg["sampler"],
+            cfg["noise_start"],
+            generator,
+            project=self.network_input,
+        )
         network.train(was_training)
         return self.preprocess.inverse(out)
 

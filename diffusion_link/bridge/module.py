@@ -25,6 +25,7 @@ from diffusion_link.evaluation.gap import Clips, GapMetrics, cone_cosine
 
 log = logging.getLogger(__name__)
 
+
 def _key(name: str) -> str:
     return re.sub(r"[^0-9a-zA-Z_]+", "_", name).strip("_").lower()
 
@@ -292,22 +293,31 @@ class BridgeModule(L.LightningModule):
 
     def bridge_record(self) -> dict:
         """What a bridged store's store.json records about the bridge."""
-        return {"name": self.hparams.name, "pretrained": self.hparams.pretrained, "config": asdict(self.model.config),
-                "training": getattr(self.model, "meta", {}).get("training"), "encoder": self.model.encoder}
+        return {
+            "name": self.hparams.name,
+            "pretrained": self.hparams.pretrained,
+            "config": asdict(self.model.config),
+            "training": getattr(self.model, "meta", {}).get("training"),
+            "encoder": self.model.encoder,
+        }
 
 
 def _interval_note(bootstrap: int) -> str:
     if not bootstrap:
         return "No intervals (bootstrap: 0)."
-    return (f"± = half-width of a 95 % percentile bootstrap interval over clips ({bootstrap} resamples of the clips, "
-            "every metric recomputed on each; the probe's interval is over its held-out clips for the fitted probe, "
-            "R@k's over queries against the full gallery). Bold: best value whose interval does not overlap the runner-up's.")
+    return (
+        f"± = half-width of a 95 % percentile bootstrap interval over clips ({bootstrap} resamples of the clips, "
+        "every metric recomputed on each; the probe's interval is over its held-out clips for the fitted probe, "
+        "R@k's over queries against the full gallery). Bold: best value whose interval does not overlap the runner-up's."
+    )
 
 
 def _protocol_note(train_split: str) -> str:
-    return (f"Mean shift and projection decoding take their statistics from the '{train_split}' split; the diffusion "
-            "bridges were trained on the splits their exports record (Diffusion-Link and its ablations on paired "
-            "audio-text, Diffusion Bridge on text only). All metrics are computed in float64 from fp32 embeddings.")
+    return (
+        f"Mean shift and projection decoding take their statistics from the '{train_split}' split; the diffusion "
+        "bridges were trained on the splits their exports record (Diffusion-Link and its ablations on paired "
+        "audio-text, Diffusion Bridge on text only). All metrics are computed in float64 from fp32 embeddings."
+    )
 
 
 class _Bridged(nn.Module):

@@ -76,8 +76,9 @@ class FeatureStoreWriter(BasePredictionWriter):
         pending = {s: [i for i in range(n) if not self._shard_dir(s, i).is_dir()] for s, n in plan.items()}
         done = sum(plan.values()) - sum(map(len, pending.values()))
         if done:
-            log.warning("Resuming %s: %d of %d shards already written, computing the other %d.",
-                        self.path, done, sum(plan.values()), sum(map(len, pending.values())))
+            log.warning(
+                "Resuming %s: %d of %d shards already written, computing the other %d.", self.path, done, sum(plan.values()), sum(map(len, pending.values()))
+            )
         datamodule.pending = pending
         if not any(pending.values()):  # killed after the last shard, before finalising
             self._finish(trainer, finalise=True)

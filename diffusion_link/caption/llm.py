@@ -73,8 +73,9 @@ def tiny_gpt2_dir(seed: int = 0) -> Path:
 
     def build(tmp: Path) -> None:
         tokenizer = GPT2TokenizerFast.from_pretrained(gpt2_tokenizer_dir())
-        config = GPT2Config(n_layer=2, n_head=2, n_embd=64, n_positions=256, vocab_size=len(tokenizer),
-                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+        config = GPT2Config(
+            n_layer=2, n_head=2, n_embd=64, n_positions=256, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = GPT2LMHeadModel(config)

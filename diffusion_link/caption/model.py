@@ -104,8 +104,13 @@ class CaptionModel(nn.Module):
         if adapter is not None:
             self.lm = PeftModel.from_pretrained(lm, str(adapter), is_trainable=True)
         else:
-            lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                              target_modules=list(config.lora.target_modules) if config.lora.target_modules else None, task_type="CAUSAL_LM")
+            lora = LoraConfig(
+                r=config.lora.r,
+                lora_alpha=config.lora.alpha,
+                lora_dropout=config.lora.dropout,
+                target_modules=list(config.lora.target_modules) if config.lora.target_modules else None,
+                task_type="CAUSAL_LM",
+            )
             self.lm = get_peft_model(lm, lora)
         hidden = lm.get_input_embeddings().embedding_dim
         self.projector = Projector(config.dim, hidden, config.prefix_tokens, config.projector)
@@ -133,8 +138,14 @@ class CaptionModel(nn.Module):
         prefix = self.projector(embeddings.float()).to(self._embed(self.before_ids[:1]).dtype)
         device = prefix.device
         eos = self.tokenizer.eos_token_id
-        caption_ids = [self.tokenizer(" " + normalise(c) if not self.tokenizer.chat_template else normalise(c),
-                                      add_special_tokens=False)["input_ids"] + [eos] for c in captions] if captions else None
+        caption_ids = (
+            [
+                self.tokenizer(" " + normalise(c) if not self.tokenizer.chat_template else normalise(c), add_special_tokens=False)["input_ids"] + [eos]
+                for c in captions
+            ]
+            if captions
+            else None
+        )
         rows, labels = [], []
         for i in range(len(embeddings)):
             tail = torch.tensor(caption_ids[i], device=device) if captions else self.after_ids[:0]
@@ -148,9 +159,9 @@ class CaptionModel(nn.Module):
         mask = torch.zeros(len(rows), width, dtype=torch.long, device=device)
         target = torch.full((len(rows), width), -100, dtype=torch.long, device=device)
         for i, (r, lab) in enumerate(zip(rows, labels)):
-            inputs[i, width - len(r):] = r
-            mask[i, width - len(r):] = 1
-            target[i, width - len(r):] = lab
+            inputs[i, width - len(r) :] = r
+            mask[i, width - len(r) :] = 1
+            target[i, width - len(r) :] = lab
         return inputs, mask, target
 
     # -- training and generation -------------------------------------------------------------------
@@ -165,9 +176,15 @@ class CaptionModel(nn.Module):
         o = options or DecodingOptions()
         inputs, mask, _ = self._inputs(embeddings)
         out = self.lm.generate(
-            inputs_embeds=inputs, attention_mask=mask, max_new_tokens=o.max_new_tokens, num_beams=o.num_beams,
-            repetition_penalty=o.repetition_penalty, no_repeat_ngram_size=o.no_repeat_ngram_size,
-            length_penalty=o.length_penalty, do_sample=False, pad_token_id=self.tokenizer.pad_token_id,
+            inputs_embeds=inputs,
+            attention_mask=mask,
+            max_new_tokens=o.max_new_tokens,
+            num_beams=o.num_beams,
+            repetition_penalty=o.repetition_penalty,
+            no_repeat_ngram_size=o.no_repeat_ngram_size,
+            length_penalty=o.length_penalty,
+            do_sample=False,
+            pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
         )
         return [normalise(t) for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]

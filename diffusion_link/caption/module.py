@@ -19,6 +19,7 @@ from diffusion_link.bridge.baselines import MeanShift
 from diffusion_link.bridge.model import DiffusionLink
 from diffusion_link.caption.model import CaptionerConfig, CaptionModel, DecodingOptions
 from diffusion_link.data.store import StoreError, encoder_mismatch
+from diffusion_link.distributed import gather_unique
 from diffusion_link.optim import adamw_with_warmup
 from diffusion_link.encoder import ClapConfig, load_encoder
 
@@ -32,11 +33,13 @@ class MetricOptions:
     cache_path: aac-metrics cache folder (default ``$AAC_METRICS_CACHE_PATH`` or ``$DIFFUSION_LINK_HOME/aac-metrics``).
     corenlp_dir: folder with the two Stanford CoreNLP 3.6.0 jars SPICE needs (or ``$DIFFUSION_LINK_CORENLP_DIR``).
     fense: compute FENSE when its files are present.
+    bootstrap: resamples of clips for the 95 % intervals of the metrics that are means over clips (0: none).
     """
 
     cache_path: str | None = None
     corenlp_dir: str | None = None
     fense: bool = True
+    bootstrap: int = 1000
 
 
 class CaptionerModule(L.LightningModule):
@@ -111,8 +114,7 @@ class CaptionerModule(L.LightningModule):
             return self.bridge.bridge(audio)
         if self.hparams.bridge == MEAN_SHIFT:
             if self.mean_shift is None:
-                raise StoreError("the mean-shift baseline takes its means from a feature store's training split; "
-                                 "it cannot caption audio files directly")
+                raise StoreError("the mean-shift baseline takes its means from a feature store's training split; it cannot caption audio files directly")
             return self.mean_shift(audio.to(self.mean_shift.shift.device))
         return F.normalize(audio.float(), dim=-1)
 
@@ -120,8 +122,7 @@ class CaptionerModule(L.LightningModule):
         store = self.trainer.datamodule.store
         dim = self.model.config.dim
         if store.dim != dim:
-            raise StoreError(f"{store.path} holds {store.dim}-dimensional embeddings; the captioner expects {dim} "
-                             f"(model.init_args.captioner.dim)")
+            raise StoreError(f"{store.path} holds {store.dim}-dimensional embeddings; the captioner expects {dim} (model.init_args.captioner.dim)")
         if self.bridge is not None:
             if "bridge" in store.meta:
                 raise StoreError(f"{store.path} is already a bridged store; do not also pass a bridge to the captioner")
@@ -182,10 +183,17 @@ class CaptionerModule(L.LightningModule):
 
     def _record(self) -> dict:
         hp = self.hparams
-        return {"mode": hp.mode, "bridge": hp.bridge, "noise_std": hp.noise_std, "encoder": self.encoder_description,
-                "store": str(self.trainer.datamodule.store.path) if hasattr(self.trainer.datamodule, "store") else None,
-                "split": self.trainer.datamodule.split_for["fit"], "precision": str(self.trainer.precision),
-                "steps": self.global_step, "name": hp.name}
+        return {
+            "mode": hp.mode,
+            "bridge": hp.bridge,
+            "noise_std": hp.noise_std,
+            "encoder": self.encoder_description,
+            "store": str(self.trainer.datamodule.store.path) if hasattr(self.trainer.datamodule, "store") else None,
+            "split": self.trainer.datamodule.split_for["fit"],
+            "precision": str(self.trainer.precision),
+            "steps": self.global_step,
+            "name": hp.name,
+        }
 
     # -- test: caption the split, score the corpus once ---------------------------------------------
 
@@ -202,7 +210,7 @@ class CaptionerModule(L.LightningModule):
         self._rows += list(zip(batch["clip_id"], candidates, batch["captions"]))
 
     def on_test_epoch_end(self) -> None:
-        rows = _gather_unique(self._rows, key=lambda r: r[0])
+        rows = gather_unique(self._rows, key=lambda r: r[0])
         if self.trainer.is_global_zero:
             self.scores = self._score(rows)
             self.log_dict({f"test/{k}": v for k, v in self.scores.items()}, rank_zero_only=True)
@@ -213,7 +221,7 @@ class CaptionerModule(L.LightningModule):
         out = Path(self.hparams.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         m = self.metric_options
-        scores, skipped = score_captions([r[1] for r in rows], [r[2] for r in rows], m.cache_path, m.corenlp_dir, fense=m.fense)
+        scores, skipped = score_captions([r[1] for r in rows], [r[2] for r in rows], m.cache_path, m.corenlp_dir, fense=m.fense, bootstrap=m.bootstrap)
         with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["clip_id", "candidate", "references"])
@@ -233,11 +241,19 @@ class CaptionerModule(L.LightningModule):
             "store": str(store.path),
             "split": self.trainer.datamodule.split_for["test"],
             "encoder_weights": store.encoder.get("weights"),
+            # protocol: what each part was trained on (the captioner's and the bridge's export records)
+            "captioner_training": {k: getattr(self.model, "meta", {}).get(k) for k in ("mode", "split", "store", "steps", "precision", "noise_std")},
+            "bridge_training": self.bridge.meta.get("training") if self.bridge is not None and hasattr(self.bridge, "meta") else None,
+            "precision": str(self.trainer.precision),
             "clips": [r[0] for r in rows],
         }
         (out / "scores.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
-        print(f"\nCaptioning scores ({self.hparams.name}, {len(rows)} clips): "
-              + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f"\n  -> {out}/predictions.csv, scores.json", flush=True)
+        print(
+            f"\nCaptioning scores ({self.hparams.name}, {len(rows)} clips): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+            + f"\n  -> {out}/predictions.csv, scores.json",
+            flush=True,
+        )
         return scores
 
     # -- predict: a store or a folder of audio files -------------------------------------------------
@@ -246,8 +262,10 @@ class CaptionerModule(L.LightningModule):
         """The encoder that turns audio files into embeddings: it must be the one the store had."""
         hp = self.hparams
         if hp.clap is None and not hp.encoder_export:
-            raise ValueError("captioning audio files needs the encoder the captioner was trained with: "
-                             "model.init_args.encoder_export (a trained encoder) or model.init_args.clap (laion-clap)")
+            raise ValueError(
+                "captioning audio files needs the encoder the captioner was trained with: "
+                "model.init_args.encoder_export (a trained encoder) or model.init_args.clap (laion-clap)"
+            )
         self.audio_encoder = load_encoder(hp.clap, hp.encoder_export)
         if isinstance(self.audio_encoder, torch.nn.Module):
             self.audio_encoder.to(self.device)
@@ -270,14 +288,3 @@ class CaptionerModule(L.LightningModule):
             return {"id": batch["path"], "caption": captions, "error": batch["error"]}
         captions = self.model.generate(self._audio(batch["audio_embedding"]), self.decoding)
         return {"id": batch["clip_id"], "caption": captions, "error": [""] * len(captions)}
-
-
-def _gather_unique(rows: list, key) -> list:
-    """Every process's rows on every process, once each (the distributed sampler repeats some), sorted."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        gathered: list = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, rows)
-        rows = [r for part in gathered for r in part]
-    return sorted({key(r): r for r in rows}.values(), key=key)

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 from lightning.pytorch.callbacks import BasePredictionWriter
+
+from diffusion_link.distributed import gather_unique
 
 log = logging.getLogger(__name__)
 
 
 class CaptionWriter(BasePredictionWriter):
     """Args:
-    output: the CSV to write (columns ``id, caption``; ``id`` is the clip id or the file path).
+    output: the CSV to write (columns ``id, caption``; ``id`` is the clip id or the file path); an
+        existing file is overwritten. Beside it: ``<name>.failures.csv`` (every input that could not be
+        captioned, with the reason) and ``<name>.json``, the provenance (encoder, bridge, captioner,
+        decoding, counts), so a CSV never travels without what made it.
     """
 
     def __init__(self, output: str = "artifacts/caption/captions.csv"):
@@ -28,9 +35,7 @@ class CaptionWriter(BasePredictionWriter):
         self._rows += list(zip(prediction["id"], prediction["caption"], prediction["error"]))
 
     def on_predict_end(self, trainer, pl_module) -> None:
-        from diffusion_link.caption.module import _gather_unique
-
-        rows = _gather_unique(self._rows, key=lambda r: r[0])
+        rows = gather_unique(self._rows, key=lambda r: r[0])
         if not trainer.is_global_zero:
             return
         self.output.parent.mkdir(parents=True, exist_ok=True)
@@ -48,5 +53,33 @@ class CaptionWriter(BasePredictionWriter):
                 writer.writerows((r[0], r[2]) for r in bad)
             for path, _, reason in bad:
                 log.warning("skipped %s: %s", path, reason)
-        print(f"Captions: {self.output} ({len(good)} captioned, {len(bad)} unreadable"
-              + (f", listed in {self.output.stem}.failures.csv" if bad else "") + ")", flush=True)
+        self.output.with_suffix(".json").write_text(json.dumps(_provenance(pl_module, len(good), len(bad)), indent=2, default=str))
+        print(
+            f"Captions: {self.output} ({len(good)} captioned, {len(bad)} unreadable" + (f", listed in {self.output.stem}.failures.csv" if bad else "") + ")",
+            flush=True,
+        )
+
+
+def _provenance(module, captioned: int, failed: int) -> dict:
+    hp = module.hparams
+    encoder = module.audio_encoder.describe() if module.audio_encoder is not None else module.trainer.datamodule.store.encoder
+    return {
+        "captioned": captioned,
+        "failed": failed,
+        "encoder": encoder,
+        "captioner": hp.pretrained,
+        "captioner_trained_on_encoder": module.encoder_description,
+        "bridge": hp.bridge,
+        "llm": module.model.config.llm,
+        "decoding": asdict(module.decoding),
+        "package_version": _version(),
+    }
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("diffusion-link")
+    except PackageNotFoundError:
+        return "unknown"

@@ -17,6 +17,12 @@ class AudioDecodeError(ValueError):
         self.reason = reason
 
 
+#: file extensions of audio that libsndfile decodes (.oga: Ogg audio, as in the freedesktop sound theme;
+#: .m4a is listed so that such AudioCaps downloads are found and reported as undecodable, not as missing).
+#: The AudioCaps index looks for these; ``predict`` on a folder tries *every* file and reports the rest.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".snd", ".caf", ".w64", ".m4a")
+
+
 def load_audio(source: str | Path | bytes, sample_rate: int = 48_000, where: str | None = None) -> np.ndarray:
     """Decode ``source`` (a path, or the bytes of a file) to a mono float32 waveform at ``sample_rate``.
 

@@ -21,9 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffusion_link.data.audio import AudioDecodeError, load_audio
-
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
+from diffusion_link.data.audio import AUDIO_EXTENSIONS, AudioDecodeError, load_audio
 
 
 @dataclass
@@ -85,8 +83,7 @@ class AudioCapsCSV(AudioSource):
         path = self.csv_dir / f"{split}.csv"
         if not path.is_file():
             raise FileNotFoundError(
-                f"AudioCaps CSV not found: {path}. Expected the official layout "
-                "(train.csv/val.csv/test.csv with audiocap_id,youtube_id,start_time,caption)."
+                f"AudioCaps CSV not found: {path}. Expected the official layout (train.csv/val.csv/test.csv with audiocap_id,youtube_id,start_time,caption)."
             )
         clips: dict[str, ClipRecord] = {}
         with open(path, newline="", encoding="utf-8") as f:

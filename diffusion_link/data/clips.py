@@ -29,8 +29,7 @@ log = logging.getLogger(__name__)
 class FeatureClips(Dataset):
     """One split's clips as precomputed features (computed here once, with a progress bar)."""
 
-    def __init__(self, source: AudioSource, split: str, features: Callable[[np.ndarray], torch.Tensor], sample_rate: int,
-                 progress: bool = True):
+    def __init__(self, source: AudioSource, split: str, features: Callable[[np.ndarray], torch.Tensor], sample_rate: int, progress: bool = True):
         from tqdm.auto import tqdm
 
         records = source.records(split)
@@ -91,8 +90,7 @@ class ClipCaptionDataModule(L.LightningDataModule):
         batch_size: clips per batch (contrastive: every other clip of the batch is a negative).
     """
 
-    def __init__(self, source: AudioSource, train_split: str = "train", val_split: str | None = "val", test_split: str = "test",
-                 batch_size: int = 64):
+    def __init__(self, source: AudioSource, train_split: str = "train", val_split: str | None = "val", test_split: str = "test", batch_size: int = 64):
         super().__init__()
         self.source, self.batch_size = source, batch_size
         self.split_for = {"fit": train_split, "validate": val_split, "test": test_split}
@@ -113,8 +111,10 @@ class ClipCaptionDataModule(L.LightningDataModule):
 
     def clips(self, split: str) -> FeatureClips:
         if self._features is None:
-            raise RuntimeError("ClipCaptionDataModule serves encoder features: use it with the encoder stage "
-                               "(diffusion_link.encoder.EncoderModule), which calls use_features() in its setup")
+            raise RuntimeError(
+                "ClipCaptionDataModule serves encoder features: use it with the encoder stage "
+                "(diffusion_link.encoder.EncoderModule), which calls use_features() in its setup"
+            )
         if split not in self._clips:
             self._clips[split] = FeatureClips(self.source, split, self._features, self.sample_rate)
         return self._clips[split]
@@ -122,12 +122,16 @@ class ClipCaptionDataModule(L.LightningDataModule):
     def describe(self) -> dict:
         """The data the encoder was trained and selected on (goes into the export)."""
         splits = [s for s in (self.split_for["fit"], self.split_for["validate"]) if s]
-        return {**describe_records(self.source, {s: self.source.records(s) for s in splits}),
-                "train_split": self.split_for["fit"], "val_split": self.split_for["validate"]}
+        return {
+            **describe_records(self.source, {s: self.source.records(s) for s in splits}),
+            "train_split": self.split_for["fit"],
+            "val_split": self.split_for["validate"],
+        }
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, collate_fn=_collate, num_workers=0,
-                          drop_last=shuffle and len(dataset) > self.batch_size)
+        return DataLoader(
+            dataset, batch_size=self.batch_size, shuffle=shuffle, collate_fn=_collate, num_workers=0, drop_last=shuffle and len(dataset) > self.batch_size
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(TrainPairs(self.clips(self.split_for["fit"])), shuffle=True)

@@ -21,8 +21,9 @@ from diffusion_link.data.store import FeatureStore, StoreError
 
 def _agree_on_rate(configured: int | None, encoder_rate: int) -> int:
     if configured is not None and configured != encoder_rate:
-        raise ValueError(f"data.init_args.sample_rate is {configured} Hz but the encoder expects {encoder_rate} Hz; "
-                         "leave sample_rate unset (null) to use the encoder's rate")
+        raise ValueError(
+            f"data.init_args.sample_rate is {configured} Hz but the encoder expects {encoder_rate} Hz; leave sample_rate unset (null) to use the encoder's rate"
+        )
     return encoder_rate
 
 
@@ -307,8 +308,6 @@ class FeatureDataModule(L.LightningDataModule):
 # A folder of audio files (end-user inference)
 # ----------------------------------------------------------------------------------------------
 
-AUDIO_FILE_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au")
-
 
 class AudioFileDataset(Dataset):
     def __init__(self, paths: list[str], sample_rate: int):
@@ -320,10 +319,16 @@ class AudioFileDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         from diffusion_link.data.audio import load_audio
 
+        from diffusion_link.data.audio import AUDIO_EXTENSIONS
+
+        path = self.paths[i]
         try:
-            return {"path": self.paths[i], "wave": load_audio(self.paths[i], self.sample_rate), "error": ""}
+            return {"path": path, "wave": load_audio(path, self.sample_rate), "error": ""}
         except AudioDecodeError as err:
-            return {"path": self.paths[i], "wave": None, "error": err.reason}
+            suffix = path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else ""
+            known = f".{suffix}" in AUDIO_EXTENSIONS
+            reason = err.reason if known else f"not audio that libsndfile decodes (extension '{suffix or 'none'}'): {err.reason}"
+            return {"path": path, "wave": None, "error": reason}
 
 
 def collate_files(items: list[dict]) -> dict:
@@ -331,8 +336,9 @@ def collate_files(items: list[dict]) -> dict:
 
 
 class AudioFolderDataModule(L.LightningDataModule):
-    """Every audio file under a folder (any format soundfile reads, any rate, mono or stereo, any
-    length), for ``predict``. Unreadable files come through with their error and are reported.
+    """Every file under a folder, for ``predict``: each one is decoded if libsndfile can (any format
+    it reads, whatever the extension; any rate, mono or stereo, any length), and every other one comes
+    through with the reason and is listed in the failures CSV, so no file goes unaccounted for.
 
     Args:
         folder: the folder (searched recursively) or a single file.
@@ -357,11 +363,10 @@ class AudioFolderDataModule(L.LightningDataModule):
             return [str(root)]
         if not root.is_dir():
             raise FileNotFoundError(f"no such folder of audio files: {root}")
-        files = sorted(str(p) for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_FILE_EXTENSIONS)
+        files = sorted(str(p) for p in root.rglob("*") if p.is_file())
         if not files:
-            raise FileNotFoundError(f"{root} holds no audio files ({', '.join(AUDIO_FILE_EXTENSIONS)})")
+            raise FileNotFoundError(f"{root} holds no files")
         return files
 
     def predict_dataloader(self) -> DataLoader:
-        return DataLoader(AudioFileDataset(self.paths(), self.sample_rate), batch_size=self.batch_size,
-                          num_workers=self.num_workers, collate_fn=collate_files)
+        return DataLoader(AudioFileDataset(self.paths(), self.sample_rate), batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate_files)

@@ -163,12 +163,18 @@ def animals_named(text: str) -> frozenset[str]:
     return frozenset(a for a, forms in ANIMAL_WORDS.items() if words & {f.split()[-1] for f in forms})
 
 
-def build_demo(root: str | Path, n_train: int = 2000, n_val: int = 100, n_test: int = 100, seed: int = 0,
-               train_captions: int = 3) -> Path:
+def build_demo(root: str | Path, n_train: int = 2000, n_val: int = 100, n_test: int = 100, seed: int = 0, train_captions: int = 3) -> Path:
     """Write the demo dataset under ``root`` (skipped when an identical build is already there)."""
     root = Path(root)
-    settings = {"version": DEMO_VERSION, "n_train": n_train, "n_val": n_val, "n_test": n_test, "seed": seed, "rate": DEMO_RATE,
-                "train_captions": train_captions}
+    settings = {
+        "version": DEMO_VERSION,
+        "n_train": n_train,
+        "n_val": n_val,
+        "n_test": n_test,
+        "seed": seed,
+        "rate": DEMO_RATE,
+        "train_captions": train_captions,
+    }
     manifest = root / "manifest.json"
     if manifest.is_file() and json.loads(manifest.read_text()).get("settings") == settings:
         return root
@@ -214,8 +220,7 @@ class DemoAudioCaps(AudioCapsCSV):
         train_captions: captions per training clip (val and test have five, as in AudioCaps).
     """
 
-    def __init__(self, root: str = "data/demo", n_train: int = 2000, n_val: int = 100, n_test: int = 100, seed: int = 0,
-                 train_captions: int = 3):
+    def __init__(self, root: str = "data/demo", n_train: int = 2000, n_val: int = 100, n_test: int = 100, seed: int = 0, train_captions: int = 3):
         self.settings = dict(n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, train_captions=train_captions)
         self.root = Path(root)
         super().__init__(csv_dir=str(self.root / "csv"), audio_dir=str(self.root / "audio"), filename="{youtube_id}")

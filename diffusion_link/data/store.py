@@ -19,9 +19,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT_VERSION = 1
 COLUMNS = ("clip_id", "audio_embedding", "captions", "text_embeddings")
@@ -80,8 +83,15 @@ def write_split(folder: Path, batches, dim: int) -> int:
         for batch in batches:
             writer.write_batch(batch)
             rows += batch.num_rows
-    state = {"_data_files": [{"filename": name}], "_fingerprint": checksum({"folder": str(folder), "rows": rows}),
-             "_format_columns": None, "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False, "_split": None}
+    state = {
+        "_data_files": [{"filename": name}],
+        "_fingerprint": checksum({"folder": str(folder), "rows": rows}),
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": None,
+    }
     (folder / "state.json").write_text(json.dumps(state))
     (folder / "dataset_info.json").write_text(json.dumps({"features": feats.to_dict()}))
     return rows
@@ -168,9 +178,7 @@ class FeatureStore:
                 shape_a = np.asarray(first["audio_embedding"]).shape
                 shape_t = np.asarray(first["text_embeddings"]).shape
                 if shape_a != (self.dim,) or shape_t[-1:] != (self.dim,):
-                    raise StoreError(
-                        f"{folder}: embeddings have shape {shape_a} / {shape_t}, but store.json says dim={self.dim}"
-                    )
+                    raise StoreError(f"{folder}: embeddings have shape {shape_a} / {shape_t}, but store.json says dim={self.dim}")
             self._splits[name] = ds.with_format("numpy")
         return self._splits[name]
 
@@ -178,7 +186,7 @@ class FeatureStore:
         """The split as ``pyarrow.RecordBatch``es of at most ``rows`` rows (memory-mapped reads)."""
         yield from self.split(name).data.table.to_batches(max_chunksize=rows)
 
-    def means(self, name: str) -> tuple["torch.Tensor", "torch.Tensor"]:
+    def means(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean of the L2-normalised audio embeddings and of every caption's text embedding."""
         import torch
 
@@ -244,4 +252,15 @@ def _matrix(column, dim: int) -> np.ndarray:
     return values.reshape(len(column), dim)
 
 
-__all__ = ["encoder_mismatch", "FeatureStore", "StoreError", "checksum", "features", "rows_to_dataset", "store_header", "write_json", "write_split", "FORMAT_VERSION"]
+__all__ = [
+    "encoder_mismatch",
+    "FeatureStore",
+    "StoreError",
+    "checksum",
+    "features",
+    "rows_to_dataset",
+    "store_header",
+    "write_json",
+    "write_split",
+    "FORMAT_VERSION",
+]

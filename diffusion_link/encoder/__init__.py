@@ -42,8 +42,7 @@ def load_encoder(clap: ClapConfig | dict | None = None, export: str | None = Non
     if not export:
         return ClapEncoder(clap or ClapConfig())
     if clap is not None and clap.checkpoint:
-        raise ValueError(f"two encoders given: a trained encoder export ({export}) and a CLAP checkpoint "
-                         f"({clap.checkpoint}); keep one")
+        raise ValueError(f"two encoders given: a trained encoder export ({export}) and a CLAP checkpoint ({clap.checkpoint}); keep one")
     return ContrastiveEncoder.from_pretrained(export)
 
 

@@ -303,9 +303,7 @@ class ClapEncoder(torch.nn.Module):
             )
         with _offline_text_tower(config.tmodel), torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            model, model_cfg = hook.create_model(
-                config.amodel, config.tmodel, precision="fp32", device="cpu", enable_fusion=False
-            )
+            model, model_cfg = hook.create_model(config.amodel, config.tmodel, precision="fp32", device="cpu", enable_fusion=False)
         if config.checkpoint is None:
             log.warning(
                 "CLAP IS RANDOMLY INITIALISED (seed %d): no checkpoint was given. Embeddings are recorded as "
@@ -434,6 +432,7 @@ def _offline_text_tower(tmodel: str):
         return
     model_cls = {"roberta": transformers.RobertaModel, "bert": transformers.BertModel, "bart": transformers.BartModel}[tmodel]
     config_cls = {"roberta": transformers.RobertaConfig, "bert": transformers.BertConfig, "bart": transformers.BartConfig}[tmodel]
+
     def from_config(_original, name, *args, **kwargs):
         cached = hf_cached_snapshot(name)
         if cached is not None:
@@ -441,9 +440,7 @@ def _offline_text_tower(tmodel: str):
         elif tmodel == "roberta":
             config = config_cls(**ROBERTA_BASE_CONFIG)
         else:
-            raise MissingAssetError(
-                f"The {name} config is not in the Hugging Face cache; run `huggingface-cli download {name}`."
-            )
+            raise MissingAssetError(f"The {name} config is not in the Hugging Face cache; run `huggingface-cli download {name}`.")
         return model_cls(config)
 
     with _patched_from_pretrained([model_cls], from_config):

@@ -144,15 +144,17 @@ class ContrastiveEncoder(nn.Module):
         folder = Path(folder)
         config_path, weights = folder / "config.json", folder / WEIGHTS
         if not config_path.is_file() or not weights.is_file():
-            raise MissingAssetError(f"{folder} is not an encoder export (config.json + {WEIGHTS}); "
-                                    "make one with `diffusion-link fit --config configs/encoder/demo.yaml`")
+            raise MissingAssetError(
+                f"{folder} is not an encoder export (config.json + {WEIGHTS}); make one with `diffusion-link fit --config configs/encoder/demo.yaml`"
+            )
         config = json.loads(config_path.read_text())
         if config.get("format") != EXPORT_FORMAT:
             raise ValueError(f"{config_path}: format {config.get('format')!r}, expected {EXPORT_FORMAT!r}")
         sha = sha256_file(weights)
         if sha != config.get("weights_sha256"):
-            raise ValueError(f"{weights} does not match the checksum in {config_path} (corrupt or replaced): "
-                             f"{sha[:16]} vs {str(config.get('weights_sha256'))[:16]}")
+            raise ValueError(
+                f"{weights} does not match the checksum in {config_path} (corrupt or replaced): {sha[:16]} vs {str(config.get('weights_sha256'))[:16]}"
+            )
         model = cls(build_tower(config["audio"]), build_tower(config["text"]))
         model.load_state_dict(load_file(str(weights), device=str(map_location)))
         model.weights_sha256, model.meta = sha, dict(config.get("meta", {}))

@@ -79,8 +79,7 @@ class EncoderModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
         if not hasattr(datamodule, "use_features"):
-            raise TypeError("the encoder stage reads clips with captions: data.class_path must be "
-                            "diffusion_link.data.ClipCaptionDataModule")
+            raise TypeError("the encoder stage reads clips with captions: data.class_path must be diffusion_link.data.ClipCaptionDataModule")
         datamodule.use_features(self.encoder.audio.features, self.encoder.sample_rate)
         if stage != "fit":
             return
@@ -124,9 +123,12 @@ class EncoderModule(L.LightningModule):
     # -- evaluation -----------------------------------------------------------------------------------
 
     def _start_eval(self) -> None:
-        self._metrics = nn.ModuleDict({
-            "gap": GapMetrics(probe_seed=self.hparams.probe_seed), "t2a": TextToAudioRecall(),
-        }).to(self.device)
+        self._metrics = nn.ModuleDict(
+            {
+                "gap": GapMetrics(probe_seed=self.hparams.probe_seed),
+                "t2a": TextToAudioRecall(),
+            }
+        ).to(self.device)
         self._clips = 0
 
     def _eval_step(self, batch: dict) -> None:
@@ -175,15 +177,22 @@ class EncoderModule(L.LightningModule):
 
             out = Path(self.hparams.output_dir)
             out.mkdir(parents=True, exist_ok=True)
-            report = {"scores": values, "split": self.trainer.datamodule.split_for["test"],
-                      "encoder": self.encoder.describe() if self.encoder.weights_sha256 else None,
-                      "trained_on": self.encoder.meta.get("trained_on"), "selected_on": self.encoder.meta.get("selected_on")}
+            report = {
+                "scores": values,
+                "split": self.trainer.datamodule.split_for["test"],
+                "encoder": self.encoder.describe() if self.encoder.weights_sha256 else None,
+                "trained_on": self.encoder.meta.get("trained_on"),
+                "selected_on": self.encoder.meta.get("selected_on"),
+            }
             (out / "scores.json").write_text(json.dumps(report, indent=2, default=str))
         if self.trainer.is_global_zero:
             chance = values["test/chance_R@1"]
-            print(f"\nEncoder, test split ({round(1 / chance)} clips): audio->text R@1 {values['test/a2t_R@1']:.3f}, "
-                  f"text->audio R@1 {values['test/t2a_R@1']:.3f} (chance {chance:.3f}); paired cosine "
-                  f"{values['test/paired_cosine']:.3f}; modality probe {values['test/probe_accuracy']:.3f}", flush=True)
+            print(
+                f"\nEncoder, test split ({round(1 / chance)} clips): audio->text R@1 {values['test/a2t_R@1']:.3f}, "
+                f"text->audio R@1 {values['test/t2a_R@1']:.3f} (chance {chance:.3f}); paired cosine "
+                f"{values['test/paired_cosine']:.3f}; modality probe {values['test/probe_accuracy']:.3f}",
+                flush=True,
+            )
 
     # -- export -----------------------------------------------------------------------------------------
 
@@ -196,8 +205,7 @@ class EncoderModule(L.LightningModule):
         if best and Path(best).is_file():
             state = torch.load(best, map_location=self.device, weights_only=False)["state_dict"]
             self.load_state_dict(state)
-            meta.update(selected_on=f"{callback.monitor} ({callback.mode}) = {float(callback.best_model_score):.4f}",
-                        checkpoint=str(best))
+            meta.update(selected_on=f"{callback.monitor} ({callback.mode}) = {float(callback.best_model_score):.4f}", checkpoint=str(best))
         if self.trainer.is_global_zero:
             folder = self.encoder.save_pretrained(self.hparams.export_dir, meta)
             log.info("Exported the encoder to %s", folder)

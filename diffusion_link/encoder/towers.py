@@ -144,9 +144,23 @@ class LogMelCNN(AudioTower):
     ):
         super().__init__()
         channels, snr_db = tuple(channels), tuple(snr_db)
-        self.init_args = dict(dim=dim, sample_rate=sample_rate, n_fft=n_fft, hop=hop, n_mels=n_mels, fmin=fmin, fmax=fmax,
-                              window_seconds=window_seconds, channels=list(channels), segments=segments, dropout=dropout,
-                              gain_db=gain_db, snr_db=list(snr_db), freq_masks=freq_masks, time_masks=time_masks)
+        self.init_args = dict(
+            dim=dim,
+            sample_rate=sample_rate,
+            n_fft=n_fft,
+            hop=hop,
+            n_mels=n_mels,
+            fmin=fmin,
+            fmax=fmax,
+            window_seconds=window_seconds,
+            channels=list(channels),
+            segments=segments,
+            dropout=dropout,
+            gain_db=gain_db,
+            snr_db=list(snr_db),
+            freq_masks=freq_masks,
+            time_masks=time_masks,
+        )
         import librosa.filters
 
         self.dim, self.sample_rate, self.n_fft, self.hop = dim, sample_rate, n_fft, hop
@@ -161,9 +175,15 @@ class LogMelCNN(AudioTower):
         blocks, c_in = [], 1
         for i, c in enumerate(channels):
             pool = (2, 2) if i < len(channels) - 1 else (2, 1)
-            blocks += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
-                       nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
-                       nn.AvgPool2d(pool)]
+            blocks += [
+                nn.Conv2d(c_in, c, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False),
+                nn.BatchNorm2d(c),
+                nn.ReLU(inplace=True),
+                nn.AvgPool2d(pool),
+            ]
             c_in = c
         self.cnn = nn.Sequential(*blocks)
         self.time_stride = 2 ** (len(channels) - 1)
@@ -176,8 +196,7 @@ class LogMelCNN(AudioTower):
         self.proj = nn.Linear(c_in * freq * (segments + 1), dim)
 
     def input_description(self) -> dict:
-        return {"window_samples": int(self.init_args["window_seconds"] * self.sample_rate), "pad": "zero-masked",
-                "quantise_int16": False}
+        return {"window_samples": int(self.init_args["window_seconds"] * self.sample_rate), "pad": "zero-masked", "quantise_int16": False}
 
     @torch.no_grad()
     def features(self, wave: np.ndarray) -> torch.Tensor:

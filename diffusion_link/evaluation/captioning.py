@@ -106,6 +106,10 @@ def _torch_hub() -> str:
     return torch.hub.get_dir()
 
 
+#: the metrics whose corpus score is the mean of per-clip scores (so a bootstrap over clips is exact)
+MEANS_OVER_CLIPS = ("rouge_l", "cider_d", "spice", "spider", "fense")
+
+
 def score_captions(
     candidates: list[str],
     mult_references: list[list[str]],
@@ -113,10 +117,16 @@ def score_captions(
     corenlp_dir: str | Path | None = None,
     java_path: str | None = None,
     fense: bool = True,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> tuple[dict[str, float], list[str]]:
     """Corpus-level scores of every candidate against its references, and the warnings of skipped metrics.
 
     Empty candidates are scored as empty (they count against the system); references must not be empty.
+    With ``bootstrap`` > 0, each metric whose corpus score is the mean of its per-clip scores (CIDEr-D,
+    ROUGE-L, SPICE, SPIDEr, FENSE) also gets ``<metric>_lo`` / ``<metric>_hi``: a 95 % percentile
+    bootstrap interval over clips. BLEU and METEOR are corpus statistics, not means over clips; an
+    interval would re-run their scorers on every resample, so they get none.
     """
     from aac_metrics import evaluate
 
@@ -140,5 +150,13 @@ def score_captions(
         log.warning(warning)
     # the PTB tokenizer drops a sentence that is empty after tokenization; a lone "." stands for "nothing said"
     cands = [normalise(c) or "." for c in candidates]
-    corpus, _ = evaluate(cands, refs, metrics=metrics, cache_path=str(cache), java_path=java, device="cpu", verbose=0)
-    return {k: float(v) for k, v in corpus.items()}, skipped
+    corpus, sents = evaluate(cands, refs, metrics=metrics, cache_path=str(cache), java_path=java, device="cpu", verbose=0)
+    scores = {k: float(v) for k, v in corpus.items()}
+    if bootstrap:
+        from diffusion_link.evaluation.gap import mean_interval
+
+        for key in [k for k in MEANS_OVER_CLIPS if k in scores]:
+            per_clip = sents.get(key)
+            if per_clip is not None and abs(float(per_clip.double().mean()) - scores[key]) <= 1e-6 * max(1.0, abs(scores[key])):
+                scores[f"{key}_lo"], scores[f"{key}_hi"] = mean_interval(per_clip.double().numpy(), bootstrap, seed)
+    return scores, skipped

@@ -149,7 +149,7 @@ class _MMD:
         s, m = self.s, self.s.n_refs
         b, ww = w[:, s.owner], w * w
         n_x, n_c = w.sum(1), b.sum(1)
-        xx = (((w @ self.kxx) * w).sum(1) - ww.sum(1)) / (n_x * n_x - ww.sum(1))   # K(x, x) = 1
+        xx = (((w @ self.kxx) * w).sum(1) - ww.sum(1)) / (n_x * n_x - ww.sum(1))  # K(x, x) = 1
         cc = (((b @ self.kcc) * b).sum(1) - ww @ self.cc_own) / (n_c * n_c - ww @ (m * m))
         xc = (((w @ self.kxc) * b).sum(1) - ww @ self.xc_own) / (n_x * n_c - ww @ m)
         return xx + cc - 2 * xc
@@ -194,6 +194,23 @@ def _a2t_hits(s: Clips, k: int) -> torch.Tensor:
     return ((sims > best_own[:, None]).sum(dim=1) < k).double()
 
 
+def bootstrap_weights(n: int, resamples: int, seed: int = 0) -> torch.Tensor:
+    """(resamples, n) counts: how often each of n items is drawn in each resample (with replacement)."""
+    if not resamples:
+        return torch.zeros(0, n, dtype=torch.float64)
+    draws = torch.from_numpy(np.random.default_rng(seed).integers(0, n, size=(resamples, n)))
+    return torch.stack([torch.bincount(d, minlength=n) for d in draws]).double()
+
+
+def mean_interval(values, resamples: int, seed: int = 0, confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-item values (items resampled)."""
+    v = torch.as_tensor(np.asarray(values, dtype=np.float64))
+    w = bootstrap_weights(len(v), resamples, seed)
+    tail = (1 - confidence) / 2
+    lo, hi = np.quantile(((w @ v) / w.sum(1)).numpy(), [tail, 1 - tail])
+    return float(lo), float(hi)
+
+
 @contextmanager
 def _flush_denormals():
     """LAPACK's eigen and singular-value solvers slow down ~50x on these covariances' denormal
@@ -205,21 +222,29 @@ def _flush_denormals():
         torch.set_flush_denormal(False)
 
 
-def gap_statistics(s: Clips, bootstrap: int = 0, seed: int = 0, probe_seed: int = 0, mmd_sigma: float | None = None,
-                   confidence: float = 0.95, ks: tuple[int, ...] = (1, 5, 10), only: tuple[str, ...] | None = None) -> dict[str, Estimate]:
+def gap_statistics(
+    s: Clips,
+    bootstrap: int = 0,
+    seed: int = 0,
+    probe_seed: int = 0,
+    mmd_sigma: float | None = None,
+    confidence: float = 0.95,
+    ks: tuple[int, ...] = (1, 5, 10),
+    only: tuple[str, ...] | None = None,
+) -> dict[str, Estimate]:
     """Every gap-table metric of a clip set (or ``only`` those named), with a percentile bootstrap
     interval over clips when ``bootstrap`` > 0 (the same resamples for every metric)."""
     if s.n < 2:
         raise ValueError(f"the gap metrics need at least 2 distinct clips, got {s.n}")
     ones = torch.ones(1, s.n, dtype=torch.float64)
-    draws = torch.from_numpy(np.random.default_rng(seed).integers(0, s.n, size=(bootstrap, s.n)))
-    w = torch.stack([torch.bincount(d, minlength=s.n) for d in draws]).double() if bootstrap else ones[:0]
+    w = bootstrap_weights(s.n, bootstrap, seed)
     with _flush_denormals():
         return _statistics(s, w, ones, (1 - confidence) / 2, probe_seed, mmd_sigma, ks, only)
 
 
-def _statistics(s: Clips, w: torch.Tensor, ones: torch.Tensor, tail: float, probe_seed: int, mmd_sigma: float | None,
-                ks: tuple[int, ...], only: tuple[str, ...] | None) -> dict[str, Estimate]:
+def _statistics(
+    s: Clips, w: torch.Tensor, ones: torch.Tensor, tail: float, probe_seed: int, mmd_sigma: float | None, ks: tuple[int, ...], only: tuple[str, ...] | None
+) -> dict[str, Estimate]:
     recall = lambda k: (lambda hits: lambda v: (v @ hits) / v.sum(1))(_a2t_hits(s, k))  # noqa: E731
     functions = {  # built on first use: the kernel and the probe are the costly parts
         "paired_cosine": lambda: lambda v: paired_cosine(s, v),

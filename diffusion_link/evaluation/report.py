@@ -20,8 +20,16 @@ COLUMNS = [
 ]
 
 #: how "better" reads for each column: a larger value, a smaller one, one closer to 0.5, or no order
-BETTER = {"paired_cosine": "max", "centroid_distance": "min", "probe_accuracy": "half", "frechet": "min", "mmd": "min",
-          "R@1": "max", "R@5": "max", "R@10": "max"}
+BETTER = {
+    "paired_cosine": "max",
+    "centroid_distance": "min",
+    "probe_accuracy": "half",
+    "frechet": "min",
+    "mmd": "min",
+    "R@1": "max",
+    "R@5": "max",
+    "R@10": "max",
+}
 
 
 def write_gap_report(results: dict[str, dict[str, float]], out_dir: str | Path, notes: list[str] | None = None) -> tuple[Path, Path]:
@@ -65,12 +73,14 @@ def _clear_winner(results: dict[str, dict[str, float]], key: str) -> str | None:
     badness = {"max": lambda v: -v, "min": lambda v: v, "half": lambda v: abs(v - 0.5)}[order]
     ranked = sorted(results, key=lambda m: badness(results[m][key]))
     first, second = results[ranked[0]], results[ranked[1]]
-    if order == "half":  # distance from 0.5: the intervals of |v - 0.5|
-        lo1, hi1 = sorted(abs(first[k] - 0.5) for k in (f"{key}_lo", f"{key}_hi"))
-        if first[f"{key}_lo"] <= 0.5 <= first[f"{key}_hi"]:
-            lo1 = 0.0
-        lo2 = 0.0 if second[f"{key}_lo"] <= 0.5 <= second[f"{key}_hi"] else min(abs(second[k] - 0.5) for k in (f"{key}_lo", f"{key}_hi"))
-        return ranked[0] if hi1 < lo2 else None
+    if order == "half":  # compare the intervals of the distance from 0.5
+
+        def distance(values: dict) -> tuple[float, float]:
+            lo, hi = values[f"{key}_lo"], values[f"{key}_hi"]
+            near = 0.0 if lo <= 0.5 <= hi else min(abs(lo - 0.5), abs(hi - 0.5))
+            return near, max(abs(lo - 0.5), abs(hi - 0.5))
+
+        return ranked[0] if distance(first)[1] < distance(second)[0] else None
     if order == "max":
         return ranked[0] if first[f"{key}_lo"] > second[f"{key}_hi"] else None
     return ranked[0] if first[f"{key}_hi"] < second[f"{key}_lo"] else None
@@ -122,3 +132,37 @@ def plot_cosine_histograms(cosines: dict[str, np.ndarray], path: str | Path) -> 
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def summarise_seeds(report_dirs: list[str | Path], out_dir: str | Path) -> tuple[Path, Path]:
+    """Mean ± standard deviation across seeds of each method's gap metrics, from the ``gap_report.csv``
+    of one gap analysis per seed (bridges trained with that seed). Writes ``gap_report_seeds.csv``
+    (``<metric>_mean``, ``<metric>_std``, ``seeds``) and ``gap_report_seeds.md``."""
+    tables = []
+    for folder in map(Path, report_dirs):
+        path = folder / "gap_report.csv" if folder.is_dir() else folder
+        if not path.is_file():
+            raise FileNotFoundError(f"no gap report at {path}: run the gap analysis for that seed first")
+        with open(path, newline="") as f:
+            tables.append((path, {row.pop("method"): row for row in csv.DictReader(f)}))
+    if len(tables) < 2:
+        raise ValueError(f"a spread across seeds needs at least two gap reports, got {len(tables)}")
+    first_path, first = tables[0]
+    for path, table in tables[1:]:
+        if list(table) != list(first):
+            raise ValueError(f"{path} compares other methods than {first_path}: {list(table)} vs {list(first)}")
+    keys = [key for key, _ in COLUMNS]
+    stats = {method: {key: np.array([float(t[method][key]) for _, t in tables]) for key in keys} for method in first}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "gap_report_seeds.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method"] + [f"{k}_{s}" for k in keys for s in ("mean", "std")] + ["seeds"])
+        for method, values in stats.items():
+            writer.writerow([method] + [f"{v:.6g}" for k in keys for v in (values[k].mean(), values[k].std(ddof=1))] + [len(tables)])
+    header = "| method | " + " | ".join(title for _, title in COLUMNS) + " |"
+    rows = ["| " + method + " | " + " | ".join(f"{v[k].mean():.4f} ± {v[k].std(ddof=1):.4f}" for k in keys) + " |" for method, v in stats.items()]
+    note = f"\nMean ± standard deviation over {len(tables)} seeds (each: bridges trained and the gap analysis run with that seed):\n"
+    note += "".join(f"\n- {p}" for p, _ in tables)
+    (out / "gap_report_seeds.md").write_text("\n".join([header, "|---|" + "---:|" * len(COLUMNS), *rows]) + "\n" + note + "\n")
+    return out / "gap_report_seeds.csv", out / "gap_report_seeds.md"

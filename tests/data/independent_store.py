@@ -31,15 +31,32 @@ def write(out: Path, rows: int = 7, dim: int = 16, seed: int = 0) -> Path:
         # the layout of datasets.Dataset.save_to_disk: Arrow stream file + state.json (+ dataset_info.json)
         with pa.OSFile(str(folder / "data-00000-of-00001.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as w:
             w.write_table(table)
-        (folder / "state.json").write_text(json.dumps({
-            "_data_files": [{"filename": "data-00000-of-00001.arrow"}], "_fingerprint": f"independent-{split}",
-            "_format_columns": None, "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False, "_split": None,
-        }))
+        (folder / "state.json").write_text(
+            json.dumps(
+                {
+                    "_data_files": [{"filename": "data-00000-of-00001.arrow"}],
+                    "_fingerprint": f"independent-{split}",
+                    "_format_columns": None,
+                    "_format_kwargs": {},
+                    "_format_type": None,
+                    "_output_all_columns": False,
+                    "_split": None,
+                }
+            )
+        )
         (folder / "dataset_info.json").write_text(json.dumps({}))
-    (out / "store.json").write_text(json.dumps({
-        "format_version": 1, "dim": dim, "status": "complete",
-        "encoder": {"family": "other-tool", "weights": "n/a", "dim": dim}, "data": {"source": "script"}, "checksum": "independent",
-    }))
+    (out / "store.json").write_text(
+        json.dumps(
+            {
+                "format_version": 1,
+                "dim": dim,
+                "status": "complete",
+                "encoder": {"family": "other-tool", "weights": "n/a", "dim": dim},
+                "data": {"source": "script"},
+                "checksum": "independent",
+            }
+        )
+    )
     return out
 
 

@@ -34,8 +34,12 @@ def write_synthetic_store(out: Path, n_train: int = 3000, n_test: int = 400, dim
     out.mkdir(parents=True, exist_ok=True)
     for split, n, seed, refs in (("train", n_train, 0, 1), ("val", n_test, 1, 5), ("test", n_test, 2, 5)):
         audio, text = make_pairs(n, dim, seed=seed, refs=refs)
-        rows = {"clip_id": [f"{split}{i:05d}" for i in range(n)], "audio_embedding": list(audio),
-                "captions": [[f"{split} {i} ref {k}" for k in range(refs)] for i in range(n)], "text_embeddings": list(text)}
+        rows = {
+            "clip_id": [f"{split}{i:05d}" for i in range(n)],
+            "audio_embedding": list(audio),
+            "captions": [[f"{split} {i} ref {k}" for k in range(refs)] for i in range(n)],
+            "text_embeddings": list(text),
+        }
         rows_to_dataset(rows, dim).save_to_disk(str(out / split))
     encoder = {"family": "synthetic", "weights": "none", "dim": dim}
     write_json(out / "store.json", {**store_header(dim, encoder, {"source": "synthetic-gap"}), "status": "complete"})
