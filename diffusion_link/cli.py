@@ -33,6 +33,7 @@ Other commands:
   demo     diffusion-link demo       the whole chain on the embedded demo data, with a summary
   doctor   diffusion-link doctor     lists the offline assets present and how to get the missing ones
   seeds    diffusion-link seeds DIR... --out DIR   mean ± std of the gap table across seeds
+  sweep    diffusion-link sweep DIR... --out DIR   gap metrics against a swept setting (t*, K, ...), a plot
 
 Runs with a logger save their resolved config.yaml beside their logs. See docs/ for each stage's inputs and outputs.
 """
@@ -80,6 +81,25 @@ def _seeds(argv: list[str]) -> int:
     return 0
 
 
+def _sweep(argv: list[str]) -> int:
+    import argparse
+
+    from diffusion_link.evaluation.report import plot_sweep
+
+    parser = argparse.ArgumentParser(
+        prog="diffusion-link sweep",
+        description=(
+            "Plot the gap metrics against one swept setting (t_start, steps, blocks, ...): give the gap-report folders "
+            "of the sweep, named <setting>-<value> (as `make ablations` / `make demo-ablations` write them)."
+        ),
+    )
+    parser.add_argument("reports", nargs="+", help="gap-report folders named <setting>-<value>")
+    parser.add_argument("--out", required=True, help="folder for sweep_<setting>.{png,csv}")
+    args = parser.parse_args(argv)
+    print(f"Sweep plot: {plot_sweep(args.reports, args.out)}")
+    return 0
+
+
 def main(args: list[str] | None = None) -> None:
     """Console entry point (``args=None`` reads ``sys.argv``)."""
     _offline_environment()
@@ -95,6 +115,8 @@ def main(args: list[str] | None = None) -> None:
         raise SystemExit(demo(argv[1:]))
     if argv[:1] == ["seeds"]:
         raise SystemExit(_seeds(argv[1:]))
+    if argv[:1] == ["sweep"]:
+        raise SystemExit(_sweep(argv[1:]))
 
     import lightning as L
     from lightning.pytorch.cli import LightningCLI, SaveConfigCallback

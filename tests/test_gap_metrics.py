@@ -205,3 +205,22 @@ def test_seed_summary_gives_mean_and_spread(tmp_path, capsys):
     write_gap_report({"mean shift": values}, tmp_path / "other")
     with pytest.raises(ValueError, match="other methods"):
         main(["seeds", str(tmp_path / "seed-0"), str(tmp_path / "other"), "--out", str(tmp_path / "x")])
+
+
+def test_sweep_plots_each_metric_against_the_setting(tmp_path, capsys):
+    import csv
+
+    from diffusion_link.cli import main
+    from diffusion_link.evaluation.report import COLUMNS, write_gap_report
+
+    for t in (200, 600, 1000):
+        values = {key: 0.5 for key, _ in COLUMNS} | {"frechet": t / 1e4}
+        write_gap_report({"mean shift": values, "Diffusion-Link": values}, tmp_path / f"t_start-{t}")
+    with pytest.raises(SystemExit) as done:
+        main(["sweep", *(str(tmp_path / f"t_start-{t}") for t in (1000, 200, 600)), "--out", str(tmp_path / "plots")])
+    assert done.value.code == 0 and (tmp_path / "plots" / "sweep_t_start.png").stat().st_size > 10_000
+    with open(tmp_path / "plots" / "sweep_t_start.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["method"] == "Diffusion-Link"]
+    assert [(r["t_start"], float(r["frechet"])) for r in rows] == [("200", 0.02), ("600", 0.06), ("1000", 0.1)]  # sorted by value
+    with pytest.raises(ValueError, match="named <setting>-<value>"):
+        main(["sweep", str(tmp_path / "plots"), str(tmp_path / "plots"), "--out", str(tmp_path / "x")])

@@ -166,3 +166,53 @@ def summarise_seeds(report_dirs: list[str | Path], out_dir: str | Path) -> tuple
     note += "".join(f"\n- {p}" for p, _ in tables)
     (out / "gap_report_seeds.md").write_text("\n".join([header, "|---|" + "---:|" * len(COLUMNS), *rows]) + "\n" + note + "\n")
     return out / "gap_report_seeds.csv", out / "gap_report_seeds.md"
+
+
+def plot_sweep(report_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str, ...] = ("frechet", "mmd", "centroid_distance", "R@1")) -> Path:
+    """One setting swept over several gap analyses (folders named ``<setting>-<value>``, as the Makefile's
+    ablations write them): each metric against the value, one line per method, intervals as bands when
+    the reports have them. Writes ``sweep_<setting>.png`` and ``sweep_<setting>.csv``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = []
+    for folder in map(Path, report_dirs):
+        setting, _, value = folder.name.rpartition("-")
+        if not setting:
+            raise ValueError(f"{folder}: sweep folders are named <setting>-<value>, e.g. t_start-600")
+        with open(folder / "gap_report.csv", newline="") as f:
+            points.append((setting, float(value), {row.pop("method"): row for row in csv.DictReader(f)}))
+    settings = {p[0] for p in points}
+    if len(settings) != 1 or len(points) < 2:
+        raise ValueError(f"a sweep needs two or more folders of one setting, got {sorted(settings)} ({len(points)} folders)")
+    setting = settings.pop()
+    points.sort(key=lambda p: p[1])
+    methods = list(points[0][2])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / f"sweep_{setting}.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([setting, "method", *metrics])
+        for _, value, table in points:
+            for method in methods:
+                writer.writerow([f"{value:g}", method, *(table[method][m] for m in metrics)])
+    titles = dict(COLUMNS)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8))
+    for ax, metric in zip(np.atleast_1d(axes), metrics):
+        xs = [p[1] for p in points]
+        for method in methods:
+            ys = [float(p[2][method][metric]) for p in points]
+            line = ax.plot(xs, ys, marker="o", markersize=3, label=method)[0]
+            if f"{metric}_lo" in points[0][2][method]:
+                lo = [float(p[2][method][f"{metric}_lo"]) for p in points]
+                hi = [float(p[2][method][f"{metric}_hi"]) for p in points]
+                ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
+        ax.set_xlabel(setting)
+        ax.set_title(titles.get(metric, metric))
+    np.atleast_1d(axes)[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / f"sweep_{setting}.png", dpi=120)
+    plt.close(fig)
+    return out / f"sweep_{setting}.png"
