@@ -46,8 +46,9 @@ bridge: cache
 gap: bridge
 	$(DL) test --config $(BRIDGE)/gap-demo.yaml
 
-# On the demo: the gap metrics against t* and K (sampling only, the demo's trained bridges; selected on val:
-# the sweep runs on the val split), plotted: artifacts/bridge/ablations/sweep_{t_start,steps}.{png,csv}
+# On the demo (val split): the gap metrics against t* and K (sampling only, the demo's trained bridges),
+# plotted in artifacts/bridge/ablations/sweep_{t_start,steps}.{png,csv}; and the topology loss's t range
+# (up to t*, every t, none) in artifacts/bridge/ablations/topology/gap_report.md
 DEMO_ABL := artifacts/bridge/ablations
 demo-ablations: bridge
 	for t in $(T_STARTS); do $(DL) test --config $(BRIDGE)/gap-demo.yaml --data.init_args.test_split=val \
@@ -56,6 +57,9 @@ demo-ablations: bridge
 	  --model.init_args.sampling="{steps: $$k}" --model.init_args.report_dir=$(DEMO_ABL)/steps-$$k --trainer.logger=false || exit 1; done
 	$(DL) sweep $(foreach t,$(T_STARTS),$(DEMO_ABL)/t_start-$(t)) --out $(DEMO_ABL)
 	$(DL) sweep $(foreach k,$(KS),$(DEMO_ABL)/steps-$(k)) --out $(DEMO_ABL)
+	test -f artifacts/bridge/topology-every-t/export/config.json || $(DL) fit --config $(BRIDGE)/demo.yaml --config $(BRIDGE)/variants/topology-every-t.yaml
+	$(DL) test --config $(BRIDGE)/gap-demo.yaml --data.init_args.test_split=val --trainer.logger=false --model.init_args.report_dir=$(DEMO_ABL)/topology \
+	  --model.init_args.compare="{w/o topology loss: artifacts/bridge/no-topology/export, topology at every t: artifacts/bridge/topology-every-t/export}"
 
 # Bridged feature store for the captioner: artifacts/stores/demo-bridged
 bridged: bridge
