@@ -151,6 +151,21 @@ def test_sphere_input_projects_before_every_step():
     assert len(seen) == 3 and all(torch.allclose(n, torch.full((4,), 5.0)) for n in seen)
 
 
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"t_start": 1200}, "t_start"),
+        ({"steps": 700}, "steps"),
+        ({"entry_snr": -1.0}, "entry_snr"),
+        ({"ema_decay": 1.0}, "ema_decay"),
+        ({"blocks": 0}, "blocks"),
+    ],
+)
+def test_impossible_bridge_settings_fail_when_the_config_is_built(bad, message):
+    with pytest.raises(ValueError, match=message):
+        BridgeConfig(**{"dim": 8, "hidden": 16, **bad})
+
+
 def test_bad_bridge_options_are_refused():
     with pytest.raises(ValueError, match="topology_max_t"):
         BridgeModule(BridgeConfig(dim=8, hidden=16, timesteps=100, t_start=50), topology_max_t=200)

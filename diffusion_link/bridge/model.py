@@ -78,6 +78,21 @@ class BridgeConfig:
     noise_start: bool = False
     ema_decay: float = 0.999
 
+    def __post_init__(self) -> None:
+        """Settings that cannot work are refused when the config is built, not after training."""
+        checks = [
+            (self.dim > 0 and self.hidden > 0 and self.blocks > 0, f"dim, hidden and blocks must be positive (got {self.dim}, {self.hidden}, {self.blocks})"),
+            (self.timesteps > 0, f"timesteps must be positive, got {self.timesteps}"),
+            (0 < self.t_start <= self.timesteps, f"t_start (t*) must be in 1..timesteps ({self.timesteps}), got {self.t_start}"),
+            (self.sampler == "ddpm" or 0 < self.steps <= self.t_start, f"steps (K) must be in 1..t_start ({self.t_start}), got {self.steps}"),
+            (self.entry_snr is None or self.entry_snr > 0, f"entry_snr must be positive, got {self.entry_snr}"),
+            (0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
+            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"bridge: {message}")
+
     @classmethod
     def from_dict(cls, values: dict) -> "BridgeConfig":
         known = {f.name for f in fields(cls)}

@@ -101,6 +101,7 @@ class BridgeModule(L.LightningModule):
             raise ValueError(f"sampling accepts {sorted(allowed)}, not {sorted(unknown)}")
         for key, value in overrides.items():
             setattr(model.config, key, value)
+        model.config.__post_init__()  # an impossible override fails here, before any clip is read
         return model
 
     # -- data checks (before any work) ------------------------------------------------------------
