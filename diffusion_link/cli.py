@@ -118,40 +118,9 @@ def main(args: list[str] | None = None) -> None:
     if argv[:1] == ["sweep"]:
         raise SystemExit(_sweep(argv[1:]))
 
-    import lightning as L
-    from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+    from diffusion_link.lightning_cli import run
 
-    import argparse
-
-    from jsonargparse import DefaultHelpFormatter
-
-    class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
-        """jsonargparse's help, with the description's line breaks kept."""
-
-    class DiffusionLinkCLI(LightningCLI):
-        def init_parser(self, **kwargs):
-            kwargs.setdefault("description", DESCRIPTION)
-            kwargs.setdefault("formatter_class", HelpFormatter)
-            return super().init_parser(**kwargs)
-
-    class SaveConfigBesideLogs(SaveConfigCallback):
-        """The resolved config.yaml goes beside a run's logs; a run without a logger (the cache
-        stage, predict) writes none, rather than one into the current folder."""
-
-        def setup(self, trainer, pl_module, stage: str) -> None:
-            if trainer.logger is not None:
-                super().setup(trainer, pl_module, stage)
-
-    DiffusionLinkCLI(
-        L.LightningModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        seed_everything_default=0,
-        save_config_callback=SaveConfigBesideLogs,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-    )
+    run(args, DESCRIPTION)
 
 
 if __name__ == "__main__":

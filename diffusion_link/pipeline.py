@@ -181,7 +181,7 @@ class Interrupted(RuntimeError):
 def run(steps: list[Step]) -> None:
     import signal
 
-    from diffusion_link.cli import main as cli
+    from diffusion_link.lightning_cli import run as cli
 
     received: list[int] = []
     # Lightning chains to a handler that is already installed: it stops training cleanly (nothing

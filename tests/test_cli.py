@@ -45,17 +45,17 @@ def test_a_demo_stopped_by_sigterm_says_where_and_does_not_mark_the_step_done(tm
     import os
     import signal
 
-    import diffusion_link.cli
+    import diffusion_link.lightning_cli
     from diffusion_link import pipeline
 
     monkeypatch.chdir(tmp_path)
     calls = []
 
-    def stopped_step(args):  # what Lightning does on SIGTERM: the running stage ends early and returns
+    def stopped_step(args, description=None):  # what Lightning does on SIGTERM: the running stage ends early and returns
         calls.append(args)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(diffusion_link.cli, "main", stopped_step)
+    monkeypatch.setattr(diffusion_link.lightning_cli, "run", stopped_step)
     before = signal.getsignal(signal.SIGTERM)
     steps = [pipeline.Step("first", ["fit"], [tmp_path / "out-1"]), pipeline.Step("second", ["test"], [tmp_path / "out-2"])]
     with pytest.raises(pipeline.Interrupted, match=r"during step 1/2 \(first\)"):

@@ -1,0 +1,54 @@
+"""The package's layering (docs/architecture.md), checked on the source with the standard library's
+``ast``: a module imports only from its own sub-package or from a lower layer, so there is no cycle."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "diffusion_link"
+
+#: lowest first; a sub-package or module may import only from strictly lower layers (and from itself)
+LAYERS = [
+    {"__init__", "assets", "optim", "distributed"},  # foundations: versions, asset paths, small helpers
+    {"evaluation"},  # metrics and reports (gap, captioning)
+    {"encoder"},  # the encoders: laion-clap, the trained contrastive encoder, its stage
+    {"data"},  # sources, feature store, DataModules
+    {"cache", "bridge"},  # stage 1 and stage 2
+    {"caption"},  # stage 3 (applies a bridge)
+    {"lightning_cli", "doctor"},  # running a stage; the asset check
+    {"pipeline"},  # the demo: the stages in order
+    {"cli"},  # the command
+]
+LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
+
+
+def _unit(path: Path) -> str:
+    """The top-level unit a file belongs to: its sub-package, or the module's own name."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return parts[0]
+
+
+def _imports(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "diffusion_link" and node.level == 0:
+            parts = node.module.split(".")
+            if len(parts) > 1:
+                yield node.lineno, parts[1]
+            else:  # from diffusion_link import assets / __version__
+                yield from ((node.lineno, a.name if (PACKAGE / f"{a.name}.py").exists() or (PACKAGE / a.name).is_dir() else "__init__") for a in node.names)
+        elif isinstance(node, ast.Import):
+            yield from ((node.lineno, a.name.split(".")[1]) for a in node.names if a.name.startswith("diffusion_link."))
+
+
+def test_every_unit_has_a_layer():
+    units = {_unit(p) for p in PACKAGE.rglob("*.py")}
+    assert units <= set(LAYER), f"add {sorted(units - set(LAYER))} to LAYERS (and docs/architecture.md)"
+
+
+def test_no_import_reaches_up_or_sideways():
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        unit = _unit(path)
+        for line, target in _imports(path):
+            if target != unit and LAYER[target] >= LAYER[unit]:
+                wrong.append(f"{path.relative_to(PACKAGE.parent)}:{line} ({unit}, layer {LAYER[unit]}) imports {target} (layer {LAYER[target]})")
+    assert not wrong, "imports against the layering:\n" + "\n".join(wrong)
