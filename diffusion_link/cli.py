@@ -61,42 +61,35 @@ def _offline_environment() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _seeds(argv: list[str]) -> int:
+def _report_command(argv: list[str], name: str) -> int:
+    """``seeds`` (mean ± std of the gap table across seeds) and ``sweep`` (gap metrics against a swept setting):
+    both take gap-report folders and an output folder."""
     import argparse
 
-    from diffusion_link.evaluation.report import summarise_seeds
+    from diffusion_link.evaluation.report import plot_sweep, summarise_seeds
 
-    parser = argparse.ArgumentParser(
-        prog="diffusion-link seeds",
-        description=(
+    description, reports_help, out_help = {
+        "seeds": (
             "Mean ± std across seeds of the gap table: give one gap-report folder per seed (bridges trained with "
-            "that seed, e.g. by `make gap-seeds SEEDS='0 1 2'`)."
+            "that seed, e.g. by `make gap-seeds SEEDS='0 1 2'`).",
+            "gap-report folders (or gap_report.csv files), one per seed",
+            "folder for gap_report_seeds.{csv,md}",
         ),
-    )
-    parser.add_argument("reports", nargs="+", help="gap-report folders (or gap_report.csv files), one per seed")
-    parser.add_argument("--out", required=True, help="folder for gap_report_seeds.{csv,md}")
-    args = parser.parse_args(argv)
-    _, md = summarise_seeds(args.reports, args.out)
-    print(md.read_text())
-    return 0
-
-
-def _sweep(argv: list[str]) -> int:
-    import argparse
-
-    from diffusion_link.evaluation.report import plot_sweep
-
-    parser = argparse.ArgumentParser(
-        prog="diffusion-link sweep",
-        description=(
+        "sweep": (
             "Plot the gap metrics against one swept setting (t_start, steps, blocks, ...): give the gap-report folders "
-            "of the sweep, named <setting>-<value> (as `make ablations` / `make demo-ablations` write them)."
+            "of the sweep, named <setting>-<value> (as `make ablations` / `make demo-ablations` write them).",
+            "gap-report folders named <setting>-<value>",
+            "folder for sweep_<setting>.{png,csv}",
         ),
-    )
-    parser.add_argument("reports", nargs="+", help="gap-report folders named <setting>-<value>")
-    parser.add_argument("--out", required=True, help="folder for sweep_<setting>.{png,csv}")
+    }[name]
+    parser = argparse.ArgumentParser(prog=f"diffusion-link {name}", description=description)
+    parser.add_argument("reports", nargs="+", help=reports_help)
+    parser.add_argument("--out", required=True, help=out_help)
     args = parser.parse_args(argv)
-    print(f"Sweep plot: {plot_sweep(args.reports, args.out)}")
+    if name == "seeds":
+        print(summarise_seeds(args.reports, args.out)[1].read_text())
+    else:
+        print(f"Sweep plot: {plot_sweep(args.reports, args.out)}")
     return 0
 
 
@@ -113,10 +106,8 @@ def main(args: list[str] | None = None) -> None:
         from diffusion_link.pipeline import main as demo
 
         raise SystemExit(demo(argv[1:]))
-    if argv[:1] == ["seeds"]:
-        raise SystemExit(_seeds(argv[1:]))
-    if argv[:1] == ["sweep"]:
-        raise SystemExit(_sweep(argv[1:]))
+    if argv[:1] in (["seeds"], ["sweep"]):
+        raise SystemExit(_report_command(argv[1:], argv[0]))
 
     from diffusion_link.lightning_cli import run
 

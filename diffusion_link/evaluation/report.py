@@ -134,17 +134,21 @@ def plot_cosine_histograms(cosines: dict[str, np.ndarray], path: str | Path) -> 
     return Path(path)
 
 
+def read_gap_report(path: str | Path) -> dict[str, dict[str, str]]:
+    """``gap_report.csv`` (or the folder holding it) as ``{method: {column: value}}``, in table order."""
+    path = Path(path)
+    path = path / "gap_report.csv" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"no gap report at {path}: run the gap analysis (diffusion-link test) for it first")
+    with open(path, newline="") as f:
+        return {row.pop("method"): row for row in csv.DictReader(f)}
+
+
 def summarise_seeds(report_dirs: list[str | Path], out_dir: str | Path) -> tuple[Path, Path]:
     """Mean ± standard deviation across seeds of each method's gap metrics, from the ``gap_report.csv``
     of one gap analysis per seed (bridges trained with that seed). Writes ``gap_report_seeds.csv``
     (``<metric>_mean``, ``<metric>_std``, ``seeds``) and ``gap_report_seeds.md``."""
-    tables = []
-    for folder in map(Path, report_dirs):
-        path = folder / "gap_report.csv" if folder.is_dir() else folder
-        if not path.is_file():
-            raise FileNotFoundError(f"no gap report at {path}: run the gap analysis for that seed first")
-        with open(path, newline="") as f:
-            tables.append((path, {row.pop("method"): row for row in csv.DictReader(f)}))
+    tables = [(Path(folder), read_gap_report(folder)) for folder in report_dirs]
     if len(tables) < 2:
         raise ValueError(f"a spread across seeds needs at least two gap reports, got {len(tables)}")
     first_path, first = tables[0]
@@ -182,8 +186,7 @@ def plot_sweep(report_dirs: list[str | Path], out_dir: str | Path, metrics: tupl
         setting, _, value = folder.name.rpartition("-")
         if not setting:
             raise ValueError(f"{folder}: sweep folders are named <setting>-<value>, e.g. t_start-600")
-        with open(folder / "gap_report.csv", newline="") as f:
-            points.append((setting, float(value), {row.pop("method"): row for row in csv.DictReader(f)}))
+        points.append((setting, float(value), read_gap_report(folder)))
     settings = {p[0] for p in points}
     if len(settings) != 1 or len(points) < 2:
         raise ValueError(f"a sweep needs two or more folders of one setting, got {sorted(settings)} ({len(points)} folders)")
