@@ -12,6 +12,7 @@ resolved configuration. Multi-GPU and multi-node runs are Lightning's own strate
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -34,6 +35,8 @@ Other commands:
   doctor   diffusion-link doctor     lists the offline assets present and how to get the missing ones
   seeds    diffusion-link seeds DIR... --out DIR   mean ± std of the gap table across seeds
   sweep    diffusion-link sweep DIR... --out DIR   gap metrics against a swept setting (t*, K, ...), a plot
+  report   diffusion-link report [ARTIFACTS]       the run's HTML page: tables, figures, every test clip to
+           listen to with its references and each system's caption (artifacts/report/index.html)
 
 Runs with a logger save their resolved config.yaml beside their logs. See docs/ for each stage's inputs and outputs.
 """
@@ -51,6 +54,37 @@ def _quiet_known_warnings() -> None:
         ".*loss_type=None.*",
     ):
         warnings.filterwarnings("ignore", message=message)
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is when a record comes (the demo sends each step's
+    output to its log file; pytest swaps the stream per test)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+class _Format(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = "diffusion-link" if record.levelno < logging.WARNING else f"diffusion-link {record.levelname}"
+        text = f"{prefix}: {record.getMessage()}"
+        return text + ("\n" + self.formatException(record.exc_info) if record.exc_info else "")
+
+
+def _console_logging() -> None:
+    """The package's messages: INFO and up, to stderr ("diffusion-link: ..."; warnings say WARNING)."""
+    logger = logging.getLogger("diffusion_link")
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        handler = _Stderr()
+        handler.setFormatter(_Format())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def _offline_environment() -> None:
@@ -97,6 +131,7 @@ def main(args: list[str] | None = None) -> None:
     """Console entry point (``args=None`` reads ``sys.argv``)."""
     _offline_environment()
     _quiet_known_warnings()
+    _console_logging()
     argv = list(sys.argv[1:] if args is None else args)
     if argv[:1] == ["doctor"]:
         from diffusion_link.doctor import main as doctor
@@ -106,6 +141,10 @@ def main(args: list[str] | None = None) -> None:
         from diffusion_link.pipeline import main as demo
 
         raise SystemExit(demo(argv[1:]))
+    if argv[:1] == ["report"]:
+        from diffusion_link.report.page import main as report
+
+        raise SystemExit(report(argv[1:]))
     if argv[:1] in (["seeds"], ["sweep"]):
         raise SystemExit(_report_command(argv[1:], argv[0]))
 

@@ -1,18 +1,95 @@
 """The LightningCLI that runs a stage (``fit`` / ``validate`` / ``test`` / ``predict`` with a YAML whose
 ``model.class_path`` picks the stage). Used by the ``diffusion-link`` command (:mod:`diffusion_link.cli`)
-and by the demo's steps (:mod:`diffusion_link.pipeline`), which run it in-process."""
+and by the demo's steps (:mod:`diffusion_link.pipeline`), which run it in-process with one
+:class:`StepProgress` bar each."""
 
 from __future__ import annotations
 
+import sys
+from typing import IO
 
-def run(args: list[str] | None = None, description: str | None = None) -> None:
-    """Parse ``args`` (``None``: ``sys.argv``) and run the subcommand; ``description`` heads ``--help``."""
-    import lightning as L
-    from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.callbacks import ProgressBar
 
+
+class StepProgress(ProgressBar):
+    """One progress bar for a whole run (all training steps, or all test / predict batches), written to
+    ``stream`` (the console, while the run's own output goes to its log file).
+
+    Lightning allows one progress bar callback; given this one, it replaces the per-epoch bars.
+    """
+
+    def __init__(self, label: str, stream: IO[str] | None = None):
+        super().__init__()
+        self.label, self.stream = label, stream or sys.stderr
+        self._bar = None
+        self._enabled = True
+        self.finished: list[tuple[int, int | None]] = []  # (done, total) of each bar closed
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def _open(self, total: int | float | None) -> None:
+        from tqdm import tqdm
+
+        tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        total = int(total) if total not in (None, float("inf")) else None
+        self._bar = tqdm(
+            total=total, desc=self.label, file=self.stream, leave=False, dynamic_ncols=True, mininterval=0.2 if tty else 30, disable=not self._enabled
+        )
+
+    def _advance(self) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self.finished.append((self._bar.n, self._bar.total))
+            self._bar.close()
+            self._bar = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._open(trainer.estimated_stepping_batches)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._advance()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._close()
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        self._open(sum(trainer.num_test_batches))
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._advance()
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self._close()
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self._open(sum(trainer.num_predict_batches))
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._advance()
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        self._close()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._close()
+
+
+def run(args: list[str] | None = None, description: str | None = None, callbacks: list | None = None) -> None:
+    """Parse ``args`` (``None``: ``sys.argv``) and run the subcommand; ``description`` heads ``--help``;
+    ``callbacks`` are added to those of the config (the demo's progress bar)."""
     import argparse
+    import warnings
 
+    import lightning as L
     from jsonargparse import DefaultHelpFormatter
+    from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
     class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
         """jsonargparse's help, with the description's line breaks kept."""
@@ -31,13 +108,17 @@ def run(args: list[str] | None = None, description: str | None = None) -> None:
             if trainer.logger is not None:
                 super().setup(trainer, pl_module, stage)
 
-    DiffusionLinkCLI(
-        L.LightningModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        seed_everything_default=0,
-        save_config_callback=SaveConfigBesideLogs,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-    )
+    with warnings.catch_warnings():
+        # run in-process with explicit args (the demo, the tests), LightningCLI warns that sys.argv has others
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
+        DiffusionLinkCLI(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            save_config_callback=SaveConfigBesideLogs,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={"callbacks": list(callbacks)} if callbacks else None,
+            args=args,
+        )

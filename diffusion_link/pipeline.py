@@ -16,10 +16,13 @@ own store by checksum, so a second run recomputes nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import gc
 import hashlib
 import json
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,31 +181,81 @@ class Interrupted(RuntimeError):
     """The demo was stopped by a signal; the step named was not finished (nor stamped)."""
 
 
-def run(steps: list[Step]) -> None:
-    import signal
+LOGS = ART / "logs"
 
+
+def step_log(i: int, step: Step) -> Path:
+    """The file that keeps everything step ``i`` printed (Lightning's messages, warnings, tracebacks)."""
+    slug = "-".join("".join(c if c.isalnum() else " " for c in step.name).split())
+    return LOGS / f"{i:02d}-{slug}.log"
+
+
+@contextlib.contextmanager
+def _output_to(path: Path):
+    """Send this process's stdout and stderr (file descriptors 1 and 2: Python, Lightning, warnings and
+    native libraries alike) to ``path``; yield a stream to the real console."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    console = os.fdopen(os.dup(saved[1]), "w", buffering=1)
+    streams = sys.stdout, sys.stderr
+    with open(path, "w", encoding="utf-8", buffering=1) as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        sys.stdout = sys.stderr = log  # also when sys.stdout is not file descriptor 1 (an IDE, pytest)
+        try:
+            yield console
+        finally:
+            sys.stdout, sys.stderr = streams
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            console.close()
+
+
+def run(steps: list[Step]) -> None:
+    """Each step in order, one console line each (a progress bar while it runs, then its time); what a
+    step prints goes to its log file (:func:`step_log`)."""
+    import signal
+    import traceback
+
+    from diffusion_link.lightning_cli import StepProgress
     from diffusion_link.lightning_cli import run as cli
 
     received: list[int] = []
     # Lightning chains to a handler that is already installed: it stops training cleanly (nothing
     # half-trained is exported) and we learn of the signal here, instead of going on to the next step.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    width = max(len(s.name) for s in steps) + 9
     try:
         for i, step in enumerate(steps, 1):
+            label = f"[{i:2d}/{len(steps)}] {step.name}"
             if step.fresh():
-                print(f"[{i}/{len(steps)}] {step.name}: up to date, reused", flush=True)
+                print(f"{label:{width}}  up to date, reused", flush=True)
                 continue
-            print(f"\n[{i}/{len(steps)}] {step.name}\n    diffusion-link {' '.join(step.args)}", flush=True)
-            start = time.time()
-            cli(step.args)
+            log, start = step_log(i, step), time.time()
+            with _output_to(log) as console:
+                print(f"$ diffusion-link {' '.join(step.args)}", flush=True)
+                try:
+                    cli(step.args, callbacks=[StepProgress(label, console)])
+                except BaseException:
+                    traceback.print_exc()
+                    console.write(f"{label:{width}}  FAILED after {time.time() - start:.0f} s; what it printed: {log}\n")
+                    raise
             gc.collect()
             if received:
                 raise Interrupted(
                     f"stopped by signal {received[0]} during step {i}/{len(steps)} ({step.name}); "
-                    "finished steps are kept, run `diffusion-link demo` again to go on"
+                    f"finished steps are kept, run `diffusion-link demo` again to go on (log: {log})"
                 )
+            seconds = time.time() - start
             step.stamp().parent.mkdir(parents=True, exist_ok=True)
-            step.stamp().write_text(json.dumps({"key": step.key(), "seconds": round(time.time() - start, 1)}))
+            step.stamp().write_text(json.dumps({"key": step.key(), "seconds": round(seconds, 1), "log": str(log)}))
+            print(f"{label:{width}}  {seconds / 60:5.1f} min", flush=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -310,13 +363,15 @@ def step_times(steps: list[Step]) -> str:
     lines, total = [], 0.0
     for i, step in enumerate(steps, 1):
         stamp = step.stamp()
-        seconds = json.loads(stamp.read_text()).get("seconds") if stamp.is_file() else None
+        record = json.loads(stamp.read_text()) if stamp.is_file() else {}
+        seconds = record.get("seconds")
         if seconds is None:
             lines.append(f"  [{i:2d}] {step.name}")
             continue
         total += seconds
-        bound = f"   (bound: <= {BOUNDS_MIN[step.name]:.0f} min)" if step.name in BOUNDS_MIN else ""
-        lines.append(f"  [{i:2d}] {step.name:55} {seconds / 60:5.1f} min{bound}")
+        bound = f"  (bound: <= {BOUNDS_MIN[step.name]:.0f} min)" if step.name in BOUNDS_MIN else ""
+        log = f"  log: {record['log']}" if record.get("log") else ""
+        lines.append(f"  [{i:2d}] {step.name:55} {seconds / 60:5.1f} min{bound}{log}")
     lines.append(f"  all steps, from scratch: {total / 60:.1f} min   (bound: <= {DEMO_BOUND_MIN:.0f} min on 2 cores, plus the one-off venv install)")
     return "\n".join(lines)
 
@@ -346,12 +401,14 @@ def summary(seconds: float, steps: list[Step] | None = None) -> str:
     parts += [
         "",
         "Where things are:",
+        f"  report page        {(ART / 'report' / 'index.html').resolve()}  (tables, figures, every test clip to listen to)",
         f"  encoder (export)   {ENCODER / 'export'}  (ContrastiveEncoder.from_pretrained), test scores in {ENCODER / 'test'}",
         f"  feature store      {STORE.resolve()}",
         "  gap report         artifacts/bridge/report/gap_report.{csv,md}",
         "  figures            artifacts/bridge/report/gap_pca.png, artifacts/bridge/report/gap_cosine_hist.png",
         "  bridges (export)   artifacts/bridge/*/export  (DiffusionLink.from_pretrained)",
         "  captioners         artifacts/caption/*/export (peft adapter + projector), */predictions.csv, scores.json",
+        f"  step logs          {LOGS}/  (everything each step printed), TensorBoard: tensorboard --logdir {ART}",
         "=" * 100,
     ]
     return "\n".join(parts)
@@ -373,5 +430,8 @@ def main(argv: list[str] | None = None) -> int:
         except Interrupted as err:
             print(f"\nDemo interrupted: {err}", flush=True)
             return 143
+        from diffusion_link.report.page import build_report
+
+        build_report(ART)  # the page a person reads and listens to (cheap: always rebuilt)
     print(summary(time.time() - start, steps), flush=True)
     return 0

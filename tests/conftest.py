@@ -65,6 +65,31 @@ def demo_store(tmp_path_factory, tiny_demo) -> Path:
 
 
 @pytest.fixture(scope="session")
+def bridge_export(tmp_path_factory, demo_store) -> Path:
+    """Diffusion-Link trained for 3 steps on the tiny demo store (its export folder)."""
+    from helpers import bridge_updates, repo_config
+
+    from diffusion_link.cli import main
+
+    tmp = tmp_path_factory.mktemp("cap-bridge")
+    main(["fit", "--config", str(repo_config("configs/bridge/demo.yaml", tmp, bridge_updates(tmp, demo_store, "dl", steps=3)))])
+    return tmp / "dl" / "export"
+
+
+@pytest.fixture(scope="session")
+def zero_shot(tmp_path_factory, demo_store):
+    """The zero-shot captioner (tiny GPT-2) fitted on the tiny demo store: (its folder, its config)."""
+    from helpers import caption_updates, repo_config
+
+    from diffusion_link.cli import main
+
+    tmp = tmp_path_factory.mktemp("zero-shot")
+    config = repo_config("configs/caption/zero-shot.yaml", tmp, caption_updates(tmp, demo_store, "zs"))
+    main(["fit", "--config", str(config)])
+    return tmp, config
+
+
+@pytest.fixture(scope="session")
 def encoder():
     from diffusion_link.encoder.clap import ClapConfig, ClapEncoder
 

@@ -107,6 +107,58 @@ def bridge_updates(tmp: Path, store: Path, name: str, hidden: int = 64, steps: i
             "enable_progress_bar": False,
             "check_val_every_n_epoch": 1,
             "log_every_n_steps": 1,
-            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp / name), "name": "logs"}},
+            "logger": {"init_args": {"save_dir": str(tmp / name), "name": "logs"}},  # the configs' TensorBoardLogger
         },
     }
+
+
+def caption_updates(tmp: Path, store: Path, name: str, mode: str = "zero-shot", bridge: str | None = None, steps: int = 12) -> dict:
+    """Small, fast overrides of configs/caption/*.yaml (the tiny GPT-2) that write under ``tmp``."""
+    return {
+        "model": {
+            "init_args": {
+                "name": name,
+                "mode": mode,
+                "bridge": bridge,
+                "lr": 0.005,
+                "warmup_steps": 1,
+                "captioner": {"llm": "tiny-gpt2"},
+                "decoding": {"num_beams": 2, "max_new_tokens": 8},
+                "export_dir": str(tmp / name / "export"),
+                "output_dir": str(tmp / name / "test"),
+            }
+        },
+        "data": {"init_args": {"store": str(store), "batch_size": 4}},
+        "trainer": {
+            "max_steps": steps,
+            "accelerator": "cpu",
+            "enable_progress_bar": False,
+            "log_every_n_steps": 1,
+            "default_root_dir": str(tmp / name),
+            "logger": {"init_args": {"save_dir": str(tmp / name), "name": "logs"}},  # the configs' TensorBoardLogger
+        },
+    }
+
+
+def tensorboard_events(folder: Path):
+    """Everything a run's TensorBoard event files under ``folder`` hold, read by tensorboard's own reader:
+    ``{"scalars": {tag: [values]}, "images": {tag: [png bytes]}, "text": {tag: [markdown]}}``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    found: dict = {"scalars": {}, "images": {}, "text": {}}
+    files = sorted(Path(folder).rglob("events.out.tfevents.*"))
+    assert files, f"no TensorBoard event files under {folder}"
+    for path in files:
+        events = EventAccumulator(str(path), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+        events.Reload()
+        tags = events.Tags()
+        for tag in tags["scalars"]:
+            found["scalars"].setdefault(tag, []).extend(e.value for e in events.Scalars(tag))
+        for tag in tags["images"]:
+            found["images"].setdefault(tag, []).extend(e.encoded_image_string for e in events.Images(tag))
+        for tag in tags["tensors"]:  # add_text is stored as a string tensor
+            if tag.endswith("/text_summary"):
+                found["text"].setdefault(tag.removesuffix("/text_summary"), []).extend(
+                    b"".join(e.tensor_proto.string_val).decode() for e in events.Tensors(tag)
+                )
+    return found

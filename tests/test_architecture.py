@@ -8,13 +8,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "diffusion_link"
 
 #: lowest first; a sub-package or module may import only from strictly lower layers (and from itself)
 LAYERS = [
-    {"__init__", "assets", "optim", "distributed"},  # foundations: versions, asset paths, small helpers
+    {"__init__", "assets", "optim", "distributed", "tracking"},  # foundations: versions, asset paths, small helpers, logging figures
     {"evaluation"},  # metrics and reports (gap, captioning)
     {"encoder"},  # the encoders: laion-clap, the trained contrastive encoder, its stage
     {"data"},  # sources, feature store, DataModules
     {"cache", "bridge"},  # stage 1 and stage 2
     {"caption"},  # stage 3 (applies a bridge)
-    {"lightning_cli", "doctor"},  # running a stage; the asset check
+    {"lightning_cli", "doctor", "report"},  # running a stage; the asset check; the run's HTML page
     {"pipeline"},  # the demo: the stages in order
     {"cli"},  # the command
 ]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import bridge_updates, repo_config, run_cli
+from helpers import bridge_updates, repo_config, run_cli, tensorboard_events
 from synthetic_gap import write_synthetic_store
 
 from diffusion_link.bridge import BridgeConfig, BridgeModule, DiffusionLink
@@ -50,8 +50,12 @@ def test_fit_exports_and_logs(trained):
     assert meta["encoder"]["weights"] == "random-init(seed=0)"
     assert meta["training"]["loss_weights"] == {"denoise": 1.0, "cross": 1.0, "topology": 1.0}
     assert json.loads((trained / "db" / "export" / "config.json").read_text())["training"]["loss_weights"]["cross"] == 0.0
-    metrics = (next((trained / "dl" / "logs").rglob("metrics.csv"))).read_text()
-    assert "train/cross" in metrics and "train/topology" in metrics and "val/paired_cosine" in metrics
+    # TensorBoard (the default logger): every loss, the learning rate, the val gap metrics and the val PCA figure
+    events = tensorboard_events(trained / "dl" / "logs")
+    assert {"train/loss", "train/cross", "train/topology", "train/denoise", "val/paired_cosine", "val/frechet", "lr-AdamW"} <= set(events["scalars"])
+    assert len(events["scalars"]["train/loss"]) == 6
+    (png, *_) = events["images"]["val/gap_pca"]
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 
 def test_cli_test_writes_the_gap_report(trained, demo_store):
@@ -65,7 +69,7 @@ def test_cli_test_writes_the_gap_report(trained, demo_store):
             "trainer": {
                 "accelerator": "cpu",
                 "enable_progress_bar": False,
-                "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(report), "name": "logs"}},
+                "logger": {"init_args": {"save_dir": str(report), "name": "logs"}},
             },
         },
     )
@@ -84,7 +88,8 @@ def test_cli_test_writes_the_gap_report(trained, demo_store):
     assert table.count(" ± ") >= 5 * 8 and "bootstrap interval over clips" in table
     for png in ("gap_pca.png", "gap_cosine_hist.png"):
         assert (report / png).stat().st_size > 10_000
-    assert "test/diffusion_link/frechet" in next(report.rglob("metrics.csv")).read_text()
+    events = tensorboard_events(report / "logs")  # the test's numbers and figures, in TensorBoard too
+    assert "test/diffusion_link/frechet" in events["scalars"] and {"test/gap_pca", "test/gap_cosine_hist"} <= set(events["images"])
 
 
 def test_cli_predict_writes_a_bridged_store_the_later_stages_accept(trained, demo_store, tmp_path):

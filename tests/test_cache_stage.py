@@ -145,6 +145,9 @@ def test_bad_audio_goes_to_failures_csv(tmp_path, tiny_demo):
     assert "empty" in failures["empty_0"]["reason"]
     assert "not found" in failures["missing_0"]["reason"] and failures["missing_0"]["path"].endswith("missing")
     assert store.meta["failures"] == 3
+    with open(store.path / "audio.csv") as f:  # every cached clip's audio file, for the report's players
+        located = {r["clip_id"]: r["path"] for r in csv.DictReader(f)}
+    assert located == {f"good{i}_0": str((clips / f"good{i}.flac").resolve()) for i in range(3)}
 
 
 def test_ddp_two_processes_equal_one(tmp_path, tiny_demo):

@@ -11,57 +11,13 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
-from helpers import repo_config, run_cli
+from helpers import caption_updates, repo_config, run_cli, tensorboard_events
 
 from diffusion_link.caption import CaptionerModule, CaptionModel
 from diffusion_link.caption.llm import resolve_llm
 from diffusion_link.cli import main
 from diffusion_link.data import FeatureStore
 from diffusion_link.evaluation.captioning import prepare_cache, score_captions
-
-
-def caption_updates(tmp, store, name, mode="zero-shot", bridge=None, steps=12):
-    return {
-        "model": {
-            "init_args": {
-                "name": name,
-                "mode": mode,
-                "bridge": bridge,
-                "lr": 0.005,
-                "warmup_steps": 1,
-                "captioner": {"llm": "tiny-gpt2"},
-                "decoding": {"num_beams": 2, "max_new_tokens": 8},
-                "export_dir": str(tmp / name / "export"),
-                "output_dir": str(tmp / name / "test"),
-            }
-        },
-        "data": {"init_args": {"store": str(store), "batch_size": 4}},
-        "trainer": {
-            "max_steps": steps,
-            "accelerator": "cpu",
-            "enable_progress_bar": False,
-            "log_every_n_steps": 1,
-            "default_root_dir": str(tmp / name),
-            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp / name), "name": "logs"}},
-        },
-    }
-
-
-@pytest.fixture(scope="module")
-def bridge_export(tmp_path_factory, demo_store):
-    from helpers import bridge_updates
-
-    tmp = tmp_path_factory.mktemp("cap-bridge")
-    main(["fit", "--config", str(repo_config("configs/bridge/demo.yaml", tmp, bridge_updates(tmp, demo_store, "dl", steps=3)))])
-    return tmp / "dl" / "export"
-
-
-@pytest.fixture(scope="module")
-def zero_shot(tmp_path_factory, demo_store):
-    tmp = tmp_path_factory.mktemp("zero-shot")
-    config = repo_config("configs/caption/zero-shot.yaml", tmp, caption_updates(tmp, demo_store, "zs"))
-    main(["fit", "--config", str(config)])
-    return tmp, config
 
 
 def _fixed_batch(store_path):
@@ -139,14 +95,20 @@ def test_zero_shot_test_with_bridge_scores_like_aac_metrics(zero_shot, bridge_ex
 
 
 def test_supervised_fit_and_test_from_the_cli(tmp_path, demo_store, bridge_export):
-    config = repo_config("configs/caption/supervised.yaml", tmp_path, caption_updates(tmp_path, demo_store, "sup", "supervised", str(bridge_export), steps=4))
+    updates = caption_updates(tmp_path, demo_store, "sup", "supervised", str(bridge_export), steps=4)
+    updates["trainer"].update(check_val_every_n_epoch=1, val_check_interval=4, limit_val_batches=1)  # one validation, at step 4
+    config = repo_config("configs/caption/supervised.yaml", tmp_path, updates)
     main(["fit", "--config", str(config)])
     main(["test", "--config", str(config), "--model.init_args.pretrained", str(tmp_path / "sup" / "export")])
     report = json.loads((tmp_path / "sup" / "test" / "scores.json").read_text())
     assert report["mode"] == "supervised" and report["bridge"] == str(bridge_export)
     with open(tmp_path / "sup" / "test" / "predictions.csv") as f:
         assert [r["clip_id"] for r in csv.DictReader(f)] == report["clips"] and report["clips"]
-    assert "train/loss" in next((tmp_path / "sup").rglob("metrics.csv")).read_text()
+    # TensorBoard (the default logger): losses, the learning rate, and a table of example captions per validation
+    events = tensorboard_events(tmp_path / "sup" / "logs")
+    assert len(events["scalars"]["train/loss"]) == 4 and "val/loss" in events["scalars"] and "lr-AdamW" in events["scalars"]
+    (table,) = events["text"]["val/examples"]
+    assert table.startswith("| clip | reference | caption |") and table.count("\n") == 1 + 3  # header, rule, 3 val clips
 
 
 def test_ddp_two_processes_score_like_one(zero_shot):
@@ -175,13 +137,16 @@ def test_ddp_two_processes_score_like_one(zero_shot):
 
 def test_single_clip_and_empty_candidate_do_not_crash(monkeypatch, tmp_path):
     monkeypatch.setenv("FENSE_DATA", str(tmp_path / "no-fense"))
-    scores, skipped = score_captions(["a dog barks"], [["a dog is barking", "dog barks"]])
+    scores, skipped, _ = score_captions(["a dog barks"], [["a dog is barking", "dog barks"]])
     assert scores["bleu_1"] > 0 and "cider_d" not in scores
     # the optional metrics say what is missing and how to get it
     assert any("SPICE" in w and "stanford-corenlp-3.6.0.jar" in w for w in skipped)
     assert any("FENSE" in w and "echecker" in w for w in skipped)
-    scores, _ = score_captions(["", "a cat meows"], [["a dog barks"], ["a cat meows"]])
+    scores, _, per_clip = score_captions(["", "a cat meows"], [["a dog barks"], ["a cat meows"]])
     assert all(np.isfinite(v) for v in scores.values())
+    # per-clip scores, in input order, whose mean is the corpus score (the report filters clips by them)
+    assert per_clip["cider_d"][0] == 0 and per_clip["cider_d"][1] > 0
+    assert np.mean(per_clip["cider_d"]) == pytest.approx(scores["cider_d"]) and np.mean(per_clip["rouge_l"]) == pytest.approx(scores["rouge_l"])
     with pytest.raises(ValueError, match="reference"):
         score_captions(["x"], [[""]])
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import REPO, cache_config
+from helpers import REPO, cache_config, tensorboard_events
 from tones import ToneSource
 
 from diffusion_link.data import ClipCaptionDataModule
@@ -159,7 +159,7 @@ def test_cli_trains_the_demo_encoder_and_the_cache_stage_uses_it(tmp_path, tiny_
     config["model"]["init_args"].update(export_dir=str(tmp_path / "enc" / "export"), output_dir=str(tmp_path / "enc" / "test"))
     config["data"]["init_args"]["source"]["init_args"] = {"root": str(tiny_demo), "n_train": 6, "n_val": 3, "n_test": 3}
     config["data"]["init_args"]["batch_size"] = 4
-    config["trainer"].update(max_epochs=1, accelerator="cpu", enable_progress_bar=False, default_root_dir=str(tmp_path / "enc"))
+    config["trainer"].update(max_epochs=1, accelerator="cpu", enable_progress_bar=False, log_every_n_steps=1, default_root_dir=str(tmp_path / "enc"))
     config["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp_path / "enc")
     path = tmp_path / "encoder.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -168,6 +168,9 @@ def test_cli_trains_the_demo_encoder_and_the_cache_stage_uses_it(tmp_path, tiny_
     main(["test", "--config", str(path), "--model.init_args.pretrained", str(export), "--model.init_args.audio", "null", "--model.init_args.text", "null"])
     scores = json.loads((tmp_path / "enc" / "test" / "scores.json").read_text())
     assert scores["split"] == "test" and scores["scores"]["test/chance_R@1"] == pytest.approx(1 / 3)
+    events = tensorboard_events(tmp_path / "enc" / "logs")  # the demo config's TensorBoard logger
+    assert {"train/loss", "train/temperature", "val/a2t_R@1", "val/probe_accuracy", "lr-AdamW"} <= set(events["scalars"])
+    assert events["images"]["val/gap_pca"][0].startswith(b"\x89PNG")
 
     main(["predict", "--config", str(cache_config(tmp_path, tiny_demo, encoder_export=str(export)))])
     store = FeatureStore(tmp_path / "stores" / "demo")

@@ -20,8 +20,9 @@ from diffusion_link.bridge.baselines import Identity, MeanShift, ProjectionDecod
 from diffusion_link.bridge.losses import cross_sample_loss, eps_equivalent_weight, prediction_loss, topology_loss
 from diffusion_link.bridge.model import BridgeConfig, DiffusionLink
 from diffusion_link.data.store import StoreError, encoder_mismatch
-from diffusion_link.optim import adamw_with_warmup
 from diffusion_link.evaluation.gap import Clips, GapMetrics, cone_cosine
+from diffusion_link.optim import adamw_with_warmup
+from diffusion_link.tracking import log_figure
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ class BridgeModule(L.LightningModule):
     def on_fit_end(self) -> None:
         if self.hparams.export_dir and self.trainer.is_global_zero:
             folder = self.model.save_pretrained(self.hparams.export_dir, extra={"training": self._training_record()})
-            log.warning("Exported the bridge (EMA weights) to %s", folder)
+            log.info("Exported the bridge (EMA weights) to %s", folder)
 
     def _training_record(self) -> dict:
         hp = self.hparams
@@ -199,12 +200,21 @@ class BridgeModule(L.LightningModule):
 
     def on_validation_start(self) -> None:
         self._val = GapMetrics(probe_seed=self.hparams.probe_seed).to(self.device)
+        self._val_points: dict[str, list[torch.Tensor]] = {"text": [], "audio": [], "bridged": []}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._val.update(self.model.bridge(batch["audio_embedding"]), batch["text_embeddings"], batch["n_refs"])
+        bridged = self.model.bridge(batch["audio_embedding"])
+        self._val.update(bridged, batch["text_embeddings"], batch["n_refs"])
+        for key, x in (("text", batch["text_embeddings"][:, 0]), ("audio", F.normalize(batch["audio_embedding"], dim=-1)), ("bridged", bridged)):
+            self._val_points[key].append(x.detach().float().cpu())
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict({f"val/{k}": v.float() for k, v in self._val.compute().items()}, sync_dist=False)
+        if not self.trainer.sanity_checking and self._val_points["text"]:  # this rank's clips: a picture, not a metric
+            from diffusion_link.evaluation.report import pca_figure
+
+            points = {k: torch.cat(v).numpy() for k, v in self._val_points.items()}
+            log_figure(self.trainer, "val/gap_pca", pca_figure(points["text"], points["audio"], {self.hparams.name: points["bridged"]}))
 
     # -- test: the gap analysis -------------------------------------------------------------------
 
@@ -263,7 +273,7 @@ class BridgeModule(L.LightningModule):
             self._write_report(results, text_cone, points, cosines)
 
     def _write_report(self, results: dict, text_cone: float, points: dict, cosines: dict) -> None:
-        from diffusion_link.evaluation.report import format_gap_table, plot_cosine_histograms, plot_pca, write_gap_report
+        from diffusion_link.evaluation.report import cosine_figure, format_gap_table, pca_figure, save_figure, write_gap_report
 
         out = Path(self.hparams.report_dir)
         notes = [
@@ -279,8 +289,9 @@ class BridgeModule(L.LightningModule):
         write_gap_report(results, out, notes)
         bridges = [*(self.hparams.compare or {}), self.hparams.name]  # the diffusion bridges, raw audio drawn anyway
         shown = {name: points[_key(name)] for name in dict.fromkeys(bridges)}
-        plot_pca(points["text"], points["audio"], shown, out / "gap_pca.png")
-        plot_cosine_histograms(cosines, out / "gap_cosine_hist.png")
+        for name, figure in (("gap_pca", pca_figure(points["text"], points["audio"], shown)), ("gap_cosine_hist", cosine_figure(cosines))):
+            save_figure(figure, out / f"{name}.png", close=False)
+            log_figure(self.trainer, f"test/{name}", figure)
         print(f"\nModality-gap analysis ({out}):\n{format_gap_table(results)}\n", flush=True)
 
     # -- predict: bridged embeddings --------------------------------------------------------------

@@ -33,7 +33,7 @@ class CacheModule(L.LightningModule):
         return self.encoder.describe()
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        out = {k: batch[k] for k in ("split", "shard", "clip_ids", "captions", "failures")}
+        out = {k: batch[k] for k in ("split", "shard", "clip_ids", "captions", "audio", "failures")}
         if not batch["clip_ids"]:
             out["audio_embedding"] = torch.zeros(0, self.encoder.dim)
             out["text_embeddings"] = []

@@ -3,12 +3,13 @@
 Layout while running (``<root>/<name>-<checksum>/``)::
 
     store.json                 status "incomplete" until every shard of every split is written
-    shards/<split>/000012/     one finished shard (datasets.save_to_disk + failures.json),
+    shards/<split>/000012/     one finished shard (datasets.save_to_disk + failures.json + audio.json),
                                renamed into place atomically: a shard either exists whole or not
     shards/<split>/.tmp-*      a shard being written (left over by a killed run: ignored, removed)
 
 When every shard exists, rank 0 concatenates each split in shard order into ``<split>/``, merges
-the failures into ``failures.csv``, marks ``store.json`` complete, removes ``shards/`` and points
+the failures into ``failures.csv`` and each clip's audio file into ``audio.csv`` (what the report's
+players link to), marks ``store.json`` complete, removes ``shards/`` and points
 the link ``<root>/<name>`` at the store. A killed run started again recomputes only the shards
 that are missing; an unchanged complete store is reused without computing anything.
 """
@@ -65,7 +66,7 @@ class FeatureStoreWriter(BasePredictionWriter):
         self.path = (self.root / f"{self.name}-{self.header['checksum']}").resolve()
         meta = self.path / "store.json"
         if meta.is_file() and json.loads(meta.read_text()).get("status") == "complete":
-            log.warning("Feature store %s is complete for these settings: reusing it, nothing to compute.", self.path)
+            log.info("Feature store %s is complete for these settings: reusing it, nothing to compute.", self.path)
             datamodule.pending = {split: [] for split in datamodule.shard_plan()}
             self._finish(trainer, finalise=False)
             return
@@ -76,7 +77,7 @@ class FeatureStoreWriter(BasePredictionWriter):
         pending = {s: [i for i in range(n) if not self._shard_dir(s, i).is_dir()] for s, n in plan.items()}
         done = sum(plan.values()) - sum(map(len, pending.values()))
         if done:
-            log.warning(
+            log.info(
                 "Resuming %s: %d of %d shards already written, computing the other %d.", self.path, done, sum(plan.values()), sum(map(len, pending.values()))
             )
         datamodule.pending = pending
@@ -101,6 +102,7 @@ class FeatureStoreWriter(BasePredictionWriter):
         else:  # every clip of the shard failed: only the failures are recorded
             tmp.mkdir(parents=True)
         (tmp / "failures.json").write_text(json.dumps(prediction["failures"]))
+        (tmp / "audio.json").write_text(json.dumps(list(zip(prediction["clip_ids"], prediction.get("audio", [""] * len(prediction["clip_ids"]))))))
         try:
             tmp.rename(final)
         except OSError:  # another rank wrote the same padded shard first
@@ -131,11 +133,13 @@ class FeatureStoreWriter(BasePredictionWriter):
                 f"{len(missing)} shard(s) of {self.path} were not written (first: {missing[0]}). "
                 "Run the same command again to compute them; finished shards are kept."
             )
-        failures, counts = [], {}
+        failures, audio, counts = [], [], {}
         for split, n in plan.items():
             parts = [load_from_disk(str(d)) for i in range(n) if ((d := self._shard_dir(split, i)) / "state.json").is_file()]
             for i in range(n):
                 failures += [(c, split, p, r) for c, p, r in json.loads((self._shard_dir(split, i) / "failures.json").read_text())]
+                if (located := self._shard_dir(split, i) / "audio.json").is_file():
+                    audio += [(c, split, p) for c, p in json.loads(located.read_text())]
             merged = concatenate_datasets(parts) if parts else rows_to_dataset({c: [] for c in COLUMNS}, self.header["dim"])
             target, tmp = self.path / split, self.path / f".tmp-{split}"
             shutil.rmtree(tmp, ignore_errors=True)
@@ -147,6 +151,10 @@ class FeatureStoreWriter(BasePredictionWriter):
             writer = csv.writer(f)
             writer.writerow(["clip_id", "split", "path", "reason"])
             writer.writerows(sorted(failures))
+        with open(self.path / "audio.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["clip_id", "split", "path"])
+            writer.writerows(audio)
         write_json(self.path / "store.json", {**self.header, "status": "complete", "rows": counts, "failures": len(failures)})
         shutil.rmtree(self.path / "shards", ignore_errors=True)
 

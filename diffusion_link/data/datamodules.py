@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -27,6 +28,11 @@ def _agree_on_rate(configured: int | None, encoder_rate: int) -> int:
     return encoder_rate
 
 
+def _audio_file(record: ClipRecord) -> str:
+    """Where a clip's audio file is (absolute), for the report's players; "" when it lives inside a dataset."""
+    return str(Path(record.audio).resolve()) if isinstance(record.audio, str) else ""
+
+
 def _identity(item):
     return item
 
@@ -47,7 +53,7 @@ class ShardDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         shard = self.shards[i]
-        item: dict[str, Any] = {"split": self.split, "shard": shard, "clip_ids": [], "waves": [], "captions": [], "failures": []}
+        item: dict[str, Any] = {"split": self.split, "shard": shard, "clip_ids": [], "waves": [], "captions": [], "audio": [], "failures": []}
         for record in self.records[shard * self.shard_size : (shard + 1) * self.shard_size]:
             try:
                 wave = self.source.load(record, self.split, self.sample_rate)
@@ -58,6 +64,7 @@ class ShardDataset(Dataset):
                 item["failures"].append((record.clip_id, str(record.audio), "no caption"))
                 continue
             item["clip_ids"].append(record.clip_id)
+            item["audio"].append(_audio_file(record))
             item["waves"].append(wave)
             item["captions"].append(record.captions)
         return item

@@ -24,6 +24,7 @@ from diffusion_link.encoder.contrastive import ContrastiveEncoder
 from diffusion_link.encoder.towers import AudioTower, LogMelCNN, SentenceEncoderText, TextTower
 from diffusion_link.evaluation.gap import GapMetrics, TextToAudioRecall
 from diffusion_link.optim import adamw_with_warmup
+from diffusion_link.tracking import log_figure
 
 log = logging.getLogger(__name__)
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -130,6 +131,7 @@ class EncoderModule(L.LightningModule):
             }
         ).to(self.device)
         self._clips = 0
+        self._points: dict[str, list[torch.Tensor]] = {"text": [], "audio": []}
 
     def _eval_step(self, batch: dict) -> None:
         audio = self._audio_batch(batch["features"], train=False)
@@ -142,6 +144,8 @@ class EncoderModule(L.LightningModule):
         self._metrics["gap"].update(audio, refs, n_refs)
         self._metrics["t2a"].update(audio, refs, n_refs)
         self._clips += len(audio)
+        self._points["text"].append(refs[:, 0].detach().float().cpu())
+        self._points["audio"].append(audio.detach().float().cpu())
 
     def _end_eval(self, prefix: str) -> dict[str, float]:
         gap = self._metrics["gap"].compute()
@@ -163,6 +167,11 @@ class EncoderModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._end_eval("val")
+        if not self.trainer.sanity_checking and self._points["text"]:  # this rank's clips: the gap, to look at
+            from diffusion_link.evaluation.report import pca_figure
+
+            text, audio = (torch.cat(self._points[k]).numpy() for k in ("text", "audio"))
+            log_figure(self.trainer, "val/gap_pca", pca_figure(text, audio, {}))
 
     def on_test_epoch_start(self) -> None:
         self._start_eval()

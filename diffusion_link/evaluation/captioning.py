@@ -20,6 +20,8 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from diffusion_link.assets import MissingAssetError, hf_cached_snapshot, home, package_dir
 
 log = logging.getLogger(__name__)
@@ -119,8 +121,9 @@ def score_captions(
     fense: bool = True,
     bootstrap: int = 0,
     seed: int = 0,
-) -> tuple[dict[str, float], list[str]]:
-    """Corpus-level scores of every candidate against its references, and the warnings of skipped metrics.
+) -> tuple[dict[str, float], list[str], dict[str, list[float]]]:
+    """Corpus-level scores of every candidate against its references, the warnings of skipped metrics,
+    and the per-clip scores of the metrics that are means over clips (``MEANS_OVER_CLIPS``), in input order.
 
     Empty candidates are scored as empty (they count against the system); references must not be empty.
     With ``bootstrap`` > 0, each metric whose corpus score is the mean of its per-clip scores (CIDEr-D,
@@ -152,11 +155,14 @@ def score_captions(
     cands = [normalise(c) or "." for c in candidates]
     corpus, sents = evaluate(cands, refs, metrics=metrics, cache_path=str(cache), java_path=java, device="cpu", verbose=0)
     scores = {k: float(v) for k, v in corpus.items()}
+    per_clip = {
+        key: sents[key].double().tolist()
+        for key in MEANS_OVER_CLIPS
+        if key in scores and key in sents and abs(float(sents[key].double().mean()) - scores[key]) <= 1e-6 * max(1.0, abs(scores[key]))
+    }
     if bootstrap:
         from diffusion_link.evaluation.gap import mean_interval
 
-        for key in [k for k in MEANS_OVER_CLIPS if k in scores]:
-            per_clip = sents.get(key)
-            if per_clip is not None and abs(float(per_clip.double().mean()) - scores[key]) <= 1e-6 * max(1.0, abs(scores[key])):
-                scores[f"{key}_lo"], scores[f"{key}_hi"] = mean_interval(per_clip.double().numpy(), bootstrap, seed)
-    return scores, skipped
+        for key, values in per_clip.items():
+            scores[f"{key}_lo"], scores[f"{key}_hi"] = mean_interval(np.asarray(values), bootstrap, seed)
+    return scores, skipped, per_clip

@@ -47,11 +47,10 @@ def write_gap_report(results: dict[str, dict[str, float]], out_dir: str | Path, 
     return out / "gap_report.csv", out / "gap_report.md"
 
 
-def format_gap_table(results: dict[str, dict[str, float]]) -> str:
-    """Markdown: "value ± half-width" where intervals exist; a column's best value in bold only when its
-    interval does not overlap the runner-up's (without intervals nothing is marked)."""
-    header = "| method | " + " | ".join(title for _, title in COLUMNS) + " |"
-    rule = "|---|" + "---:|" * len(COLUMNS)
+def gap_table_cells(results: dict[str, dict[str, float]]) -> list[tuple[str, list[tuple[str, bool]]]]:
+    """Each method's cells, in ``COLUMNS`` order: ("value ± half-width" where intervals exist, best), where a
+    column's best value is marked only when its interval does not overlap the runner-up's (without
+    intervals nothing is marked). The Markdown table and the HTML report both render these."""
     best = {key: _clear_winner(results, key) for key, _ in COLUMNS}
     rows = []
     for method, values in results.items():
@@ -60,8 +59,16 @@ def format_gap_table(results: dict[str, dict[str, float]]) -> str:
             cell = f"{values[key]:.4f}"
             if f"{key}_lo" in values:
                 cell += f" ± {(values[f'{key}_hi'] - values[f'{key}_lo']) / 2:.4f}"
-            cells.append(f"**{cell}**" if best[key] == method else cell)
-        rows.append("| " + method + " | " + " | ".join(cells) + " |")
+            cells.append((cell, best[key] == method))
+        rows.append((method, cells))
+    return rows
+
+
+def format_gap_table(results: dict[str, dict[str, float]]) -> str:
+    """Markdown of :func:`gap_table_cells` (the best value in bold)."""
+    header = "| method | " + " | ".join(title for _, title in COLUMNS) + " |"
+    rule = "|---|" + "---:|" * len(COLUMNS)
+    rows = ["| " + method + " | " + " | ".join(f"**{c}**" if bold else c for c, bold in cells) + " |" for method, cells in gap_table_cells(results)]
     return "\n".join([header, rule, *rows])
 
 
@@ -86,17 +93,21 @@ def _clear_winner(results: dict[str, dict[str, float]], key: str) -> str | None:
     return ranked[0] if first[f"{key}_hi"] < second[f"{key}_lo"] else None
 
 
-def plot_pca(text: np.ndarray, audio: np.ndarray, bridged: dict[str, np.ndarray], path: str | Path) -> Path:
-    """2-D PCA fitted on the text embeddings; text, raw audio and each bridge's output projected on it."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def pca_figure(text: np.ndarray, audio: np.ndarray, bridged: dict[str, np.ndarray]):
+    """2-D PCA fitted on the text embeddings; text, raw audio and each bridge's output projected on it."""
     mean = text.mean(0)
     _, _, vt = np.linalg.svd(text - mean, full_matrices=False)
     project = lambda x: (x - mean) @ vt[:2].T  # noqa: E731
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    fig, ax = _pyplot().subplots(figsize=(6.5, 5.5))
     ax.scatter(*project(text).T, s=8, alpha=0.5, label="text", c="tab:blue")
     ax.scatter(*project(audio).T, s=8, alpha=0.5, label="audio (raw)", c="tab:red")
     for (name, x), colour in zip(bridged.items(), ["tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:olive"]):
@@ -106,22 +117,15 @@ def plot_pca(text: np.ndarray, audio: np.ndarray, bridged: dict[str, np.ndarray]
     ax.set_title("Modality gap: PCA fitted on text embeddings")
     ax.legend(markerscale=2, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return fig
 
 
-def plot_cosine_histograms(cosines: dict[str, np.ndarray], path: str | Path) -> Path:
+def cosine_figure(cosines: dict[str, np.ndarray]):
     """Histograms of paired cosine cos(x_i, c_i), one per method, on shared bins."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     low = min(float(v.min()) for v in cosines.values())
     high = max(float(v.max()) for v in cosines.values())
     bins = np.linspace(low, high, 40)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _pyplot().subplots(figsize=(7, 4.5))
     for name, values in cosines.items():
         ax.hist(values, bins=bins, histtype="step", linewidth=1.6, label=f"{name} (mean {values.mean():.3f})")
     ax.set_xlabel("cos(audio or bridged audio, paired text)")
@@ -129,19 +133,24 @@ def plot_cosine_histograms(cosines: dict[str, np.ndarray], path: str | Path) -> 
     ax.set_title("Paired cosine similarity")
     ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path: str | Path, close: bool = True) -> Path:
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    if close:
+        _pyplot().close(fig)
     return Path(path)
 
 
-def read_gap_report(path: str | Path) -> dict[str, dict[str, str]]:
+def read_gap_report(path: str | Path) -> dict[str, dict[str, float]]:
     """``gap_report.csv`` (or the folder holding it) as ``{method: {column: value}}``, in table order."""
     path = Path(path)
     path = path / "gap_report.csv" if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"no gap report at {path}: run the gap analysis (diffusion-link test) for it first")
     with open(path, newline="") as f:
-        return {row.pop("method"): row for row in csv.DictReader(f)}
+        return {row.pop("method"): {k: float(v) for k, v in row.items()} for row in csv.DictReader(f)}
 
 
 def summarise_seeds(report_dirs: list[str | Path], out_dir: str | Path) -> tuple[Path, Path]:
@@ -176,11 +185,6 @@ def plot_sweep(report_dirs: list[str | Path], out_dir: str | Path, metrics: tupl
     """One setting swept over several gap analyses (folders named ``<setting>-<value>``, as the Makefile's
     ablations write them): each metric against the value, one line per method, intervals as bands when
     the reports have them. Writes ``sweep_<setting>.png`` and ``sweep_<setting>.csv``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     points = []
     for folder in map(Path, report_dirs):
         setting, _, value = folder.name.rpartition("-")
@@ -202,7 +206,7 @@ def plot_sweep(report_dirs: list[str | Path], out_dir: str | Path, metrics: tupl
             for method in methods:
                 writer.writerow([f"{value:g}", method, *(table[method][m] for m in metrics)])
     titles = dict(COLUMNS)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8))
+    fig, axes = _pyplot().subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8))
     for ax, metric in zip(np.atleast_1d(axes), metrics):
         xs = [p[1] for p in points]
         for method in methods:
@@ -216,6 +220,4 @@ def plot_sweep(report_dirs: list[str | Path], out_dir: str | Path, metrics: tupl
         ax.set_title(titles.get(metric, metric))
     np.atleast_1d(axes)[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / f"sweep_{setting}.png", dpi=120)
-    plt.close(fig)
-    return out / f"sweep_{setting}.png"
+    return save_figure(fig, out / f"sweep_{setting}.png")

@@ -1,0 +1,330 @@
+"""``diffusion-link report``: one static, self-contained HTML page for a run, from what its stages wrote.
+
+It reads, under a run's artifacts folder (``artifacts/`` for the demo, ``artifacts/audiocaps/`` for the
+recipes): every captioning system's ``scores.json`` + ``predictions.csv`` (the caption stage's test), every
+``gap_report.csv`` with the figures beside it (the bridge stage's test), the ``sweep_*.png`` plots, every
+export's ``config.json`` (encoder, bridges, captioners), the feature store's ``store.json`` and
+``audio.csv`` (where each clip's audio file is), and the encoder's test ``scores.json``.
+
+The page holds the run's provenance, the gap and captioning tables (with their intervals), the figures
+(inlined as data URIs), and one row per test clip: an ``<audio>`` player, the references, and every
+system's caption with the words that no reference contains marked. Plain inline JavaScript filters the
+rows (systems disagree, a system's CIDEr-D on the clip, a word) and pages through them, so a page of
+thousands of clips stays fast; nothing is fetched from the network.
+
+Audio: a clip whose file lies inside the run's folder (the folder that holds the artifacts folder, so
+the page still plays when that folder is moved or copied whole) is linked by a path relative to the
+page; any other is embedded as a small Ogg Vorbis copy (mono, 16 kHz). ``audio="link"`` / ``"embed"``
+force one or the other.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from diffusion_link import __version__
+from diffusion_link.evaluation.report import COLUMNS, gap_table_cells, read_gap_report
+
+#: the caption metrics shown, in order (those that every system has)
+CAPTION_METRICS = [
+    ("bleu_1", "BLEU-1"),
+    ("bleu_4", "BLEU-4"),
+    ("meteor", "METEOR"),
+    ("rouge_l", "ROUGE-L"),
+    ("cider_d", "CIDEr-D"),
+    ("spice", "SPICE"),
+    ("spider", "SPIDEr"),
+    ("fense", "FENSE"),
+]
+AUDIO_MODES = ("auto", "link", "embed")
+EMBED_RATE = 16000
+_WORD = re.compile(r"[A-Za-z0-9']+")
+
+
+@dataclass
+class System:
+    """One captioning system: a caption-stage test's outputs."""
+
+    folder: Path
+    report: dict
+    rows: dict[str, dict]  # clip_id -> predictions.csv row
+
+    @property
+    def name(self) -> str:
+        return self.report.get("name") or self.folder.name
+
+    @property
+    def setting(self) -> str:
+        return self.report.get("mode", "")
+
+    def sort_key(self) -> tuple:
+        r = self.report
+        text = r.get("input", "audio") != "audio"
+        raw = not r.get("bridge") and not text
+        mean_shift = r.get("bridge") == "mean-shift"
+        return (r.get("mode") != "zero-shot", text, not raw, not mean_shift, self.name)
+
+
+@dataclass
+class Run:
+    root: Path
+    systems: list[System] = field(default_factory=list)
+    gap_reports: list[Path] = field(default_factory=list)
+    sweeps: list[Path] = field(default_factory=list)
+    exports: list[Path] = field(default_factory=list)
+    encoder_tests: list[Path] = field(default_factory=list)
+    store: dict | None = None
+    store_path: Path | None = None
+
+
+def _read_predictions(path: Path) -> dict[str, dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return {row["clip_id"]: row for row in csv.DictReader(f)}
+
+
+def collect(root: str | Path) -> Run:
+    """Everything the stages wrote under ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no run at {root}: run the stages first (e.g. `make demo`), or pass the artifacts folder of a run")
+    run = Run(root)
+    for scores in sorted(root.rglob("scores.json")):
+        report = json.loads(scores.read_text())
+        if (scores.parent / "predictions.csv").is_file():
+            run.systems.append(System(scores.parent, report, _read_predictions(scores.parent / "predictions.csv")))
+        elif any(k.endswith("R@1") for k in report.get("scores", {})):
+            run.encoder_tests.append(scores)
+    run.systems.sort(key=System.sort_key)
+    run.gap_reports = sorted(root.rglob("gap_report.csv"), key=lambda p: (p.parent.name != "report", len(p.parts), str(p)))
+    run.sweeps = sorted(root.rglob("sweep_*.png"))
+    run.exports = sorted(p for p in root.rglob("export/config.json"))
+    store = _find_store(run)
+    if store is not None:
+        run.store_path, run.store = store, json.loads((store / "store.json").read_text())
+    if not run.systems and not run.gap_reports:
+        raise FileNotFoundError(f"{root} holds no captioning results (scores.json + predictions.csv) and no gap report (gap_report.csv): nothing to report")
+    return run
+
+
+def _find_store(run: Run) -> Path | None:
+    """The feature store the captioners were tested on (its recorded path, or the same name under the run)."""
+    for system in run.systems:
+        recorded = system.report.get("store")
+        if recorded:
+            for candidate in (Path(recorded), run.root / "stores" / Path(recorded).name):
+                if (candidate / "store.json").is_file():
+                    return candidate
+    stores = sorted(p.parent for p in run.root.glob("stores/*/store.json"))
+    return stores[0] if stores else None
+
+
+# -- cells ---------------------------------------------------------------------------------------------
+
+
+def mark_novel(caption: str, references: list[str]) -> list[tuple[str, bool]]:
+    """The caption as (text, novel) pieces: a word is novel when no reference contains it (case ignored)."""
+    known = {w.lower() for r in references for w in _WORD.findall(r)}
+    pieces, last = [], 0
+    for match in _WORD.finditer(caption):
+        if match.start() > last:
+            pieces.append((caption[last : match.start()], False))
+        pieces.append((match.group(), match.group().lower() not in known))
+        last = match.end()
+    if last < len(caption):
+        pieces.append((caption[last:], False))
+    return pieces
+
+
+def _png(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def _audio_sources(run: Run, clips: list[str], page_dir: Path, mode: str) -> dict[str, dict]:
+    """clip_id -> {"src": relative path or data URI, "kind": "link" | "embedded"} or {"missing": reason}."""
+    if mode not in AUDIO_MODES:
+        raise ValueError(f"audio must be one of {AUDIO_MODES}, not {mode!r}")
+    located: dict[str, str] = {}
+    if run.store_path is not None and (run.store_path / "audio.csv").is_file():
+        with open(run.store_path / "audio.csv", newline="", encoding="utf-8") as f:
+            located = {r["clip_id"]: r["path"] for r in csv.DictReader(f)}
+    home = run.root.resolve().parent  # the run's folder: what moves together with the page
+    out = {}
+    for clip in clips:
+        path = located.get(clip)
+        if not path:
+            why = (
+                "the store records no audio file for it"
+                if located
+                else "the feature store has no audio.csv (made by an older version: rebuild it to link audio)"
+            )
+            out[clip] = {"missing": why}
+            continue
+        path = Path(path)
+        if not path.is_file():
+            out[clip] = {"missing": f"audio file not found: {path}"}
+        elif mode == "link" or (mode == "auto" and path.resolve().is_relative_to(home)):
+            out[clip] = {"src": Path(os.path.relpath(path.resolve(), page_dir.resolve())).as_posix(), "kind": "link"}
+        else:
+            out[clip] = {"src": embedded_audio(path), "kind": "embedded"}
+    return out
+
+
+def embedded_audio(path: Path, seconds: float = 30.0) -> str:
+    """A small copy of an audio file as a data URI: mono, 16 kHz, Ogg Vorbis, at most ``seconds`` long."""
+    import soundfile as sf
+
+    from diffusion_link.data.audio import load_audio
+
+    wave = load_audio(str(path), EMBED_RATE)[: int(seconds * EMBED_RATE)]
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, EMBED_RATE, format="OGG", subtype="VORBIS")
+    return "data:audio/ogg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _caption_table(systems: list[System]) -> dict:
+    keys = [(k, t) for k, t in CAPTION_METRICS if systems and all(k in s.report.get("scores", {}) for s in systems)]
+    raw = {s.setting: s.report["scores"].get("cider_d") for s in systems if s.sort_key()[1:4] == (False, False, True)}
+    rows = []
+    for s in systems:
+        scores = s.report.get("scores", {})
+        cells = []
+        for key, _ in keys:
+            cell = f"{scores[key]:.4f}"
+            if f"{key}_lo" in scores:
+                cell += f" ± {(scores[f'{key}_hi'] - scores[f'{key}_lo']) / 2:.3f}"
+            cells.append(cell)
+        base, cider = raw.get(s.setting), scores.get("cider_d")
+        is_raw = raw.get(s.setting) is not None and s.sort_key()[1:4] == (False, False, True)
+        versus = f"{(cider - base) / base:+.1%}" if base and cider is not None and not is_raw else ""
+        rows.append({"setting": s.setting, "system": s.name, "cells": cells, "versus": versus, "folder": s.folder.as_posix()})
+    return {"headers": [t for _, t in keys], "rows": rows, "skipped": sorted({w for s in systems for w in s.report.get("skipped_metrics", [])})}
+
+
+def _gap_sections(run: Run) -> list[dict]:
+    sections = []
+    for csv_path in run.gap_reports:
+        folder = csv_path.parent
+        md = folder / "gap_report.md"
+        notes = [line for line in md.read_text().split("\n\n", 1)[1].splitlines() if line.strip()] if md.is_file() and "\n\n" in md.read_text() else []
+        figures = [(p.stem.replace("_", " "), _png(p)) for p in sorted(folder.glob("*.png"))]
+        sections.append(
+            {
+                "title": folder.relative_to(run.root).as_posix(),
+                "headers": [t for _, t in COLUMNS],
+                "rows": gap_table_cells(read_gap_report(csv_path)),
+                "notes": notes,
+                "figures": figures,
+            }
+        )
+    return sections
+
+
+def _provenance(run: Run) -> dict:
+    facts = [
+        ("package", f"diffusion-link {__version__}"),
+        ("built", datetime.datetime.now().strftime("%Y-%m-%d %H:%M")),
+        ("run folder", str(run.root.resolve())),
+    ]
+    if run.store:
+        enc = run.store.get("encoder", {})
+        if enc.get("family") == "trained-contrastive":
+            trained = enc.get("trained_on") or {}
+            split, val, source = trained.get("train_split", "train"), trained.get("val_split", "val"), trained.get("source", "?")
+            facts.append(("encoder", f"CLAP-style contrastive encoder trained on '{split}' of {source} only (selected on '{val}')"))
+            facts.append(("encoder towers", f"audio {str(enc.get('amodel')).split('(')[0]}, text {enc.get('tmodel')}"))
+        else:
+            facts.append(("encoder", f"laion-clap {enc.get('amodel')}"))
+        facts.append(("encoder weights", str(enc.get("weights"))))
+        facts.append(("feature store", f"{run.store_path} (checksum {run.store.get('checksum')}; clips {run.store.get('rows')})"))
+    seeds = sorted({str(s.report.get("seed")) for s in run.systems if s.report.get("seed") is not None})
+    if seeds:
+        facts.append(("seeds (captioning tests)", ", ".join(seeds)))
+    for test in run.encoder_tests:
+        s = json.loads(test.read_text())["scores"]
+        prefix = next((k.split("/")[0] + "/" for k in s if k.endswith("a2t_R@1")), "")
+        if f"{prefix}a2t_R@1" in s:
+            facts.append(
+                (
+                    f"encoder test ({test.parent.relative_to(run.root).as_posix()})",
+                    f"audio→text R@1 {s[f'{prefix}a2t_R@1']:.3f} (chance {s.get(f'{prefix}chance_R@1', float('nan')):.3f}), "
+                    f"paired cosine {s.get(f'{prefix}paired_cosine', float('nan')):.3f}, modality probe {s.get(f'{prefix}probe_accuracy', float('nan')):.3f}",
+                )
+            )
+    exports = []
+    for path in run.exports:
+        config = json.loads(path.read_text())
+        kind = str(config.get("format", "")).split("/")[0].removeprefix("diffusion-link-") or ("captioner" if "mode" in config else "export")
+        exports.append({"path": path.parent.relative_to(run.root).as_posix(), "kind": kind, "json": json.dumps(config, indent=1, ensure_ascii=False)[:20000]})
+    return {"facts": facts, "exports": exports}
+
+
+def build_report(root: str | Path = "artifacts", out: str | Path | None = None, audio: str = "auto", title: str | None = None) -> Path:
+    """Write ``<out>/index.html`` (default ``<root>/report/index.html``) for the run under ``root``; returns its path."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    run = collect(root)
+    out = Path(out) if out else run.root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    order = list(dict.fromkeys(c for s in run.systems for c in s.rows))
+    sources = _audio_sources(run, order, out, audio)
+    clips = []
+    for clip in order:
+        references = next((json.loads(s.rows[clip]["references"]) for s in run.systems if clip in s.rows), [])
+        captions = []
+        for i, s in enumerate(run.systems):
+            row = s.rows.get(clip)
+            if row is None:
+                captions.append({"system": i, "pieces": [("(not captioned)", False)], "cider": None, "text": ""})
+                continue
+            cider = row.get("cider_d")
+            captions.append(
+                {"system": i, "pieces": mark_novel(row["candidate"], references), "cider": float(cider) if cider else None, "text": row["candidate"]}
+            )
+        distinct = len({c["text"].strip().lower() for c in captions})
+        clips.append({"id": clip, "audio": sources[clip], "references": references, "captions": captions, "distinct": distinct})
+    env = Environment(loader=PackageLoader("diffusion_link.report", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    page = env.get_template("index.html.j2").render(
+        title=title or f"diffusion-link report: {run.root.resolve().parent.name}/{run.root.name}",
+        provenance=_provenance(run),
+        gap_sections=_gap_sections(run),
+        sweeps=[(p.relative_to(run.root).as_posix(), _png(p)) for p in run.sweeps],
+        captioning=_caption_table(run.systems),
+        systems=[{"name": s.name, "setting": s.setting, "has_cider": any(r.get("cider_d") for r in s.rows.values())} for s in run.systems],
+        clips=clips,
+        embedded=sum(1 for a in sources.values() if a.get("kind") == "embedded"),
+        missing=sum(1 for a in sources.values() if "missing" in a),
+    )
+    tmp = out / ".index.html.tmp"
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out / "index.html")
+    return out / "index.html"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="diffusion-link report",
+        description="Build a run's report page (one self-contained HTML file): provenance, the gap and captioning tables, the figures, "
+        "and every test clip with an audio player, its references and each system's caption.",
+    )
+    parser.add_argument("root", nargs="?", default="artifacts", help="the run's artifacts folder (default: artifacts; the recipes: artifacts/audiocaps)")
+    parser.add_argument("--out", help="folder for index.html (default: ROOT/report)")
+    parser.add_argument(
+        "--audio",
+        choices=AUDIO_MODES,
+        default="auto",
+        help="link clips by a relative path, embed small Ogg copies, or (auto) link those inside the run's folder and embed the others",
+    )
+    args = parser.parse_args(argv)
+    path = build_report(args.root, args.out, args.audio)
+    print(f"Report: {path}  (open it in a browser; it needs no network)")
+    return 0

@@ -1,0 +1,38 @@
+"""What the stages log beyond scalars (``self.log``): figures and tables of example captions.
+
+TensorBoard is the stages' default logger (the configs' ``trainer.logger``): figures go to its Images
+tab, tables to its Text tab (Markdown). Other loggers (``CSVLogger`` and others) keep the scalars and
+skip these; the same figures are also written as PNG files where a stage has a report folder.
+"""
+
+from __future__ import annotations
+
+
+def _tensorboards(trainer) -> list:
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    if trainer is None or not trainer.is_global_zero:
+        return []
+    return [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+
+
+def log_figure(trainer, tag: str, figure, close: bool = True) -> None:
+    """A matplotlib figure as an image at the trainer's global step (closed afterwards unless ``close`` is False)."""
+    for writer in _tensorboards(trainer):
+        writer.add_figure(tag, figure, global_step=trainer.global_step, close=False)
+    if close:
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+
+
+def log_table(trainer, tag: str, header: list[str], rows: list[list[str]]) -> None:
+    """A Markdown table (TensorBoard renders it in the Text tab) at the trainer's global step."""
+    writers = _tensorboards(trainer)
+    if not writers:
+        return
+    cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
+    for writer in writers:
+        writer.add_text(tag, "\n".join(lines), global_step=trainer.global_step)
