@@ -81,10 +81,19 @@ class StepProgress(ProgressBar):
         self._close()
 
 
+class _NoTips:
+    """Drops Lightning's "💡 Tip: try installing ..." messages."""
+
+    @staticmethod
+    def filter(record) -> bool:
+        return not str(record.msg).lstrip().startswith("💡")
+
+
 def run(args: list[str] | None = None, description: str | None = None, callbacks: list | None = None) -> None:
     """Parse ``args`` (``None``: ``sys.argv``) and run the subcommand; ``description`` heads ``--help``;
     ``callbacks`` are added to those of the config (the demo's progress bar)."""
     import argparse
+    import logging
     import warnings
 
     import lightning as L
@@ -108,6 +117,9 @@ def run(args: list[str] | None = None, description: str | None = None, callbacks
             if trainer.logger is not None:
                 super().setup(trainer, pl_module, stage)
 
+    for handler in logging.getLogger("lightning.pytorch").handlers:  # its advertising tips, not about the run
+        if not any(isinstance(f, _NoTips) for f in handler.filters):
+            handler.addFilter(_NoTips())
     with warnings.catch_warnings():
         # run in-process with explicit args (the demo, the tests), LightningCLI warns that sys.argv has others
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")

@@ -122,3 +122,13 @@ def test_step_progress_is_one_bar_over_the_whole_fit():
     assert "[1/1] fit" in stream.getvalue() and "/12 " in stream.getvalue()
     trainer.test(BoringModel(), verbose=False)
     assert progress.finished[-1][0] == progress.finished[-1][1] > 0
+
+
+def test_lightnings_tips_are_dropped_and_its_run_messages_kept():
+    import logging
+
+    from diffusion_link.lightning_cli import _NoTips
+
+    record = lambda msg: logging.LogRecord("lightning.pytorch", logging.INFO, __file__, 1, msg, None, None)  # noqa: E731
+    assert not _NoTips.filter(record("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]"))
+    assert _NoTips.filter(record("GPU available: False, used: False"))
