@@ -178,30 +178,24 @@ def gpt2_tokenizer_dir() -> Path:
         if len(pair) != 2:  # pragma: no cover - would mean the rank file is not a BPE table
             raise ValueError(f"cannot recover the merge that makes {tok!r}")
         merges.append(f"{encode(pair[0])} {encode(pair[1])}")
-    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (tmp / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    (tmp / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "tokenizer_class": "GPT2Tokenizer",
-                "model_max_length": 1024,
-                "bos_token": "<|endoftext|>",
-                "eos_token": "<|endoftext|>",
-                "unk_token": "<|endoftext|>",
-            }
-        )
-    )
     from transformers import GPT2TokenizerFast
 
-    # tokenizer.json as well, so later loads skip the slow-to-fast conversion (seconds each time)
-    GPT2TokenizerFast.from_pretrained(tmp).save_pretrained(tmp)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        tmp.rename(out)
-    except OSError:  # another process won the race; its files are the same
-        import shutil
+    from diffusion_link.files import atomic_folder
 
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_folder(out, replace=False) as tmp:  # several processes may build it at once: the first one wins
+        (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+        (tmp / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+        (tmp / "tokenizer_config.json").write_text(
+            json.dumps(
+                {
+                    "tokenizer_class": "GPT2Tokenizer",
+                    "model_max_length": 1024,
+                    "bos_token": "<|endoftext|>",
+                    "eos_token": "<|endoftext|>",
+                    "unk_token": "<|endoftext|>",
+                }
+            )
+        )
+        # tokenizer.json as well, so later loads skip the slow-to-fast conversion (seconds each time)
+        GPT2TokenizerFast.from_pretrained(tmp).save_pretrained(tmp)
     return out

@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from diffusion_link.data.store import FeatureStore, checksum, package_version, write_json, write_split
+from diffusion_link.data.store import FeatureStore, store_header, write_split
+from diffusion_link.files import atomic_folder, write_json
 
 
 class BridgedStoreWriter(BasePredictionWriter):
@@ -37,7 +38,7 @@ class BridgedStoreWriter(BasePredictionWriter):
         trainer.strategy.barrier("bridged-store-start")
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0) -> None:
-        split = trainer.datamodule.predict_split_names[dataloader_idx]
+        split = pl_module.data.predict_split_names[dataloader_idx]
         folder = self._parts() / split
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(folder / f"rank{trainer.global_rank}-{batch_idx:07d}.npz", row=prediction["row"].numpy(), bridged=prediction["bridged"].numpy())
@@ -45,31 +46,26 @@ class BridgedStoreWriter(BasePredictionWriter):
     def on_predict_end(self, trainer, pl_module) -> None:
         trainer.strategy.barrier("bridged-store-parts")
         if trainer.is_global_zero:
-            self._finalise(trainer.datamodule.store, trainer.datamodule.predict_split_names, pl_module.bridge_record())
+            self._finalise(pl_module.store, pl_module.data.predict_split_names, pl_module.bridge_record())
         trainer.strategy.barrier("bridged-store-final")
 
     def _finalise(self, source: FeatureStore, splits: list[str], bridge: dict) -> None:
-        tmp = self.output.with_name(self.output.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         rows = {}
-        for split in splits:
-            n = len(source.split(split))
-            bridged = np.full((n, source.dim), np.nan, dtype=np.float32)
-            for part in sorted((self._parts() / split).glob("*.npz")):
-                with np.load(part) as data:
-                    bridged[data["row"]] = data["bridged"]
-            if n and np.isnan(bridged).any():
-                raise RuntimeError(f"rows of split '{split}' were not bridged; run predict again")
-            rows[split] = write_split(tmp / split, _replace_audio(source, split, bridged), source.dim)
-        meta = {k: v for k, v in source.meta.items() if k not in ("checksum", "status", "rows", "failures", "package_version")}
-        meta.update({"bridge": bridge, "source_store": str(source.path)})
-        meta["checksum"] = checksum(meta)
-        write_json(tmp / "store.json", {**meta, "status": "complete", "rows": rows, "package_version": package_version()})
-        if (source.path / "failures.csv").is_file():
-            shutil.copy(source.path / "failures.csv", tmp / "failures.csv")
-        shutil.rmtree(self.output, ignore_errors=True)
-        tmp.rename(self.output)
+        with atomic_folder(self.output) as tmp:
+            for split in splits:
+                n = len(source.split(split))
+                bridged = np.full((n, source.dim), np.nan, dtype=np.float32)
+                for part in sorted((self._parts() / split).glob("*.npz")):
+                    with np.load(part) as data:
+                        bridged[data["row"]] = data["bridged"]
+                if n and np.isnan(bridged).any():
+                    raise RuntimeError(f"rows of split '{split}' were not bridged; run predict again")
+                rows[split] = write_split(tmp / split, _replace_audio(source, split, bridged), source.dim)
+            header = store_header(source.dim, source.encoder, source.meta["data"], extra={"bridge": bridge, "source_store": str(source.path)})
+            write_json(tmp / "store.json", {**header, "status": "complete", "rows": rows})
+            for name in ("failures.csv", "audio.csv"):
+                if (source.path / name).is_file():
+                    shutil.copy(source.path / name, tmp / name)
         shutil.rmtree(self._parts(), ignore_errors=True)
         print(f"Bridged feature store: {self.output} ({', '.join(f'{s} {n}' for s, n in rows.items())})", flush=True)
 

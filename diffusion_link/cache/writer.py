@@ -5,7 +5,7 @@ Layout while running (``<root>/<name>-<checksum>/``)::
     store.json                 status "incomplete" until every shard of every split is written
     shards/<split>/000012/     one finished shard (datasets.save_to_disk + failures.json + audio.json),
                                renamed into place atomically: a shard either exists whole or not
-    shards/<split>/.tmp-*      a shard being written (left over by a killed run: ignored, removed)
+    shards/<split>/.000012.tmp-*  a shard being written (left over by a killed run: ignored)
 
 When every shard exists, rank 0 concatenates each split in shard order into ``<split>/``, merges
 the failures into ``failures.csv`` and each clip's audio file into ``audio.csv`` (what the report's
@@ -21,13 +21,13 @@ import json
 import logging
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from diffusion_link.data.store import COLUMNS, rows_to_dataset, store_header, write_json
+from diffusion_link.data.store import COLUMNS, rows_to_dataset, store_header
+from diffusion_link.files import atomic_folder, write_json
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class FeatureStoreWriter(BasePredictionWriter):
         meta = self.path / "store.json"
         if meta.is_file() and json.loads(meta.read_text()).get("status") == "complete":
             log.info("Feature store %s is complete for these settings: reusing it, nothing to compute.", self.path)
-            datamodule.pending = {split: [] for split in datamodule.shard_plan()}
+            datamodule.only_shards({})
             self._finish(trainer, finalise=False)
             return
         plan = datamodule.shard_plan()
@@ -80,7 +80,7 @@ class FeatureStoreWriter(BasePredictionWriter):
             log.info(
                 "Resuming %s: %d of %d shards already written, computing the other %d.", self.path, done, sum(plan.values()), sum(map(len, pending.values()))
             )
-        datamodule.pending = pending
+        datamodule.only_shards(pending)
         if not any(pending.values()):  # killed after the last shard, before finalising
             self._finish(trainer, finalise=True)
 
@@ -90,23 +90,17 @@ class FeatureStoreWriter(BasePredictionWriter):
         final = self._shard_dir(prediction["split"], prediction["shard"])
         if final.is_dir():  # a shard repeated by the distributed sampler's padding: already written
             return
-        tmp = final.parent / f".tmp-{uuid.uuid4().hex}"
         rows = {
             "clip_id": prediction["clip_ids"],
             "audio_embedding": prediction["audio_embedding"].numpy(),
             "captions": prediction["captions"],
             "text_embeddings": [t.numpy() for t in prediction["text_embeddings"]],
         }
-        if rows["clip_id"]:
-            rows_to_dataset(rows, self.header["dim"]).save_to_disk(str(tmp))
-        else:  # every clip of the shard failed: only the failures are recorded
-            tmp.mkdir(parents=True)
-        (tmp / "failures.json").write_text(json.dumps(prediction["failures"]))
-        (tmp / "audio.json").write_text(json.dumps(list(zip(prediction["clip_ids"], prediction.get("audio", [""] * len(prediction["clip_ids"]))))))
-        try:
-            tmp.rename(final)
-        except OSError:  # another rank wrote the same padded shard first
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_folder(final, replace=False) as tmp:  # another rank may write the same padded shard first
+            if rows["clip_id"]:  # (else every clip of the shard failed: only the failures are recorded)
+                rows_to_dataset(rows, self.header["dim"]).save_to_disk(str(tmp))
+            (tmp / "failures.json").write_text(json.dumps(prediction["failures"]))
+            (tmp / "audio.json").write_text(json.dumps(list(zip(prediction["clip_ids"], prediction.get("audio", [""] * len(prediction["clip_ids"]))))))
 
     def on_predict_end(self, trainer, pl_module) -> None:
         if not self._done:
@@ -141,11 +135,8 @@ class FeatureStoreWriter(BasePredictionWriter):
                 if (located := self._shard_dir(split, i) / "audio.json").is_file():
                     audio += [(c, split, p) for c, p in json.loads(located.read_text())]
             merged = concatenate_datasets(parts) if parts else rows_to_dataset({c: [] for c in COLUMNS}, self.header["dim"])
-            target, tmp = self.path / split, self.path / f".tmp-{split}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            merged.save_to_disk(str(tmp))
-            shutil.rmtree(target, ignore_errors=True)
-            tmp.rename(target)
+            with atomic_folder(self.path / split) as tmp:
+                merged.save_to_disk(str(tmp))
             counts[split] = len(merged)
         with open(self.path / "failures.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)

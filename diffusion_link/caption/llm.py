@@ -11,12 +11,12 @@ one of two embedded models that need no hub at all.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import torch
 
 from diffusion_link.assets import MissingAssetError, gpt2_tokenizer_dir, hf_cached_snapshot, home, package_file
+from diffusion_link.files import atomic_folder
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +43,10 @@ def resolve_llm(name: str) -> Path:
 
 
 def _atomic_folder(out: Path, build) -> Path:
-    if (out / "config.json").is_file():
-        return out
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    build(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    """``out``, built once by ``build(folder)`` (a folder with a config.json is reused)."""
+    if not (out / "config.json").is_file():
+        with atomic_folder(out) as tmp:
+            build(tmp)
     return out
 
 

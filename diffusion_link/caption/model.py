@@ -195,12 +195,13 @@ class CaptionModel(nn.Module):
         """``adapter/`` (peft's own save_pretrained), ``projector.safetensors``, ``config.json``."""
         from safetensors.torch import save_file
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.lm.save_pretrained(folder / "adapter")
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.projector.state_dict().items()}, str(folder / "projector.safetensors"))
-        (folder / "config.json").write_text(json.dumps({"config": asdict(self.config), **(extra or {})}, indent=2, sort_keys=True))
-        return folder
+        from diffusion_link.files import atomic_folder
+
+        with atomic_folder(folder) as tmp:  # the folder is the export's own: replaced whole
+            self.lm.save_pretrained(tmp / "adapter")
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.projector.state_dict().items()}, str(tmp / "projector.safetensors"))
+            (tmp / "config.json").write_text(json.dumps({"config": asdict(self.config), **(extra or {})}, indent=2, sort_keys=True))
+        return Path(folder)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "CaptionModel":

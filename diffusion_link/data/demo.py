@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ import numpy as np
 from diffusion_link.assets import animal_sounds
 from diffusion_link.data.audio import load_audio
 from diffusion_link.data.audiocaps import AudioCapsCSV
+from diffusion_link.files import atomic_folder
 
 DEMO_RATE = 32_000
 DEMO_VERSION = 2
@@ -181,32 +181,29 @@ def build_demo(root: str | Path, n_train: int = 2000, n_val: int = 100, n_test: 
     import soundfile as sf
 
     sounds = {name: load_audio(path, DEMO_RATE) for name, path in animal_sounds().items()}
-    tmp = root.with_name(root.name + ".building")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "csv").mkdir(parents=True)
-    files, clips = {}, {}
-    counter = 0
-    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-        refs = train_captions if split == "train" else 5
-        (tmp / "audio" / split).mkdir(parents=True)
-        with open(tmp / "csv" / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["audiocap_id", "youtube_id", "start_time", "caption"])
-            for i, (kind, animals, noisy) in enumerate(_plan(split, n, seed)):
-                rng = np.random.RandomState([seed, 7, {"train": 0, "val": 1, "test": 2}[split], i])
-                clip = f"demo{split[:2]}{i:04d}"
-                wave = _render(kind, animals, sounds, rng, noisy)
-                clips[f"{clip}_0"] = {"split": split, "kind": kind, "animals": animals, "held_out_pair": held_out_pair(animals)}
-                path = tmp / "audio" / split / f"{clip}.flac"
-                sf.write(path, wave, DEMO_RATE, subtype="PCM_16", format="FLAC")
-                files[str(path.relative_to(tmp))] = hashlib.sha256(path.read_bytes()).hexdigest()
-                for caption in _captions(kind, animals, refs, rng, noisy):
-                    counter += 1
-                    writer.writerow([counter, clip, 0, caption])
-        files[f"csv/{split}.csv"] = hashlib.sha256((tmp / "csv" / f"{split}.csv").read_bytes()).hexdigest()
-    (tmp / "manifest.json").write_text(json.dumps({"settings": settings, "files": files, "clips": clips}, indent=1, sort_keys=True))
-    shutil.rmtree(root, ignore_errors=True)
-    tmp.rename(root)
+    with atomic_folder(root) as tmp:  # a build stopped half-way leaves no half dataset
+        (tmp / "csv").mkdir(parents=True)
+        files, clips = {}, {}
+        counter = 0
+        for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+            refs = train_captions if split == "train" else 5
+            (tmp / "audio" / split).mkdir(parents=True)
+            with open(tmp / "csv" / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                writer.writerow(["audiocap_id", "youtube_id", "start_time", "caption"])
+                for i, (kind, animals, noisy) in enumerate(_plan(split, n, seed)):
+                    rng = np.random.RandomState([seed, 7, {"train": 0, "val": 1, "test": 2}[split], i])
+                    clip = f"demo{split[:2]}{i:04d}"
+                    wave = _render(kind, animals, sounds, rng, noisy)
+                    clips[f"{clip}_0"] = {"split": split, "kind": kind, "animals": animals, "held_out_pair": held_out_pair(animals)}
+                    path = tmp / "audio" / split / f"{clip}.flac"
+                    sf.write(path, wave, DEMO_RATE, subtype="PCM_16", format="FLAC")
+                    files[str(path.relative_to(tmp))] = hashlib.sha256(path.read_bytes()).hexdigest()
+                    for caption in _captions(kind, animals, refs, rng, noisy):
+                        counter += 1
+                        writer.writerow([counter, clip, 0, caption])
+            files[f"csv/{split}.csv"] = hashlib.sha256((tmp / "csv" / f"{split}.csv").read_bytes()).hexdigest()
+        (tmp / "manifest.json").write_text(json.dumps({"settings": settings, "files": files, "clips": clips}, indent=1, sort_keys=True))
     return root
 
 

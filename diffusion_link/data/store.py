@@ -69,39 +69,25 @@ def rows_to_dataset(rows: dict[str, list], dim: int):
 
 
 def write_split(folder: Path, batches, dim: int) -> int:
-    """Write one split from an iterable of ``pyarrow.RecordBatch``es in store schema, in the
-    ``save_to_disk`` layout (Arrow stream file, ``state.json``, ``dataset_info.json``), streaming:
-    the split is never held whole in memory. Returns the number of rows."""
+    """Write one split from an iterable of ``pyarrow.RecordBatch``es in store schema, streaming (the
+    split is never held whole in memory): the batches go to one Arrow file, which ``datasets`` maps
+    (``Dataset.from_file``) and writes out in its own layout (``save_to_disk``). Returns the number of rows."""
     import pyarrow as pa
+    from datasets import Dataset
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    feats = features(dim)
-    rows = 0
-    name = "data-00000-of-00001.arrow"
-    with pa.OSFile(str(folder / name), "wb") as sink, pa.ipc.new_stream(sink, feats.arrow_schema) as writer:
-        for batch in batches:
-            writer.write_batch(batch)
-            rows += batch.num_rows
-    state = {
-        "_data_files": [{"filename": name}],
-        "_fingerprint": checksum({"folder": str(folder), "rows": rows}),
-        "_format_columns": None,
-        "_format_kwargs": {},
-        "_format_type": None,
-        "_output_all_columns": False,
-        "_split": None,
-    }
-    (folder / "state.json").write_text(json.dumps(state))
-    (folder / "dataset_info.json").write_text(json.dumps({"features": feats.to_dict()}))
+    scratch = folder.with_name(f".{folder.name}.stream.arrow")
+    try:
+        with pa.OSFile(str(scratch), "wb") as sink, pa.ipc.new_stream(sink, features(dim).arrow_schema) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+        dataset = Dataset.from_file(str(scratch))
+        dataset.save_to_disk(str(folder))
+        rows = len(dataset)
+        del dataset
+    finally:
+        scratch.unlink(missing_ok=True)
     return rows
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Atomic JSON write: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
 
 
 def package_version() -> str:
@@ -260,7 +246,6 @@ __all__ = [
     "features",
     "rows_to_dataset",
     "store_header",
-    "write_json",
     "write_split",
     "FORMAT_VERSION",
 ]

@@ -115,24 +115,19 @@ class ContrastiveEncoder(nn.Module):
 
     def save_pretrained(self, folder: str | Path, meta: dict | None = None) -> Path:
         """``encoder.safetensors`` + ``config.json``, written to a temporary folder and renamed."""
-        import shutil
-
         from safetensors.torch import save_file
 
         from diffusion_link.assets import sha256_file
+        from diffusion_link.files import atomic_folder
 
         folder = Path(folder)
-        tmp = folder.with_name(f".{folder.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": EXPORT_FORMAT})
-        self.weights_sha256 = sha256_file(tmp / WEIGHTS)
-        self.meta = {**self.meta, **(meta or {}), "export": str(folder.resolve())}
-        config = {**self.config(), "weights_sha256": self.weights_sha256, "meta": self.meta, "description": self.describe()}
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+        with atomic_folder(folder) as tmp:  # the folder is the export's own: replaced whole
+            state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+            save_file(state, str(tmp / WEIGHTS), metadata={"format": EXPORT_FORMAT})
+            self.weights_sha256 = sha256_file(tmp / WEIGHTS)
+            self.meta = {**self.meta, **(meta or {}), "export": str(folder.resolve())}
+            config = {**self.config(), "weights_sha256": self.weights_sha256, "meta": self.meta, "description": self.describe()}
+            (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
         return folder
 
     @classmethod

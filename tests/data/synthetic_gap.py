@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from diffusion_link.data.store import rows_to_dataset, store_header, write_json
+from diffusion_link.data.store import rows_to_dataset, store_header
+from diffusion_link.files import write_json
 
 
 def make_pairs(n: int, dim: int = 32, latent: int = 6, offset: float = 3.0, seed: int = 0, refs: int = 1):
