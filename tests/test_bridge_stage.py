@@ -16,7 +16,8 @@ from synthetic_gap import write_synthetic_store
 from diffusion_link.bridge import BridgeConfig, BridgeModule, DiffusionLink
 from diffusion_link.cli import main
 from diffusion_link.data import FeatureDataModule, FeatureStore, StoreError
-from diffusion_link.data.store import rows_to_dataset, store_header, write_json
+from diffusion_link.data.store import rows_to_dataset, store_header
+from diffusion_link.files import write_json
 
 
 @pytest.fixture(scope="module")
@@ -189,11 +190,30 @@ def test_empty_split_is_refused(tmp_path):
         _fit(tmp_path)
 
 
+def test_sampling_overrides_are_typed_checked_and_leave_the_export_alone(tmp_path):
+    from diffusion_link.bridge import DiffusionLink
+    from diffusion_link.bridge.model import Sampling
+
+    module = _fit(_store(tmp_path / "a"))
+    module.model.save_pretrained(tmp_path / "export")
+    export = str(tmp_path / "export")
+    tester = BridgeModule(pretrained=export, sampling=Sampling(t_start=300, steps=3))
+    assert (tester.model.config.t_start, tester.model.config.steps) == (300, 3)
+    assert BridgeModule(pretrained=export, sampling={"steps": 2}).model.config.steps == 2  # a dict from Python
+    assert DiffusionLink.from_pretrained(export).config.t_start == module.model.config.t_start  # the export is unchanged
+    with pytest.raises(ValueError, match="t_start"):  # impossible: refused when the module is built, before any clip
+        BridgeModule(pretrained=export, sampling=Sampling(t_start=5000))
+    with pytest.raises(ValueError, match="sampling accepts"):
+        BridgeModule(pretrained=export, sampling={"t_star": 300})
+    with pytest.raises(ValueError, match="does not apply to a pretrained bridge"):  # once silently ignored
+        BridgeModule(BridgeConfig(dim=8, hidden=16, blocks=6), pretrained=export)
+
+
 def test_store_of_another_encoder_is_refused(tmp_path):
     module = _fit(_store(tmp_path / "a"))
     module.model.save_pretrained(tmp_path / "export")
     other = _store(tmp_path / "b", encoder={"family": "synthetic", "weights": "b"})
-    tester = BridgeModule(BridgeConfig(dim=8, hidden=16), pretrained=str(tmp_path / "export"), report_dir=str(tmp_path / "r"))
+    tester = BridgeModule(pretrained=str(tmp_path / "export"), report_dir=str(tmp_path / "r"))
     with pytest.raises(StoreError, match="another encoder.*weights"):
         L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(tester, datamodule=FeatureDataModule(str(other), batch_size=2))
 
@@ -201,6 +221,7 @@ def test_store_of_another_encoder_is_refused(tmp_path):
 # --- the known-answer test ------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # make test-full (DDP / a model trained to convergence: the fast suite stays under 5 min)
 def test_known_gap_is_closed(tmp_path):
     """Two modalities from the same latent points, audio offset on the sphere (tests/data/synthetic_gap.py).
     Diffusion Bridge with its own recipe (centring, norm 5, projection to the sphere, SNR-weighted x0
@@ -222,7 +243,6 @@ def test_known_gap_is_closed(tmp_path):
         trainer.fit(module, datamodule=FeatureDataModule(str(store), batch_size=256))
         exports[name] = str(tmp_path / name)
     tester = BridgeModule(
-        BridgeConfig(dim=32, hidden=256),
         pretrained=exports["Diffusion-Link"],
         bootstrap=0,
         compare={k: v for k, v in exports.items() if k != "Diffusion-Link"},
@@ -242,6 +262,7 @@ def test_known_gap_is_closed(tmp_path):
     assert r["Diffusion Bridge (our preprocessing)"]["centroid_distance"] > 2 * db["centroid_distance"]
 
 
+@pytest.mark.slow  # make test-full (DDP / a model trained to convergence: the fast suite stays under 5 min)
 def test_ddp_gap_analysis_and_prediction_equal_one_process(trained, demo_store, tmp_path):
     """The bridge's test and predict stages on 2 processes give the one-process report and store."""
     import csv as csv_module
@@ -296,6 +317,7 @@ def test_ddp_gap_analysis_and_prediction_equal_one_process(trained, demo_store, 
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow  # make test-full (DDP / a model trained to convergence: the fast suite stays under 5 min)
 def test_ddp_fit_runs_with_trainer_flags_only(demo_store, tmp_path):
     """Training under DDP needs no code change. (Its weights are not compared with one process:
     the distributed sampler shuffles and splits batches differently, by design.)"""

@@ -9,6 +9,7 @@ Usable without Lightning::
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from dataclasses import asdict, dataclass, fields
@@ -97,6 +98,31 @@ class BridgeConfig:
     def from_dict(cls, values: dict) -> "BridgeConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampler settings that replace a trained bridge's at test / predict time (the ablations of t* and K);
+    ``None`` keeps the export's value.
+
+    Args:
+        t_start: t*, where audio enters the reverse chain.
+        steps: K, the number of DDIM steps.
+        sampler: ``ddim`` or ``ddpm``.
+        noise_start: forward-noise the audio to t* before the chain.
+    """
+
+    t_start: int | None = None
+    steps: int | None = None
+    sampler: Literal["ddim", "ddpm"] | None = None
+    noise_start: bool | None = None
+
+    def apply(self, config: BridgeConfig) -> BridgeConfig:
+        """A new config with these settings (checked like any config: an impossible one fails here)."""
+        changed = {k: v for k, v in asdict(self).items() if v is not None}
+        if "t_start" in changed:
+            changed["entry_snr"] = None  # t* given directly
+        return dataclasses.replace(config, **changed)
 
 
 class Preprocessor(nn.Module):
@@ -213,15 +239,16 @@ class DiffusionLink(nn.Module):
         """``model.safetensors`` (EMA weights + preprocessing means) and ``config.json``."""
         from safetensors.torch import save_file
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        from diffusion_link.files import atomic_folder
+
         weights = {f"denoiser.{k}": v for k, v in self.ema.module.state_dict().items()}
         weights["preprocess.mean_audio"] = self.preprocess.mean_audio
         weights["preprocess.mean_text"] = self.preprocess.mean_text
-        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(folder / "model.safetensors"))
         meta = {"format": EXPORT_FORMAT, "config": asdict(self.config), "encoder": self.encoder, **(extra or {})}
-        (folder / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        return folder
+        with atomic_folder(folder) as tmp:  # the folder is the export's own: replaced whole
+            save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"))
+            (tmp / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        return Path(folder)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> "DiffusionLink":

@@ -5,12 +5,12 @@ analysis against the earlier bridges, ``predict`` bridges every clip of a store 
 from __future__ import annotations
 
 import logging
+import dataclasses
 import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,7 +18,8 @@ from torchmetrics import CatMetric
 
 from diffusion_link.bridge.baselines import Identity, MeanShift, ProjectionDecoding
 from diffusion_link.bridge.losses import cross_sample_loss, eps_equivalent_weight, prediction_loss, topology_loss
-from diffusion_link.bridge.model import BridgeConfig, DiffusionLink
+from diffusion_link.bridge.model import BridgeConfig, DiffusionLink, Sampling
+from diffusion_link.data.stage import FeatureStage
 from diffusion_link.data.store import StoreError, encoder_mismatch
 from diffusion_link.evaluation.gap import Clips, GapMetrics, cone_cosine
 from diffusion_link.optim import adamw_with_warmup
@@ -31,11 +32,12 @@ def _key(name: str) -> str:
     return re.sub(r"[^0-9a-zA-Z_]+", "_", name).strip("_").lower()
 
 
-class BridgeModule(L.LightningModule):
+class BridgeModule(FeatureStage):
     """Trains and evaluates Diffusion-Link (or, with other loss weights, Diffusion Bridge and ablations).
 
     Args:
-        bridge: the network, diffusion and sampling settings (:class:`BridgeConfig`).
+        bridge: the network, diffusion and sampling settings (:class:`BridgeConfig`) of a bridge to train;
+            given with ``pretrained`` it is an error (the export fixes them; use ``sampling``).
         denoise_weight: weight of the text denoising loss.
         denoise_weighting: ``uniform`` over t (default), or ``eps-equivalent``: the per-t weight that makes the
             parameterisation's MSE equal the eps MSE (SNR for x0; Diffusion Bridge's recipe).
@@ -54,13 +56,16 @@ class BridgeModule(L.LightningModule):
         probe_seed: seed of the linear probe's train/test split (by clip).
         bootstrap: resamples of clips for the 95 % intervals of the gap table (0: none). Each resample
             recomputes every metric; the cost grows with clips x resamples (the demo's 100 clips: seconds).
-        sampling: overrides of the sampler for evaluation and prediction, e.g. ``{t_start: 400, steps: 10}``
-            (keys: t_start, steps, sampler, noise_start); applied to this bridge and to the compared ones.
+        sampling: overrides of the sampler for evaluation and prediction (:class:`Sampling`), e.g.
+            ``{t_start: 400, steps: 10}``; applied to this bridge and to the compared ones, and checked
+            like any bridge config when the module is built.
     """
+
+    export_name = "the bridge (EMA weights)"
 
     def __init__(
         self,
-        bridge: BridgeConfig = BridgeConfig(),
+        bridge: BridgeConfig | None = None,
         denoise_weight: float = 1.0,
         denoise_weighting: Literal["uniform", "eps-equivalent"] = "uniform",
         cross_weight: float = 1.0,
@@ -78,13 +83,18 @@ class BridgeModule(L.LightningModule):
         support_size: int | None = 50_000,
         probe_seed: int = 0,
         bootstrap: int = 1000,
-        sampling: dict | None = None,
+        sampling: Sampling | None = None,
     ):
         super().__init__()
         if denoise_weight == cross_weight == 0:
             raise ValueError("denoise_weight and cross_weight are both 0: nothing would train the denoiser")
         self.save_hyperparameters()
-        self.model = DiffusionLink.from_pretrained(pretrained) if pretrained else DiffusionLink(bridge)
+        if pretrained and bridge is not None:
+            raise ValueError(
+                "model.init_args.bridge does not apply to a pretrained bridge (its export fixes the network and the "
+                "diffusion); leave bridge out, and change t* or K at test time with model.init_args.sampling"
+            )
+        self.model = DiffusionLink.from_pretrained(pretrained) if pretrained else DiffusionLink(bridge or BridgeConfig())
         self._override_sampling(self.model)
         config = self.model.config
         self.topology_max_t = topology_max_t or config.t_start
@@ -92,44 +102,32 @@ class BridgeModule(L.LightningModule):
             raise ValueError(f"denoise_weighting must be 'uniform' or 'eps-equivalent', not {denoise_weighting!r}")
         if not 0 < self.topology_max_t <= config.timesteps:
             raise ValueError(f"topology_max_t must be in 1..{config.timesteps} (timesteps), got {self.topology_max_t}")
-        if pretrained and self.model.config.dim != bridge.dim:
-            log.warning("pretrained bridge has dim %d; using it rather than bridge.dim=%d", self.model.config.dim, bridge.dim)
 
     def _override_sampling(self, model: DiffusionLink) -> DiffusionLink:
-        allowed = {"t_start", "steps", "sampler", "noise_start"}
-        overrides = dict(self.hparams.sampling or {})
-        if unknown := set(overrides) - allowed:
-            raise ValueError(f"sampling accepts {sorted(allowed)}, not {sorted(unknown)}")
-        for key, value in overrides.items():
-            setattr(model.config, key, value)
-        model.config.__post_init__()  # an impossible override fails here, before any clip is read
+        sampling = self.hparams.sampling
+        if isinstance(sampling, dict):  # from Python rather than the CLI
+            allowed = [f.name for f in dataclasses.fields(Sampling)]
+            if unknown := set(sampling) - set(allowed):
+                raise ValueError(f"sampling accepts {allowed}, not {sorted(unknown)}")
+            sampling = Sampling(**sampling)
+        if sampling is not None:
+            model.config = sampling.apply(model.config)  # an impossible override fails here, before any clip is read
         return model
 
     # -- data checks (before any work) ------------------------------------------------------------
 
-    @property
-    def store(self):
-        return self.trainer.datamodule.store
-
     def _check_store(self, split: str, fitting: bool) -> None:
-        store = self.store
-        if store.dim != self.model.config.dim:
-            raise StoreError(
-                f"{store.path} holds {store.dim}-dimensional embeddings but the bridge is built for "
-                f"{self.model.config.dim} (set model.init_args.bridge.dim={store.dim} to train a new one)"
-            )
+        trained_on = {}
         if not fitting:
             if not self.model.encoder:
-                log.warning("this bridge records no encoder (untrained?): it is evaluated on %s as it is", store.path)
-            elif diff := encoder_mismatch(self.model.encoder, store.encoder):
-                raise StoreError(f"{store.path} was made by another encoder than the bridge was trained on (bridge vs store): " + "; ".join(diff))
-        bad = store.non_finite(split)
-        if bad:
-            raise StoreError(f"split '{split}' of {store.path} has NaN or infinite embeddings in {len(bad)} clip(s): {bad[:10]}")
+                log.warning("this bridge records no encoder (untrained?): it is evaluated on %s as it is", self.store.path)
+            else:
+                trained_on["bridge"] = self.model.encoder
+        self.check_store(self.model.config.dim, "set model.init_args.bridge.dim to train a new one", split, trained_on)
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
-            split = self.trainer.datamodule.split_for["fit"]
+            split = self.split("fit")
             self._check_store(split, fitting=True)
             if not self.model.encoder:
                 self.model.encoder = dict(self.store.encoder)
@@ -178,17 +176,15 @@ class BridgeModule(L.LightningModule):
         hp = self.hparams
         return adamw_with_warmup(self.model.denoiser.parameters(), hp.lr, hp.weight_decay, hp.warmup_steps)
 
-    def on_fit_end(self) -> None:
-        if self.hparams.export_dir and self.trainer.is_global_zero:
-            folder = self.model.save_pretrained(self.hparams.export_dir, extra={"training": self._training_record()})
-            log.info("Exported the bridge (EMA weights) to %s", folder)
+    def export(self, folder: Path) -> Path:
+        return self.model.save_pretrained(folder, extra={"training": self._training_record()})
 
     def _training_record(self) -> dict:
         hp = self.hparams
         return {
             "store": str(self.store.path),
             "store_checksum": self.store.meta.get("checksum"),
-            "split": self.trainer.datamodule.split_for["fit"],
+            "split": self.split("fit"),
             "precision": str(self.trainer.precision),
             "loss_weights": {"denoise": hp.denoise_weight, "cross": hp.cross_weight, "topology": hp.topology_weight},
             "lr": hp.lr,
@@ -219,7 +215,7 @@ class BridgeModule(L.LightningModule):
     # -- test: the gap analysis -------------------------------------------------------------------
 
     def _methods(self) -> dict[str, nn.Module]:
-        store, train = self.store, self.trainer.datamodule.split_for["fit"] or "train"
+        store, train = self.store, self.split("fit", "train")
         mean_audio, mean_text = store.means(train)
         support = torch.from_numpy(store.text_matrix(train, self.hparams.support_size))
         methods: dict[str, nn.Module] = {
@@ -236,7 +232,7 @@ class BridgeModule(L.LightningModule):
         return methods
 
     def on_test_start(self) -> None:
-        split = self.trainer.datamodule.split_for["test"]
+        split = self.split("test")
         self._check_store(split, fitting=False)
         methods = self._methods()  # in table order: baselines, compared bridges, this bridge
         self.methods = nn.ModuleDict({_key(n): m for n, m in methods.items()}).to(self.device)
@@ -277,14 +273,14 @@ class BridgeModule(L.LightningModule):
 
         out = Path(self.hparams.report_dir)
         notes = [
-            f"Split: {self.trainer.datamodule.split_for['test']} of {self.store.path}; encoder weights: {self.store.encoder.get('weights')}.",
+            f"Split: {self.split('test')} of {self.store.path}; encoder weights: {self.store.encoder.get('weights')}.",
             f"Text cone (mean cosine between distinct text embeddings): {text_cone:.4f}.",
             "Probe accuracy 0.5 = audio and text indistinguishable; R@k = audio->text retrieval against every reference.",
             "Paired cosine averages every (clip, reference) pair; centroid distance, cone, Fréchet, MMD² and the probe "
             "compare the distinct clips' (bridged) audio with all reference texts (MMD² leaves out same-clip pairs; the "
             "probe is trained and scored on disjoint clips, by balanced accuracy).",
             _interval_note(self.hparams.bootstrap),
-            _protocol_note(self.trainer.datamodule.split_for["fit"] or "train"),
+            _protocol_note(self.split("fit", "train")),
         ]
         write_gap_report(results, out, notes)
         bridges = [*(self.hparams.compare or {}), self.hparams.name]  # the diffusion bridges, raw audio drawn anyway
@@ -297,7 +293,7 @@ class BridgeModule(L.LightningModule):
     # -- predict: bridged embeddings --------------------------------------------------------------
 
     def on_predict_start(self) -> None:
-        for split in self.trainer.datamodule.predict_split_names:
+        for split in self.data.predict_split_names:
             self._check_store(split, fitting=False)
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:

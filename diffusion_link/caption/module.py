@@ -11,16 +11,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 
 from diffusion_link.bridge.baselines import MeanShift
 from diffusion_link.bridge.model import DiffusionLink
 from diffusion_link.caption.model import CaptionerConfig, CaptionModel, DecodingOptions
+from diffusion_link.data.stage import FeatureStage
 from diffusion_link.data.store import StoreError, encoder_mismatch
 from diffusion_link.distributed import gather_unique
 from diffusion_link.encoder import ClapConfig, load_encoder
+from diffusion_link.files import write_atomic
 from diffusion_link.optim import adamw_with_warmup
 from diffusion_link.tracking import log_table
 
@@ -34,7 +35,7 @@ class MetricOptions:
     cache_path: aac-metrics cache folder (default ``$AAC_METRICS_CACHE_PATH`` or ``$DIFFUSION_LINK_HOME/aac-metrics``).
     corenlp_dir: folder with the two Stanford CoreNLP 3.6.0 jars SPICE needs (or ``$DIFFUSION_LINK_CORENLP_DIR``).
     fense: compute FENSE when its files are present.
-    bootstrap: resamples of clips for the 95 % intervals of the metrics that are means over clips (0: none).
+    bootstrap: resamples of clips for the 95 % intervals of every metric (0: none).
     """
 
     cache_path: str | None = None
@@ -43,7 +44,7 @@ class MetricOptions:
     bootstrap: int = 1000
 
 
-class CaptionerModule(L.LightningModule):
+class CaptionerModule(FeatureStage):
     """LoRA-tuned LLM captioner over CLAP embeddings, zero-shot or supervised.
 
     Args:
@@ -69,6 +70,8 @@ class CaptionerModule(L.LightningModule):
         val_examples: clips of the first validation batch captioned at each validation, logged as a
             table (clip, first reference, caption) to TensorBoard's Text tab; 0: none.
     """
+
+    export_name = "the captioner (peft adapter + projector + config)"
 
     def __init__(
         self,
@@ -123,27 +126,22 @@ class CaptionerModule(L.LightningModule):
         return F.normalize(audio.float(), dim=-1)
 
     def _check_store(self, fitting: bool) -> None:
-        store = self.trainer.datamodule.store
-        dim = self.model.config.dim
-        if store.dim != dim:
-            raise StoreError(f"{store.path} holds {store.dim}-dimensional embeddings; the captioner expects {dim} (model.init_args.captioner.dim)")
-        if self.bridge is not None:
-            if "bridge" in store.meta:
-                raise StoreError(f"{store.path} is already a bridged store; do not also pass a bridge to the captioner")
-            if diff := encoder_mismatch(self.bridge.encoder, store.encoder):
-                raise StoreError(f"the bridge was trained on another encoder than {store.path} (bridge vs store): " + "; ".join(diff))
+        store = self.store
+        if self.bridge is not None and "bridge" in store.meta:
+            raise StoreError(f"{store.path} is already a bridged store; do not also pass a bridge to the captioner")
+        trained_on = {"bridge": self.bridge.encoder} if self.bridge is not None else {}
+        if not fitting and self.encoder_description:
+            trained_on["captioner"] = self.encoder_description
+        self.check_store(self.model.config.dim, "model.init_args.captioner.dim", trained_on=trained_on)
         if self.hparams.bridge == MEAN_SHIFT:
-            train = self.trainer.datamodule.split_for["fit"] or "train"
-            self.mean_shift = MeanShift(*store.means(train)).to(self.device)
+            self.mean_shift = MeanShift(*store.means(self.split("fit", "train"))).to(self.device)
         if fitting:
             self.encoder_description = dict(store.encoder)
-        elif self.encoder_description and (diff := encoder_mismatch(self.encoder_description, store.encoder)):
-            raise StoreError(f"the captioner was trained on another encoder than {store.path} (captioner vs store): " + "; ".join(diff))
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self._check_store(fitting=True)
-        if stage == "predict" and hasattr(self.trainer.datamodule, "use_sample_rate"):  # audio files
+        if stage == "predict" and self.data is None:  # audio files (AudioFolderDataModule): decoded at the encoder's rate
             self._load_encoder()
             self.trainer.datamodule.use_sample_rate(self.audio_encoder.sample_rate)
 
@@ -187,10 +185,8 @@ class CaptionerModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.encoder_description = checkpoint.get("captioner_encoder", {})
 
-    def on_fit_end(self) -> None:
-        if self.hparams.export_dir and self.trainer.is_global_zero:
-            folder = self.model.save_pretrained(self.hparams.export_dir, extra=self._record())
-            log.info("Saved the captioner (peft adapter + projector + config) to %s", folder)
+    def export(self, folder: Path) -> Path:
+        return self.model.save_pretrained(folder, extra=self._record())
 
     def _record(self) -> dict:
         hp = self.hparams
@@ -199,8 +195,8 @@ class CaptionerModule(L.LightningModule):
             "bridge": hp.bridge,
             "noise_std": hp.noise_std,
             "encoder": self.encoder_description,
-            "store": str(self.trainer.datamodule.store.path) if hasattr(self.trainer.datamodule, "store") else None,
-            "split": self.trainer.datamodule.split_for["fit"],
+            "store": str(self.store.path),
+            "split": self.split("fit"),
             "precision": str(self.trainer.precision),
             "steps": self.global_step,
             "name": hp.name,
@@ -240,7 +236,7 @@ class CaptionerModule(L.LightningModule):
             writer.writerow(["clip_id", "candidate", "references", *per_clip])
             for i, (clip, cand, refs) in enumerate(rows):
                 writer.writerow([clip, cand, json.dumps(refs, ensure_ascii=False), *(f"{v[i]:.6g}" for v in per_clip.values())])
-        store = self.trainer.datamodule.store
+        store = self.store
         report = {
             "name": self.hparams.name,
             "scores": scores,
@@ -253,7 +249,7 @@ class CaptionerModule(L.LightningModule):
             "decoding": asdict(self.decoding),
             "seed": torch.initial_seed(),
             "store": str(store.path),
-            "split": self.trainer.datamodule.split_for["test"],
+            "split": self.split("test"),
             "encoder_weights": store.encoder.get("weights"),
             # protocol: what each part was trained on (the captioner's and the bridge's export records)
             "captioner_training": {k: getattr(self.model, "meta", {}).get(k) for k in ("mode", "split", "store", "steps", "precision", "noise_std")},
@@ -261,7 +257,7 @@ class CaptionerModule(L.LightningModule):
             "precision": str(self.trainer.precision),
             "clips": [r[0] for r in rows],
         }
-        (out / "scores.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+        write_atomic(out / "scores.json", json.dumps(report, indent=2, ensure_ascii=False))
         print(
             f"\nCaptioning scores ({self.hparams.name}, {len(rows)} clips): "
             + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
@@ -288,7 +284,7 @@ class CaptionerModule(L.LightningModule):
             raise StoreError("the encoder given for prediction is not the one the captioner/bridge was trained with: " + "; ".join(diff))
 
     def on_predict_start(self) -> None:
-        if hasattr(self.trainer.datamodule, "store"):
+        if self.data is not None:
             self._check_store(fitting=False)
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:

@@ -62,7 +62,7 @@ class CaptionWriter(BasePredictionWriter):
 
 def _provenance(module, captioned: int, failed: int) -> dict:
     hp = module.hparams
-    encoder = module.audio_encoder.describe() if module.audio_encoder is not None else module.trainer.datamodule.store.encoder
+    encoder = module.audio_encoder.describe() if module.audio_encoder is not None else module.store.encoder
     return {
         "captioned": captioned,
         "failed": failed,

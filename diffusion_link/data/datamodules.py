@@ -98,7 +98,7 @@ class AudioDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.sample_rate = sample_rate
         self._records: dict[str, list[ClipRecord]] | None = None
-        self.pending: dict[str, list[int]] | None = None
+        self._shards: dict[str, list[int]] | None = None  # None: every shard
 
     def prepare_data(self) -> None:
         prepare = getattr(self.source, "prepare", None)
@@ -119,12 +119,22 @@ class AudioDataModule(L.LightningDataModule):
         """Number of shards of each split."""
         return {s: math.ceil(len(r) / self.shard_size) for s, r in self.records.items()}
 
+    def only_shards(self, shards: dict[str, list[int]]) -> None:
+        """Serve only these shards of each split (the store writer's: the others are already written).
+        Call it before the dataloaders are built; Lightning calls callbacks' ``setup``, where the
+        writer does, before it asks for them."""
+        plan = self.shard_plan()
+        unknown = {s: [i for i in ids if not 0 <= i < plan.get(s, 0)] for s, ids in shards.items()}
+        if any(unknown.values()) or set(shards) - set(plan):
+            raise ValueError(f"no such shards in the plan {plan}: {unknown}")
+        self._shards = {s: list(shards.get(s, [])) for s in plan}
+
     def describe(self) -> dict:
         return {**describe_records(self.source, self.records), "shard_size": self.shard_size, "sample_rate": self.sample_rate}
 
     def predict_dataloader(self) -> list[DataLoader]:
         plan = self.shard_plan()
-        pending = self.pending if self.pending is not None else {s: list(range(n)) for s, n in plan.items()}
+        pending = self._shards if self._shards is not None else {s: list(range(n)) for s, n in plan.items()}
         return [
             DataLoader(
                 ShardDataset(self.source, s, self.records[s], self.shard_size, pending[s], self.sample_rate),
