@@ -13,8 +13,9 @@ resolved configuration. Multi-GPU and multi-node runs are Lightning's own strate
 from __future__ import annotations
 
 import logging
-import os
 import sys
+
+from diffusion_link.offline import default_offline
 
 DESCRIPTION = """\
 Diffusion-Link pipeline. Each stage is a LightningModule chosen by `model.class_path` in a YAML config:
@@ -87,14 +88,6 @@ def _console_logging() -> None:
         logger.propagate = False
 
 
-def _offline_environment() -> None:
-    # A hub look-up that slips through must fail in milliseconds, not retry for minutes: we never
-    # download. Users with a warm cache are unaffected; users who want the hub can set these to 0.
-    for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        os.environ.setdefault(key, "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
 def _report_command(argv: list[str], name: str) -> int:
     """``seeds`` (mean ± std of the gap table across seeds) and ``sweep`` (gap metrics against a swept setting):
     both take gap-report folders and an output folder."""
@@ -129,7 +122,7 @@ def _report_command(argv: list[str], name: str) -> int:
 
 def main(args: list[str] | None = None) -> None:
     """Console entry point (``args=None`` reads ``sys.argv``)."""
-    _offline_environment()
+    default_offline()
     _quiet_known_warnings()
     _console_logging()
     argv = list(sys.argv[1:] if args is None else args)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diffusion_link import assets
+from diffusion_link.evaluation import captioning
 
 
 @dataclass
@@ -106,14 +107,22 @@ def checks(clap_checkpoint: str | None = None, audiocaps: str | None = None, enc
         Check("metrics", "PTB tokenizer jar", _pkg("pycocoevalcap", "tokenizer/stanford-corenlp-3.4.1.jar"), "pip install --no-deps pycocoevalcap==1.2"),
         Check("metrics", "METEOR jar + paraphrase table", _pkg("pycocoevalcap", "meteor/meteor-1.5.jar"), "pip install --no-deps pycocoevalcap==1.2"),
         Check("metrics", "SPICE jar", _pkg("pycocoevalcap", "spice/spice-1.0.jar"), "pip install --no-deps pycocoevalcap==1.2"),
-        Check(
-            "metrics",
-            "Stanford CoreNLP 3.6.0 jars (SPICE, SPIDEr)",
-            _pkg("pycocoevalcap", "spice/lib/stanford-corenlp-3.6.0.jar"),
-            "not in any reachable registry: copy stanford-corenlp-3.6.0.jar and its models jar into pycocoevalcap/spice/lib/",
-        ),
+        Check("metrics", "Stanford CoreNLP 3.6.0 jars (SPICE, SPIDEr)", _corenlp(), captioning.CORENLP_HOW),
+        Check("metrics", "FENSE error checker + sentence-BERT", _fense(), captioning.FENSE_HOW),
     ]
     return result
+
+
+def _corenlp() -> str | None:
+    """The same resolver the metrics use: DIFFUSION_LINK_CORENLP_DIR, then the aac-metrics cache."""
+    cache = Path(os.environ.get("AAC_METRICS_CACHE_PATH") or assets.home() / "aac-metrics")
+    found, _ = captioning.corenlp_jars(None, cache)
+    return str(found) if found else None
+
+
+def _fense() -> str | None:
+    checkpoint, ok = captioning.fense_assets()
+    return str(checkpoint) if ok else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ and by the demo's steps (:mod:`diffusion_link.pipeline`), which run it in-proces
 from __future__ import annotations
 
 import sys
+import time
 from typing import IO
 
 from lightning.pytorch.callbacks import ProgressBar
@@ -13,7 +14,8 @@ from lightning.pytorch.callbacks import ProgressBar
 
 class StepProgress(ProgressBar):
     """One progress bar for a whole run (all training steps, or all test / predict batches), written to
-    ``stream`` (the console, while the run's own output goes to its log file).
+    ``stream`` (the console, while the run's own output goes to its log file). On a stream that is not a
+    terminal (a CI log, ``make demo > file``) it writes a plain line a minute instead of a bar.
 
     Lightning allows one progress bar callback; given this one, it replaces the per-epoch bars.
     """
@@ -23,6 +25,7 @@ class StepProgress(ProgressBar):
         self.label, self.stream = label, stream or sys.stderr
         self._bar = None
         self._enabled = True
+        self._start: float | None = None
         self.finished: list[tuple[int, int | None]] = []  # (done, total) of each bar closed
 
     def disable(self) -> None:
@@ -34,19 +37,27 @@ class StepProgress(ProgressBar):
     def _open(self, total: int | float | None) -> None:
         from tqdm import tqdm
 
+        self._total = int(total) if total not in (None, float("inf")) else None
+        self._done, self._start = 0, time.monotonic()
+        self._printed = self._start
         tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        total = int(total) if total not in (None, float("inf")) else None
-        self._bar = tqdm(
-            total=total, desc=self.label, file=self.stream, leave=False, dynamic_ncols=True, mininterval=0.2 if tty else 30, disable=not self._enabled
-        )
+        self._bar = tqdm(total=self._total, desc=self.label, file=self.stream, leave=False, dynamic_ncols=True) if tty and self._enabled else None
 
     def _advance(self) -> None:
+        self._done += 1
         if self._bar is not None:
             self._bar.update(1)
+        elif self._enabled and (now := time.monotonic()) - self._printed >= 60:  # not a terminal: a line a minute
+            total = f"/{self._total}" if self._total else ""
+            self.stream.write(f"{self.label}: {self._done}{total} after {(now - self._start) / 60:.1f} min\n")
+            self.stream.flush()
+            self._printed = now
 
     def _close(self) -> None:
+        if self._start is not None:
+            self.finished.append((self._done, self._total))
+            self._start = None
         if self._bar is not None:
-            self.finished.append((self._bar.n, self._bar.total))
             self._bar.close()
             self._bar = None
 
@@ -107,6 +118,8 @@ def run(args: list[str] | None = None, description: str | None = None, callbacks
         def init_parser(self, **kwargs):
             kwargs.setdefault("description", description)
             kwargs.setdefault("formatter_class", HelpFormatter)
+            if description:  # the top-level command: its other subcommands are ours, not LightningCLI's
+                kwargs.setdefault("usage", "diffusion-link [-h] {fit,validate,test,predict,demo,doctor,report,seeds,sweep} ...")
             return super().init_parser(**kwargs)
 
     class SaveConfigBesideLogs(SaveConfigCallback):
@@ -120,17 +133,35 @@ def run(args: list[str] | None = None, description: str | None = None, callbacks
     for handler in logging.getLogger("lightning.pytorch").handlers:  # its advertising tips, not about the run
         if not any(isinstance(f, _NoTips) for f in handler.filters):
             handler.addFilter(_NoTips())
-    with warnings.catch_warnings():
-        # run in-process with explicit args (the demo, the tests), LightningCLI warns that sys.argv has others
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
-        DiffusionLinkCLI(
-            L.LightningModule,
-            L.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            seed_everything_default=0,
-            save_config_callback=SaveConfigBesideLogs,
-            save_config_kwargs={"overwrite": True},
-            trainer_defaults={"callbacks": list(callbacks)} if callbacks else None,
-            args=args,
-        )
+    try:
+        with warnings.catch_warnings():
+            # run in-process with explicit args (the demo, the tests), LightningCLI warns that sys.argv has others
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
+            DiffusionLinkCLI(
+                L.LightningModule,
+                L.LightningDataModule,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                seed_everything_default=0,
+                save_config_callback=SaveConfigBesideLogs,
+                save_config_kwargs={"overwrite": True},
+                trainer_defaults={"callbacks": list(callbacks)} if callbacks else None,
+                args=args,
+            )
+    finally:
+        release_memory()
+
+
+def release_memory() -> None:
+    """After a run in this process (the demo's steps, the tests): free its objects and hand the freed heap
+    back to the system. Without the trim, glibc keeps the fragmented heap of every model built so far, and
+    a process that runs many stages grows by hundreds of MB a run (measured: 3 cache runs 1.47 -> 1.93 GB,
+    with the trim 1.41 -> 1.43 GB)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    if libc and hasattr(ctypes.CDLL(libc), "malloc_trim"):  # glibc only
+        ctypes.CDLL(libc).malloc_trim(0)

@@ -8,7 +8,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "diffusion_link"
 
 #: lowest first; a sub-package or module may import only from strictly lower layers (and from itself)
 LAYERS = [
-    {"__init__", "assets", "optim", "distributed", "tracking"},  # foundations: versions, asset paths, small helpers, logging figures
+    {"files"},  # atomic writes
+    {"__init__", "assets", "optim", "distributed", "tracking", "offline"},  # foundations: versions, asset paths, small helpers, logging figures
     {"evaluation"},  # metrics and reports (gap, captioning)
     {"encoder"},  # the encoders: laion-clap, the trained contrastive encoder, its stage
     {"data"},  # sources, feature store, DataModules

@@ -11,6 +11,8 @@ from diffusion_link.doctor import checks
 def test_help_explains_the_stages():
     result = run_cli(["--help"])
     assert result.returncode == 0
+    usage = result.stdout.splitlines()[0]
+    assert usage.startswith("usage: diffusion-link") and all(c in usage for c in ("fit", "predict", "demo", "doctor", "report"))
     for word in (
         "encoder",
         "cache",
@@ -42,6 +44,26 @@ def test_doctor_lists_assets_and_how_to_get_missing_ones():
     assert "630k-audioset-best.pt" in result.stdout and "absent" in result.stdout
     names = {c.name: c for c in checks()}
     assert names["PTB tokenizer jar"].ok and names["SmolLM2-135M-Instruct (GGUF)"].ok
+
+
+def test_doctor_and_the_metrics_resolve_corenlp_and_fense_the_same_way(tmp_path, monkeypatch):
+    from diffusion_link.evaluation.captioning import CORENLP_HOW, FENSE_HOW, available_metrics, prepare_cache
+
+    monkeypatch.setenv("AAC_METRICS_CACHE_PATH", str(tmp_path / "aac"))
+    monkeypatch.setenv("FENSE_DATA", str(tmp_path / "no-fense"))
+    monkeypatch.delenv("DIFFUSION_LINK_CORENLP_DIR", raising=False)
+    by_name = lambda: {c.name: c for c in checks()}  # noqa: E731
+    corenlp = by_name()["Stanford CoreNLP 3.6.0 jars (SPICE, SPIDEr)"]
+    fense = by_name()["FENSE error checker + sentence-BERT"]
+    assert not corenlp.ok and corenlp.how == CORENLP_HOW and not fense.ok and fense.how == FENSE_HOW
+    skipped = available_metrics(prepare_cache(), fense=True)[1]  # the metrics say the same
+    assert any(CORENLP_HOW in w for w in skipped) and any(FENSE_HOW in w for w in skipped)
+    jars = tmp_path / "corenlp"
+    jars.mkdir()
+    for jar in ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar"):
+        (jars / jar).write_bytes(b"PK")
+    monkeypatch.setenv("DIFFUSION_LINK_CORENLP_DIR", str(jars))  # what the metrics honour, doctor honours
+    assert by_name()["Stanford CoreNLP 3.6.0 jars (SPICE, SPIDEr)"].found == str(jars)
 
 
 def test_a_demo_stopped_by_sigterm_says_where_and_does_not_mark_the_step_done(tmp_path, monkeypatch):
@@ -114,7 +136,11 @@ def test_step_progress_is_one_bar_over_the_whole_fit():
 
     from diffusion_link.lightning_cli import StepProgress
 
-    stream = io.StringIO()
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
     progress = StepProgress("[1/1] fit", stream)
     trainer = L.Trainer(max_epochs=3, limit_train_batches=4, limit_val_batches=1, logger=False, enable_checkpointing=False, callbacks=[progress])
     trainer.fit(BoringModel())
@@ -122,6 +148,10 @@ def test_step_progress_is_one_bar_over_the_whole_fit():
     assert "[1/1] fit" in stream.getvalue() and "/12 " in stream.getvalue()
     trainer.test(BoringModel(), verbose=False)
     assert progress.finished[-1][0] == progress.finished[-1][1] > 0
+    quiet = io.StringIO()  # not a terminal (a CI log): no bar, a plain line a minute at most
+    progress = StepProgress("[1/1] fit", quiet)
+    L.Trainer(max_steps=5, logger=False, enable_checkpointing=False, limit_val_batches=0, callbacks=[progress]).fit(BoringModel())
+    assert progress.finished == [(5, 5)] and quiet.getvalue() == ""
 
 
 def test_lightnings_tips_are_dropped_and_its_run_messages_kept():

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from diffusion_link.assets import MissingAssetError, gpt2_tokenizer_dir
-from diffusion_link.encoder.clap import WINDOW_SAMPLES, ClapConfig, ClapEncoder, repeat_pad, save_clap_checkpoint, to_windows
+from diffusion_link.encoder.clap import ClapConfig, ClapEncoder
+from diffusion_link.encoder.clap_files import save_clap_checkpoint
+from diffusion_link.encoder.windows import WINDOW_SAMPLES, repeat_pad, to_windows
 
 
 def test_windows_are_deterministic():

@@ -150,9 +150,9 @@ class AudioCapsHF(AudioSource):
                         raise KeyError(f"{self.path} has splits {list(loaded)}, not '{name}' (set split_names)")
                     loaded = loaded[name]
             else:
-                from diffusion_link.encoder.clap import _quiet_hub
+                from diffusion_link.offline import hub_offline
 
-                with _quiet_hub():
+                with hub_offline():
                     loaded = datasets.load_dataset(self.path, split=name)
             if isinstance(loaded.features.get(self.audio_column), datasets.Audio):
                 loaded = loaded.cast_column(self.audio_column, datasets.Audio(decode=False))

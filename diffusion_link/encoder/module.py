@@ -23,6 +23,7 @@ from torch import nn
 from diffusion_link.encoder.contrastive import ContrastiveEncoder
 from diffusion_link.encoder.towers import AudioTower, LogMelCNN, SentenceEncoderText, TextTower
 from diffusion_link.evaluation.gap import GapMetrics, TextToAudioRecall
+from diffusion_link.files import write_atomic
 from diffusion_link.optim import adamw_with_warmup
 from diffusion_link.tracking import log_figure
 
@@ -84,7 +85,7 @@ class EncoderModule(L.LightningModule):
         datamodule.use_features(self.encoder.audio.features, self.encoder.sample_rate)
         if stage != "fit":
             return
-        from diffusion_link.encoder.clap import import_laion_clap
+        from diffusion_link.encoder.laion_import import import_laion_clap
 
         import_laion_clap()  # laion-clap puts its folder on sys.path: its package is ``clap_module``
         from clap_module.loss import ClipLoss
@@ -193,7 +194,7 @@ class EncoderModule(L.LightningModule):
                 "trained_on": self.encoder.meta.get("trained_on"),
                 "selected_on": self.encoder.meta.get("selected_on"),
             }
-            (out / "scores.json").write_text(json.dumps(report, indent=2, default=str))
+            write_atomic(out / "scores.json", json.dumps(report, indent=2, default=str))
         if self.trainer.is_global_zero:
             chance = values["test/chance_R@1"]
             print(

@@ -332,7 +332,7 @@ class ClapAudio(AudioTower):
 
     def __init__(self, amodel: str = "HTSAT-tiny", checkpoint: str | None = None, seed: int = 0, gain_db: float = 6.0):
         super().__init__()
-        from diffusion_link.encoder.clap import SAMPLE_RATE, WINDOW_SAMPLES
+        from diffusion_link.encoder.windows import SAMPLE_RATE, WINDOW_SAMPLES
 
         self.init_args = dict(amodel=amodel, checkpoint=checkpoint, seed=seed, gain_db=gain_db)
         clap = _clap_model(amodel, "roberta", checkpoint, seed)
@@ -350,12 +350,12 @@ class ClapAudio(AudioTower):
         return {"window_samples": self.window, "pad": "repeatpad", "quantise_int16": True}
 
     def features(self, wave: np.ndarray) -> torch.Tensor:
-        from diffusion_link.encoder.clap import quantise_int16
+        from diffusion_link.encoder.windows import quantise_int16
 
         return torch.from_numpy(quantise_int16(np.asarray(wave, dtype=np.float32)))
 
     def collate(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        from diffusion_link.encoder.clap import repeat_pad
+        from diffusion_link.encoder.windows import repeat_pad
 
         lengths = torch.tensor([min(len(f), self.window) for f in feats])
         return torch.stack([torch.from_numpy(repeat_pad(f.numpy(), self.window)) for f in feats]), lengths
