@@ -86,8 +86,9 @@ def test_zero_shot_test_with_bridge_scores_like_aac_metrics(zero_shot, bridge_ex
     direct, per_clip = evaluate(cands, refs, metrics=metrics, cache_path=str(prepare_cache()), device="cpu")
     for key in metrics:
         assert report["scores"][key] == pytest.approx(float(direct[key]), abs=1e-9), key
-    # intervals over clips for the metrics that are means over clips, none for the corpus statistics
-    assert {"cider_d_lo", "rouge_l_lo"} <= set(report["scores"]) and not {"bleu_4_lo", "meteor_lo"} & set(report["scores"])
+    # intervals over clips for every metric: means over clips, BLEU and METEOR from per-clip statistics
+    assert {"cider_d_lo", "rouge_l_lo", "bleu_1_lo", "bleu_4_hi", "meteor_lo", "meteor_hi"} <= set(report["scores"])
+    assert all(report["scores"][f"{k}_lo"] <= report["scores"][f"{k}_hi"] for k in ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor"))
     for key in ("cider_d", "rouge_l"):
         values = per_clip[key].double()
         assert values.min() <= report["scores"][f"{key}_lo"] <= report["scores"][f"{key}_hi"] <= values.max()
@@ -111,6 +112,7 @@ def test_supervised_fit_and_test_from_the_cli(tmp_path, demo_store, bridge_expor
     assert table.startswith("| clip | reference | caption |") and table.count("\n") == 1 + 3  # header, rule, 3 val clips
 
 
+@pytest.mark.slow  # make test-full (DDP / a model trained to convergence: the fast suite stays under 5 min)
 def test_ddp_two_processes_score_like_one(zero_shot):
     tmp, config = zero_shot
     results = {}
@@ -133,6 +135,22 @@ def test_ddp_two_processes_score_like_one(zero_shot):
         results[name] = json.loads((tmp / f"ddp-{name}" / "scores.json").read_text())
     assert results["one"]["clips"] == results["two"]["clips"]  # 3 clips over 2 ranks: padding removed
     assert results["one"]["scores"] == results["two"]["scores"]
+
+
+def test_bleu_from_per_clip_statistics_is_aac_metrics_corpus_bleu():
+    """The BLEU intervals resample clips' n-gram statistics: on all clips they give aac-metrics' corpus BLEU."""
+    from aac_metrics.functional.bleu import bleu
+
+    from diffusion_link.evaluation.captioning import bleu_from_statistics, bleu_statistics
+
+    rng = np.random.default_rng(0)
+    words = "a dog cat bird barks meows sings loudly in the background while".split()
+    sentence = lambda: " ".join(rng.choice(words, rng.integers(1, 9)))  # noqa: E731
+    candidates = [sentence() for _ in range(40)]
+    references = [[sentence() for _ in range(rng.integers(1, 6))] for _ in range(40)]
+    ours = bleu_from_statistics(bleu_statistics(candidates, references).sum(0))
+    for n in range(1, 5):
+        assert ours[n - 1] == pytest.approx(float(bleu(candidates, references, n=n)[0][f"bleu_{n}"]), rel=1e-12, abs=1e-15)
 
 
 def test_single_clip_and_empty_candidate_do_not_crash(monkeypatch, tmp_path):

@@ -74,38 +74,59 @@ def prepare_cache(cache_path: str | Path | None = None) -> Path:
     return cache
 
 
+CORENLP_HOW = (
+    "Get Stanford CoreNLP 3.6.0 (stanford-corenlp-full-2015-12-09) and pass corenlp_dir / set DIFFUSION_LINK_CORENLP_DIR to the folder with both jars."
+)
+FENSE_HOW = (
+    f"FENSE needs {FENSE_CHECKPOINT} in $FENSE_DATA (default <torch hub>/fense_data; github.com/blmoistawinde/fense releases) "
+    f"and {FENSE_SBERT} in the Hugging Face cache (`huggingface-cli download {FENSE_SBERT}`)."
+)
+
+
+def corenlp_jars(corenlp_dir: str | Path | None = None, cache: Path | None = None) -> tuple[Path | None, list[str]]:
+    """Where SPICE's two CoreNLP 3.6.0 jars are (``corenlp_dir``, else ``$DIFFUSION_LINK_CORENLP_DIR``, else
+    the aac-metrics cache's ``spice/lib``), and the jars missing from the first place that has any."""
+    corenlp_dir = corenlp_dir or os.environ.get("DIFFUSION_LINK_CORENLP_DIR")
+    places = [Path(corenlp_dir)] if corenlp_dir else []
+    places += [cache / "aac-metrics" / "spice" / "lib"] if cache is not None else []
+    missing = list(CORENLP_JARS)
+    for place in places:
+        missing = [jar for jar in CORENLP_JARS if not (place / jar).exists()]
+        if not missing:
+            return place, []
+    return None, missing
+
+
+def fense_assets() -> tuple[Path, bool]:
+    """FENSE's error-checker checkpoint path, and whether it and its sentence-BERT model are both here."""
+    checkpoint = Path(os.environ.get("FENSE_DATA", Path(_torch_hub()) / "fense_data")) / FENSE_CHECKPOINT
+    return checkpoint, checkpoint.exists() and hf_cached_snapshot(FENSE_SBERT) is not None
+
+
 def available_metrics(cache: Path, corenlp_dir: str | Path | None = None, fense: bool = True) -> tuple[list[str], list[str]]:
     """(metrics to compute, warnings about those skipped and what they need)."""
     metrics, skipped = list(ALWAYS), []
     lib = cache / "aac-metrics" / "spice" / "lib"
-    corenlp_dir = corenlp_dir or os.environ.get("DIFFUSION_LINK_CORENLP_DIR")
-    if corenlp_dir:
+    found, missing = corenlp_jars(corenlp_dir, cache)
+    if found is not None and found != lib:  # aac-metrics looks in its cache only
         for jar in CORENLP_JARS:
-            if (Path(corenlp_dir) / jar).exists() and not (lib / jar).exists():
-                (lib / jar).symlink_to(Path(corenlp_dir).resolve() / jar)
-    missing = [jar for jar in CORENLP_JARS if not (lib / jar).exists()]
-    if missing:
-        skipped.append(
-            f"SPICE and SPIDEr skipped: {', '.join(missing)} not in {lib}. Get Stanford CoreNLP 3.6.0 "
-            "(stanford-corenlp-full-2015-12-09) and pass corenlp_dir / set DIFFUSION_LINK_CORENLP_DIR to the folder with both jars."
-        )
+            if not (lib / jar).exists():
+                (lib / jar).symlink_to(found.resolve() / jar)
+    if found is None:
+        skipped.append(f"SPICE and SPIDEr skipped: {', '.join(missing)} not found ({lib}). {CORENLP_HOW}")
     elif shutil.which("java"):
         metrics += ["spice", "spider"]
-    fense_ckpt = Path(os.environ.get("FENSE_DATA", Path(_torch_hub()) / "fense_data")) / FENSE_CHECKPOINT
-    if fense and (fense_ckpt.exists() and hf_cached_snapshot(FENSE_SBERT) is not None):
+    if fense and fense_assets()[1]:
         metrics.append("fense")
     elif fense:
-        skipped.append(
-            f"FENSE skipped: needs {fense_ckpt} (github.com/blmoistawinde/fense releases) and {FENSE_SBERT} in the "
-            "Hugging Face cache (`huggingface-cli download " + FENSE_SBERT + "`)."
-        )
+        skipped.append(f"FENSE skipped: {FENSE_HOW}")
     return metrics, skipped
 
 
 def _torch_hub() -> str:
-    import torch
-
-    return torch.hub.get_dir()
+    """torch.hub.get_dir()'s default, without importing torch ($TORCH_HOME/hub)."""
+    cache = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    return os.path.join(os.path.expanduser(os.environ.get("TORCH_HOME", os.path.join(cache, "torch"))), "hub")
 
 
 #: the metrics whose corpus score is the mean of per-clip scores (so a bootstrap over clips is exact)
@@ -128,8 +149,8 @@ def score_captions(
     Empty candidates are scored as empty (they count against the system); references must not be empty.
     With ``bootstrap`` > 0, each metric whose corpus score is the mean of its per-clip scores (CIDEr-D,
     ROUGE-L, SPICE, SPIDEr, FENSE) also gets ``<metric>_lo`` / ``<metric>_hi``: a 95 % percentile
-    bootstrap interval over clips. BLEU and METEOR are corpus statistics, not means over clips; an
-    interval would re-run their scorers on every resample, so they get none.
+    bootstrap interval over clips; BLEU-1..4 and METEOR too, exactly, from each clip's statistics
+    (:func:`bleu_intervals`, :func:`meteor`).
     """
     from aac_metrics import evaluate
 
@@ -151,10 +172,18 @@ def score_captions(
         skipped.append("CIDEr-D (and SPIDEr) skipped: they need at least 2 candidates (IDF over the corpus).")
     for warning in skipped:
         log.warning(warning)
+    from aac_metrics.utils.tokenization import preprocess_mono_sents, preprocess_mult_sents
+
     # the PTB tokenizer drops a sentence that is empty after tokenization; a lone "." stands for "nothing said"
     cands = [normalise(c) or "." for c in candidates]
-    corpus, sents = evaluate(cands, refs, metrics=metrics, cache_path=str(cache), java_path=java, device="cpu", verbose=0)
+    # tokenized once, as evaluate(preprocess=True) would, so that BLEU's statistics below see the same tokens
+    tokenize = dict(cache_path=str(cache), java_path=java, verbose=0)
+    cands, refs = preprocess_mono_sents(cands, **tokenize), preprocess_mult_sents(refs, **tokenize)
+    others = [m for m in metrics if m != "meteor"]  # METEOR: our runner of the same scorer, which also gives its interval
+    corpus, sents = evaluate(cands, refs, preprocess=False, metrics=others, cache_path=str(cache), java_path=java, device="cpu", verbose=0)
     scores = {k: float(v) for k, v in corpus.items()}
+    if "meteor" in metrics:
+        scores.update(meteor(cands, refs, cache, java, bootstrap, seed))
     per_clip = {
         key: sents[key].double().tolist()
         for key in MEANS_OVER_CLIPS
@@ -165,4 +194,103 @@ def score_captions(
 
         for key, values in per_clip.items():
             scores[f"{key}_lo"], scores[f"{key}_hi"] = mean_interval(np.asarray(values), bootstrap, seed)
+        scores.update(bleu_intervals(cands, refs, scores, bootstrap, seed))
     return scores, skipped, per_clip
+
+
+def meteor(candidates: list[str], mult_references: list[list[str]], cache: Path, java: str, resamples: int = 0, seed: int = 0) -> dict[str, float]:
+    """Corpus METEOR with the METEOR 1.5 scorer exactly as aac-metrics runs it (same jar, options and
+    protocol), plus, with ``resamples``, its 95 % percentile bootstrap interval over clips, exact.
+
+    The scorer aligns each (tokenized) clip once (``SCORE``: the clip's statistics line) and aggregates
+    the statistics lines it is given into a corpus score (``EVAL``); a resample's score is the scorer's
+    own ``EVAL`` of the resampled clips' lines (a clip drawn k times, k times), so no alignment is redone
+    and no formula of ours stands in for the scorer's. The requests are streamed to one Java process
+    while a thread reads the answers."""
+    import subprocess
+
+    from aac_metrics.functional.meteor import _encode_cand_and_refs
+
+    from diffusion_link.evaluation.gap import bootstrap_weights
+
+    jar = cache / "aac-metrics" / "meteor" / "meteor-1.5.jar"
+    command = [java, "-Duser.country=US", "-Duser.language=en", "-jar", "-Xmx2G", str(jar), "-", "-", "-stdio", "-l", "en", "-norm"]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+
+        def ask(line: bytes, answers: int) -> list[str]:
+            process.stdin.write(line)
+            process.stdin.flush()
+            return [process.stdout.readline().decode().strip() for _ in range(answers)]
+
+        lines = [ask(_encode_cand_and_refs(c, r), 1)[0] for c, r in zip(candidates, mult_references)]
+
+        def evaluate_lines(stats: list[str]) -> list[float]:  # one score per statistics line, then the corpus score
+            return [float(v) for v in ask(("EVAL ||| " + " ||| ".join(stats) + "\n").encode(), len(stats) + 1)]
+
+        out = {"meteor": evaluate_lines(lines)[-1]}
+        if resamples:
+            import threading
+
+            counts = bootstrap_weights(len(lines), resamples, seed).numpy().astype(int)
+            requests = [("EVAL ||| " + " ||| ".join(line for line, k in zip(lines, w) for _ in range(k)) + "\n").encode() for w in counts]
+
+            def send() -> None:
+                for request in requests:
+                    process.stdin.write(request)
+                process.stdin.flush()
+
+            writer = threading.Thread(target=send)
+            writer.start()
+            resampled = []
+            for _ in requests:  # each answer: one line per statistics line (the resample has len(lines)), then the score
+                for _ in range(len(lines)):
+                    process.stdout.readline()
+                resampled.append(float(process.stdout.readline()))
+            writer.join()
+            out["meteor_lo"], out["meteor_hi"] = (float(v) for v in np.quantile(resampled, [0.025, 0.975]))
+    finally:
+        process.stdin.close()
+        process.kill()
+        process.wait()
+    return out
+
+
+def bleu_statistics(candidates: list[str], mult_references: list[list[str]], n: int = 4) -> np.ndarray:
+    """Each clip's BLEU sufficient statistics, (N, 2 + 2n): candidate length, the closest reference length,
+    then n-gram guesses and clipped matches for n = 1..4, as aac-metrics (pycocoevalcap) counts them on
+    tokenized sentences. Corpus BLEU is a function of their sums over clips (:func:`bleu_from_statistics`)."""
+    from aac_metrics.functional.bleu import _bleu_update
+
+    cooked, _ = _bleu_update(candidates, mult_references, n, str.split, [], [])
+    closest = [min((abs(r - c["testlen"]), r) for r in c["reflen"])[1] for c in cooked]  # aac-metrics' default option
+    return np.array([[c["testlen"], r, *c["guess"], *c["correct"]] for c, r in zip(cooked, closest)], dtype=np.float64).reshape(-1, 2 + 2 * n)
+
+
+def bleu_from_statistics(totals: np.ndarray, n: int = 4) -> np.ndarray:
+    """Corpus BLEU-1..n from summed statistics (..., 2 + 2n), pycocoevalcap's formula (same constants)."""
+    small, tiny = 1e-9, 1e-15
+    testlen, reflen = totals[..., 0], totals[..., 1]
+    guess, correct = totals[..., 2 : 2 + n], totals[..., 2 + n : 2 + 2 * n]
+    logs = np.cumsum(np.log((correct + tiny) / (guess + small)), axis=-1)
+    bleus = np.exp(logs / np.arange(1, n + 1))
+    ratio = (testlen + tiny) / (reflen + small)
+    penalty = np.where(ratio < 1, np.exp(1 - 1 / ratio), 1.0)
+    return bleus * penalty[..., None]
+
+
+def bleu_intervals(candidates: list[str], mult_references: list[list[str]], scores: dict[str, float], resamples: int, seed: int = 0) -> dict[str, float]:
+    """95 % percentile bootstrap intervals over clips of corpus BLEU-1..4, exact: each resample's corpus
+    statistics are the resampled clips' summed statistics. Given only when the statistics reproduce
+    ``scores``' BLEU (else nothing, rather than an interval around another number)."""
+    from diffusion_link.evaluation.gap import bootstrap_weights
+
+    keys = [f"bleu_{k}" for k in range(1, 5)]
+    if not resamples or not all(k in scores for k in keys):
+        return {}
+    stats = bleu_statistics(candidates, mult_references)
+    if not np.allclose(bleu_from_statistics(stats.sum(0)), [scores[k] for k in keys], rtol=1e-9, atol=1e-12):
+        return {}
+    resampled = bleu_from_statistics(bootstrap_weights(len(stats), resamples, seed).numpy() @ stats)  # (B, 4)
+    lo, hi = np.quantile(resampled, [0.025, 0.975], axis=0)
+    return {**{f"{k}_lo": float(v) for k, v in zip(keys, lo)}, **{f"{k}_hi": float(v) for k, v in zip(keys, hi)}}
