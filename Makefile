@@ -84,6 +84,7 @@ bench: venv
 	$(BIN)/python benchmarks/store_memory.py
 	$(BIN)/python benchmarks/bridge_throughput.py
 	$(BIN)/python benchmarks/caption_speed.py
+	$(BIN)/python benchmarks/report_page.py
 
 doctor: venv
 	$(BIN)/diffusion-link doctor
@@ -105,7 +106,7 @@ ACB             := artifacts/audiocaps/bridge
 ACC             := artifacts/audiocaps/caption
 TRAINER         := --trainer.devices=$(DEVICES) $(if $(filter-out 1,$(DEVICES)),--trainer.strategy=ddp,)
 
-.PHONY: reproduce-cache reproduce-gap reproduce-zeroshot reproduce-supervised ablations gap-seeds
+.PHONY: reproduce-cache reproduce-gap reproduce-zeroshot reproduce-supervised reproduce-report ablations gap-seeds
 
 ACSTORE := artifacts/stores/audiocaps/store.json
 DLX     := $(ACB)/diffusion-link/export/config.json
@@ -146,6 +147,10 @@ reproduce-zeroshot: $(DLX)
 	  --model.init_args.bridge=$(ACB)/diffusion-link/export --model.init_args.name="zero-shot + Diffusion-Link" \
 	  --model.init_args.output_dir=$(ACC)/zero-shot/diffusion-link
 
+# The run's report page (artifacts/audiocaps/report/index.html) from whatever the targets above wrote
+reproduce-report: | venv
+	$(DL) report artifacts/audiocaps
+
 reproduce-supervised: $(DLX)
 	$(call caption_run,supervised-raw,caption-supervised.yaml,null)
 	$(DL) test --config $(AC)/caption-supervised.yaml $(TRAINER) --model.init_args.pretrained=$(ACC)/supervised-raw/export \
@@ -160,6 +165,7 @@ SEEDS ?= 0 1 2
 GS    := artifacts/audiocaps/gap-seeds
 SEED_BRIDGES := diffusion-link: diffusion-bridge:$(BRIDGE)/variants/diffusion-bridge.yaml \
 	no-cross:$(BRIDGE)/variants/no-cross.yaml no-topology:$(BRIDGE)/variants/no-topology.yaml
+seed_compare = {Diffusion Bridge: $(ACB)/seed-$(1)/diffusion-bridge/export, w/o cross-sample loss: $(ACB)/seed-$(1)/no-cross/export, w/o topology loss: $(ACB)/seed-$(1)/no-topology/export}
 gap-seeds: $(ACSTORE)
 	for s in $(SEEDS); do \
 	  for b in $(SEED_BRIDGES); do name=$${b%%:*}; variant=$${b#*:}; \
@@ -168,23 +174,29 @@ gap-seeds: $(ACSTORE)
 	      --model.init_args.export_dir=$(ACB)/seed-$$s/$$name/export --trainer.default_root_dir=$(ACB)/seed-$$s/$$name \
 	      --trainer.logger.init_args.save_dir=$(ACB)/seed-$$s/$$name || exit 1; done; \
 	  $(DL) test --config $(AC)/gap.yaml --seed_everything=$$s --model.init_args.pretrained=$(ACB)/seed-$$s/diffusion-link/export \
-	    --model.init_args.compare="{Diffusion Bridge: $(ACB)/seed-$$s/diffusion-bridge/export, w/o cross-sample loss: $(ACB)/seed-$$s/no-cross/export, w/o topology loss: $(ACB)/seed-$$s/no-topology/export}" \
+	    --model.init_args.compare="$(call seed_compare,$$s)" \
 	    --model.init_args.report_dir=$(GS)/seed-$$s || exit 1; \
 	done
 	$(DL) seeds $(foreach s,$(SEEDS),$(GS)/seed-$(s)) --out $(GS)
 
-# Ablations: loss terms (trained by reproduce-gap; across seeds: gap-seeds), t* and K (sampling only), number of blocks (retrained)
+# Ablations across seeds: loss terms (gap-seeds' table), t* and K (sampling only, each seed's trained bridges),
+# number of blocks (retrained per seed); each swept setting plotted as mean ± std across SEEDS.
+# make ablations SEEDS="0 1 2"   (SEEDS=0 for one seed: the bands are then the 95 % bootstrap intervals)
 T_STARTS ?= 200 400 600 800 1000
 KS       ?= 1 2 5 10 20
 BLOCKS   ?= 1 2 4 6
-ablations: reproduce-gap
-	for t in $(T_STARTS); do $(DL) test --config $(AC)/gap.yaml --model.init_args.sampling="{t_start: $$t}" \
-	  --model.init_args.report_dir=artifacts/audiocaps/ablations/t_start-$$t || exit 1; done
-	for k in $(KS); do $(DL) test --config $(AC)/gap.yaml --model.init_args.sampling="{steps: $$k}" \
-	  --model.init_args.report_dir=artifacts/audiocaps/ablations/steps-$$k || exit 1; done
-	for b in $(BLOCKS); do $(call bridge_fit,blocks-$$b,,--model.init_args.bridge.blocks=$$b) || exit 1; \
-	  $(DL) test --config $(AC)/gap.yaml --model.init_args.pretrained=$(ACB)/blocks-$$b/export --model.init_args.compare="{}" \
-	  --model.init_args.report_dir=artifacts/audiocaps/ablations/blocks-$$b || exit 1; done
-	$(DL) sweep $(foreach t,$(T_STARTS),artifacts/audiocaps/ablations/t_start-$(t)) --out artifacts/audiocaps/ablations
-	$(DL) sweep $(foreach k,$(KS),artifacts/audiocaps/ablations/steps-$(k)) --out artifacts/audiocaps/ablations
-	$(DL) sweep $(foreach b,$(BLOCKS),artifacts/audiocaps/ablations/blocks-$(b)) --out artifacts/audiocaps/ablations
+ABL      := artifacts/audiocaps/ablations
+ablations: gap-seeds
+	for s in $(SEEDS); do \
+	  for t in $(T_STARTS); do $(DL) test --config $(AC)/gap.yaml --seed_everything=$$s --model.init_args.pretrained=$(ACB)/seed-$$s/diffusion-link/export \
+	    --model.init_args.compare="$(call seed_compare,$$s)" --model.init_args.sampling="{t_start: $$t}" --model.init_args.report_dir=$(ABL)/seed-$$s/t_start-$$t || exit 1; done; \
+	  for k in $(KS); do $(DL) test --config $(AC)/gap.yaml --seed_everything=$$s --model.init_args.pretrained=$(ACB)/seed-$$s/diffusion-link/export \
+	    --model.init_args.compare="$(call seed_compare,$$s)" --model.init_args.sampling="{steps: $$k}" --model.init_args.report_dir=$(ABL)/seed-$$s/steps-$$k || exit 1; done; \
+	  for b in $(BLOCKS); do test -f $(ACB)/seed-$$s/blocks-$$b/export/config.json || \
+	    $(call bridge_fit,seed-$$s/blocks-$$b,,--seed_everything=$$s --model.init_args.bridge.blocks=$$b) || exit 1; \
+	    $(DL) test --config $(AC)/gap.yaml --seed_everything=$$s --model.init_args.pretrained=$(ACB)/seed-$$s/blocks-$$b/export --model.init_args.compare="{}" \
+	      --model.init_args.report_dir=$(ABL)/seed-$$s/blocks-$$b || exit 1; done; \
+	done
+	$(DL) sweep $(foreach s,$(SEEDS),$(foreach t,$(T_STARTS),$(ABL)/seed-$(s)/t_start-$(t))) --out $(ABL)
+	$(DL) sweep $(foreach s,$(SEEDS),$(foreach k,$(KS),$(ABL)/seed-$(s)/steps-$(k))) --out $(ABL)
+	$(DL) sweep $(foreach s,$(SEEDS),$(foreach b,$(BLOCKS),$(ABL)/seed-$(s)/blocks-$(b))) --out $(ABL)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import gc
 import hashlib
 import json
 import os
@@ -246,7 +245,6 @@ def run(steps: list[Step]) -> None:
                     traceback.print_exc()
                     console.write(f"{label:{width}}  FAILED after {time.time() - start:.0f} s; what it printed: {log}\n")
                     raise
-            gc.collect()
             if received:
                 raise Interrupted(
                     f"stopped by signal {received[0]} during step {i}/{len(steps)} ({step.name}); "
@@ -262,17 +260,6 @@ def run(steps: list[Step]) -> None:
 
 # -- the summary -----------------------------------------------------------------------------------
 
-CAPTION_METRICS = [
-    ("bleu_1", "BLEU-1"),
-    ("bleu_4", "BLEU-4"),
-    ("meteor", "METEOR"),
-    ("rouge_l", "ROUGE-L"),
-    ("cider_d", "CIDEr-D"),
-    ("spice", "SPICE"),
-    ("spider", "SPIDEr"),
-    ("fense", "FENSE"),
-]
-
 
 def caption_systems() -> list[tuple[str, str, Path]]:
     """(setting, system, folder with scores.json and predictions.csv), in table order."""
@@ -286,28 +273,26 @@ def _predictions(folder: Path) -> dict[str, dict]:
 
 
 def caption_table(clip_info: dict[str, dict] | None = None) -> str:
-    """Metrics of every captioning system; with the demo's clip list, how often each names exactly
-    the right animals (all clips / single-animal clips) and how many distinct captions it gives."""
-    found = [(s, n, f) for s, n, f in caption_systems() if (f / "scores.json").is_file()]
-    if not found:
+    """Markdown of the report page's captioning table; with the demo's clip list, also how often each
+    system names exactly the right animals (all clips / single-animal clips) and how many distinct
+    captions it gives."""
+    from diffusion_link.report import caption_table_rows, read_system
+
+    systems = [s for s in (read_system(folder) for _, _, folder in caption_systems()) if s is not None]
+    if not systems:
         return ""
-    scores = {f: json.loads((f / "scores.json").read_text())["scores"] for _, _, f in found}
-    keys = [(k, t) for k, t in CAPTION_METRICS if all(k in s for s in scores.values())]
+    table = caption_table_rows(systems)
     animals = ["right animals", "right (single)", "distinct"] if clip_info else []
     lines = [
-        "| setting | system | " + " | ".join(t for _, t in keys) + " | CIDEr-D vs raw | " + " | ".join(animals) + " |",
-        "|---|---|" + "---:|" * (len(keys) + 1 + len(animals)),
+        "| setting | system | " + " | ".join(table["headers"]) + " | CIDEr-D vs raw | " + " | ".join(animals) + " |",
+        "|---|---|" + "---:|" * (len(table["headers"]) + 1 + len(animals)),
     ]
-    raw = {s: scores[f]["cider_d"] for s, n, f in found if "raw audio" in n and "cider_d" in scores[f]}
-    for setting, system, folder in found:
-        row = scores[folder]
-        cells = [f"{row[k]:.4f}" + (f" ± {(row[k + '_hi'] - row[k + '_lo']) / 2:.3f}" if f"{k}_lo" in row else "") for k, _ in keys]
-        base = raw.get(setting)
-        cells.append(f"{(row['cider_d'] - base) / base:+.1%}" if base and "raw audio" not in system and "cider_d" in row else "")
+    for system, row in zip(systems, table["rows"]):
+        cells = [*row["cells"], row["versus"]]
         if clip_info:
-            acc = animal_accuracy({c: r["candidate"] for c, r in _predictions(folder).items()}, clip_info)
+            acc = animal_accuracy({c: r["candidate"] for c, r in system.rows.items()}, clip_info)
             cells += [f"{acc['exact_animals_all']:.0%}", f"{acc['exact_animals_single']:.0%}", f"{acc['distinct_captions']} / {acc['distinct_combinations']}"]
-        lines.append(f"| {setting} | {system} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row['setting']} | {row['system']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -390,7 +375,7 @@ def summary(seconds: float, steps: list[Step] | None = None) -> str:
             "",
             "Captioning, demo test split (aac-metrics; scores.json has the clip list and decoding settings;",
             "'right animals': the caption names exactly the clip's animals; 'distinct': distinct captions / animal combinations;",
-            "±: half-width of a 95 % bootstrap interval over clips, for the metrics that are means over clips):",
+            "±: half-width of a 95 % bootstrap interval over clips, every metric: docs/method.md):",
             table,
         ]
     ex = examples()

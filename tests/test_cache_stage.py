@@ -150,6 +150,7 @@ def test_bad_audio_goes_to_failures_csv(tmp_path, tiny_demo):
     assert located == {f"good{i}_0": str((clips / f"good{i}.flac").resolve()) for i in range(3)}
 
 
+@pytest.mark.slow  # make test-full (DDP / a model trained to convergence: the fast suite stays under 5 min)
 def test_ddp_two_processes_equal_one(tmp_path, tiny_demo):
     """Same rows, same order, same bits. Both runs use one BLAS thread per process: a different
     thread count changes float summation order (Lightning gives each DDP process cores/processes)."""

@@ -224,3 +224,25 @@ def test_sweep_plots_each_metric_against_the_setting(tmp_path, capsys):
     assert [(r["t_start"], float(r["frechet"])) for r in rows] == [("200", 0.02), ("600", 0.06), ("1000", 0.1)]  # sorted by value
     with pytest.raises(ValueError, match="named <setting>-<value>"):
         main(["sweep", str(tmp_path / "plots"), str(tmp_path / "plots"), "--out", str(tmp_path / "x")])
+
+
+def test_sweep_across_seeds_gives_mean_and_spread(tmp_path):
+    import csv
+
+    from diffusion_link.evaluation.report import COLUMNS, plot_sweep, write_gap_report
+
+    folders = []
+    for seed, shift in ((0, 0.0), (1, 0.02), (2, 0.04)):  # the same sweep, three trained bridges
+        for t in (200, 600):
+            values = {key: 0.5 for key, _ in COLUMNS} | {"frechet": t / 1e4 + shift}
+            write_gap_report({"Diffusion-Link": values}, tmp_path / f"seed-{seed}" / f"t_start-{t}")
+            folders.append(tmp_path / f"seed-{seed}" / f"t_start-{t}")
+    plot_sweep(folders, tmp_path / "plots")
+    with open(tmp_path / "plots" / "sweep_t_start.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["t_start"], float(r["frechet"]), float(r["frechet_std"]), r["seeds"]) for r in rows] == [
+        ("200", pytest.approx(0.04), pytest.approx(0.02), "3"),
+        ("600", pytest.approx(0.08), pytest.approx(0.02), "3"),
+    ]
+    with pytest.raises(ValueError, match="same number of reports"):
+        plot_sweep(folders[:-1], tmp_path / "x")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import yaml
-from helpers import REPO, cache_config, repo_config, run_cli
+from helpers import REPO, cache_config, repo_config
 
 from diffusion_link.cli import main
 
@@ -18,20 +18,26 @@ def all_configs():
     return sorted(p.relative_to(REPO) for p in (REPO / "configs").rglob("*.yaml") if "variants" not in p.parts)
 
 
+def print_config(args: list[str], capsys, monkeypatch) -> dict:
+    """``diffusion-link ARGS --print_config`` in this process (the configs name paths relative to the repository)."""
+    monkeypatch.chdir(REPO)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main([*args, "--print_config"])
+    assert done.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
 @pytest.mark.parametrize("config", all_configs(), ids=str)
-def test_every_config_parses(config):
+def test_every_config_parses(config, capsys, monkeypatch):
     subcommand = SPECIAL.get(config.name, SUBCOMMAND[config.parts[1]])
-    result = run_cli([subcommand, "--config", str(config), "--print_config"], cwd=REPO)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert yaml.safe_load(result.stdout)["model"]["class_path"].startswith("diffusion_link.")
+    assert print_config([subcommand, "--config", str(config)], capsys, monkeypatch)["model"]["class_path"].startswith("diffusion_link.")
 
 
 @pytest.mark.parametrize("variant", sorted((REPO / "configs/bridge/variants").glob("*.yaml")), ids=lambda p: p.name)
-def test_bridge_variants_compose_with_the_base_config(variant):
-    result = run_cli(["fit", "--config", "configs/bridge/demo.yaml", "--config", str(variant.relative_to(REPO)), "--print_config"], cwd=REPO)
-    assert result.returncode == 0, result.stderr[-2000:]
-    name = yaml.safe_load(variant.read_text())["model"]["init_args"]["name"]
-    assert yaml.safe_load(result.stdout)["model"]["init_args"]["name"] == name
+def test_bridge_variants_compose_with_the_base_config(variant, capsys, monkeypatch):
+    resolved = print_config(["fit", "--config", "configs/bridge/demo.yaml", "--config", str(variant.relative_to(REPO))], capsys, monkeypatch)
+    assert resolved["model"]["init_args"]["name"] == yaml.safe_load(variant.read_text())["model"]["init_args"]["name"]
 
 
 FAST = {"accelerator": "cpu", "fast_dev_run": 1, "enable_progress_bar": False}

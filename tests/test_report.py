@@ -101,13 +101,17 @@ def test_page_holds_every_clip_system_and_table(tiny_run, demo_store):
     assert not soup.select("script[src], link[href]")
 
 
-def test_audio_is_linked_inside_the_run_and_embedded_outside(tiny_run, tmp_path):
+def test_audio_is_linked_inside_the_run_and_embedded_outside(tiny_run, tmp_path, tmp_path_factory, monkeypatch):
     soup = _page(build_report(tiny_run))  # the tiny demo's audio lies outside the run's folder
     sources = [a["src"] for a in soup.select("#clips audio")]
     assert len(sources) == len(soup.select("#clips tr.clip")) and all(s.startswith("data:audio/ogg;base64,") for s in sources)
     linked = build_report(tiny_run, out=tmp_path / "page", audio="link")
     for audio in _page(linked).select("#clips audio"):
         assert not audio["src"].startswith("data:") and (linked.parent / audio["src"]).resolve().is_file()
+    # run from a folder that holds both the artifacts and the audio (the make targets: data/ beside artifacts/)
+    monkeypatch.chdir(tmp_path_factory.getbasetemp())
+    for audio in _page(build_report(tiny_run)).select("#clips audio"):
+        assert not audio["src"].startswith("data:") and (tiny_run / "report" / audio["src"]).resolve().is_file()
 
 
 def test_missing_audio_is_said_on_the_page_and_a_missing_run_is_an_error(tiny_run, tmp_path):
@@ -190,8 +194,9 @@ def check_in_browser(page: Path, screenshot: Path) -> dict:
             return visible_rows(browser)
 
         seen = {"all": set_value("page-size", "0"), "durations": browser.execute_async_script(DURATIONS)}
-        seen["disagree"] = set_value("f-disagree", "disagree")
+        seen["disagree"] = set_value("f-disagree", "2")  # at least 2 distinct captions
         seen["agree"] = set_value("f-disagree", "agree")
+        seen["most disagree"] = set_value("f-disagree", str(len(browser.find_elements("css selector", "#f-disagree option")) - 1))
         set_value("f-disagree", "all")
         if browser.find_elements("id", "f-cider-min"):  # the predictions carry per-clip CIDEr-D
             seen["cider>=0.5"] = set_value("f-cider-min", "0.5")
@@ -232,5 +237,6 @@ def test_the_demos_page_in_headless_chromium(tmp_path):
         pytest.fail("run `make demo` first: it writes artifacts/report/index.html")
     seen = check_in_browser(page, tmp_path / "demo-report.png")
     assert seen["all"] == seen["total"] == 100 and all(d > 0 for d in seen["durations"])
-    assert 0 < seen["disagree"] < seen["total"] and seen["page of 25"] == seen["second page of 25"] == 25
+    assert seen["disagree"] + seen["agree"] == seen["total"] and seen["most disagree"] < seen["disagree"]  # 7 systems: few clips get 7 captions
+    assert seen["page of 25"] == seen["second page of 25"] == 25
     assert 0 < seen["cider>=0.5"] < seen["total"]

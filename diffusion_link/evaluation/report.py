@@ -183,41 +183,60 @@ def summarise_seeds(report_dirs: list[str | Path], out_dir: str | Path) -> tuple
 
 def plot_sweep(report_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str, ...] = ("frechet", "mmd", "centroid_distance", "R@1")) -> Path:
     """One setting swept over several gap analyses (folders named ``<setting>-<value>``, as the Makefile's
-    ablations write them): each metric against the value, one line per method, intervals as bands when
-    the reports have them. Writes ``sweep_<setting>.png`` and ``sweep_<setting>.csv``."""
-    points = []
+    ablations write them): each metric against the value, one line per method. With one report per
+    value the bands are the reports' 95 % intervals; with several (the same sweep for several seeds,
+    e.g. ``seed-0/t_start-600`` and ``seed-1/t_start-600``) the line is the mean across seeds and the
+    band ± one standard deviation. Writes ``sweep_<setting>.png`` and ``sweep_<setting>.csv``."""
+    by_value: dict[float, list[dict]] = {}
+    settings = set()
     for folder in map(Path, report_dirs):
         setting, _, value = folder.name.rpartition("-")
         if not setting:
             raise ValueError(f"{folder}: sweep folders are named <setting>-<value>, e.g. t_start-600")
-        points.append((setting, float(value), read_gap_report(folder)))
-    settings = {p[0] for p in points}
-    if len(settings) != 1 or len(points) < 2:
-        raise ValueError(f"a sweep needs two or more folders of one setting, got {sorted(settings)} ({len(points)} folders)")
-    setting = settings.pop()
-    points.sort(key=lambda p: p[1])
-    methods = list(points[0][2])
+        settings.add(setting)
+        by_value.setdefault(float(value), []).append(read_gap_report(folder))
+    if len(settings) != 1 or len(by_value) < 2:
+        raise ValueError(f"a sweep needs two or more values of one setting, got {sorted(settings)} ({len(by_value)} values)")
+    setting, xs = settings.pop(), sorted(by_value)
+    seeds = {len(tables) for tables in by_value.values()}
+    if len(seeds) != 1:
+        raise ValueError(f"every value of the sweep needs the same number of reports (seeds), got {sorted(seeds)}")
+    seeds = seeds.pop()
+    methods = list(by_value[xs[0]][0])
+    for value, tables in by_value.items():
+        if any(list(t) != methods for t in tables):
+            raise ValueError(f"the reports of {setting}={value:g} compare other methods than {methods}")
+
+    def stat(value: float, method: str, metric: str) -> tuple[float, float, float]:
+        """(line, band low, band high) at one value."""
+        values = np.array([t[method][metric] for t in by_value[value]])
+        if seeds > 1:
+            mean, std = values.mean(), values.std(ddof=1)
+            return mean, mean - std, mean + std
+        row = by_value[value][0][method]
+        return row[metric], row.get(f"{metric}_lo", np.nan), row.get(f"{metric}_hi", np.nan)
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / f"sweep_{setting}.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow([setting, "method", *metrics])
-        for _, value, table in points:
+        spread = [f"{m}_std" for m in metrics] if seeds > 1 else []
+        writer.writerow([setting, "method", *metrics, *spread, "seeds"])
+        for value in xs:
             for method in methods:
-                writer.writerow([f"{value:g}", method, *(table[method][m] for m in metrics)])
+                cells = [stat(value, method, m) for m in metrics]
+                stds = [f"{(hi - lo) / 2:.6g}" for _, lo, hi in cells] if seeds > 1 else []
+                writer.writerow([f"{value:g}", method, *(f"{c[0]:.6g}" for c in cells), *stds, seeds])
     titles = dict(COLUMNS)
     fig, axes = _pyplot().subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8))
     for ax, metric in zip(np.atleast_1d(axes), metrics):
-        xs = [p[1] for p in points]
         for method in methods:
-            ys = [float(p[2][method][metric]) for p in points]
-            line = ax.plot(xs, ys, marker="o", markersize=3, label=method)[0]
-            if f"{metric}_lo" in points[0][2][method]:
-                lo = [float(p[2][method][f"{metric}_lo"]) for p in points]
-                hi = [float(p[2][method][f"{metric}_hi"]) for p in points]
-                ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
+            line, lo, hi = zip(*(stat(x, method, metric) for x in xs))
+            drawn = ax.plot(xs, line, marker="o", markersize=3, label=method)[0]
+            if not np.isnan(lo).all():
+                ax.fill_between(xs, lo, hi, color=drawn.get_color(), alpha=0.15)
         ax.set_xlabel(setting)
-        ax.set_title(titles.get(metric, metric))
+        ax.set_title(titles.get(metric, metric) + (f" (mean ± std, {seeds} seeds)" if seeds > 1 else ""))
     np.atleast_1d(axes)[0].legend(fontsize=7)
     fig.tight_layout()
     return save_figure(fig, out / f"sweep_{setting}.png")

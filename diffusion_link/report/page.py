@@ -12,10 +12,11 @@ system's caption with the words that no reference contains marked. Plain inline 
 rows (systems disagree, a system's CIDEr-D on the clip, a word) and pages through them, so a page of
 thousands of clips stays fast; nothing is fetched from the network.
 
-Audio: a clip whose file lies inside the run's folder (the folder that holds the artifacts folder, so
-the page still plays when that folder is moved or copied whole) is linked by a path relative to the
-page; any other is embedded as a small Ogg Vorbis copy (mono, 16 kHz). ``audio="link"`` / ``"embed"``
-force one or the other.
+Audio: a clip whose file lies inside the run's folder (:func:`run_folder`: the current folder when the
+artifacts are inside it, as for the ``make`` targets, else the folder holding the artifacts folder; the
+page still plays when that folder is moved or copied whole) is linked by a path relative to the page;
+any other is embedded as a small Ogg Vorbis copy (mono, 16 kHz). ``audio="link"`` / ``"embed"`` force
+one or the other.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from diffusion_link import __version__
 from diffusion_link.evaluation.report import COLUMNS, gap_table_cells, read_gap_report
+from diffusion_link.files import write_atomic
 
 #: the caption metrics shown, in order (those that every system has)
 CAPTION_METRICS = [
@@ -85,9 +87,13 @@ class Run:
     store_path: Path | None = None
 
 
-def _read_predictions(path: Path) -> dict[str, dict]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return {row["clip_id"]: row for row in csv.DictReader(f)}
+def read_system(folder: Path) -> System | None:
+    """The captioning system whose test wrote ``folder`` (scores.json + predictions.csv), or None."""
+    if not (folder / "scores.json").is_file() or not (folder / "predictions.csv").is_file():
+        return None
+    with open(folder / "predictions.csv", newline="", encoding="utf-8") as f:
+        rows = {row["clip_id"]: row for row in csv.DictReader(f)}
+    return System(folder, json.loads((folder / "scores.json").read_text()), rows)
 
 
 def collect(root: str | Path) -> Run:
@@ -97,10 +103,10 @@ def collect(root: str | Path) -> Run:
         raise FileNotFoundError(f"no run at {root}: run the stages first (e.g. `make demo`), or pass the artifacts folder of a run")
     run = Run(root)
     for scores in sorted(root.rglob("scores.json")):
-        report = json.loads(scores.read_text())
-        if (scores.parent / "predictions.csv").is_file():
-            run.systems.append(System(scores.parent, report, _read_predictions(scores.parent / "predictions.csv")))
-        elif any(k.endswith("R@1") for k in report.get("scores", {})):
+        system = read_system(scores.parent)
+        if system is not None:
+            run.systems.append(system)
+        elif any(k.endswith("R@1") for k in json.loads(scores.read_text()).get("scores", {})):
             run.encoder_tests.append(scores)
     run.systems.sort(key=System.sort_key)
     run.gap_reports = sorted(root.rglob("gap_report.csv"), key=lambda p: (p.parent.name != "report", len(p.parts), str(p)))
@@ -155,7 +161,7 @@ def _audio_sources(run: Run, clips: list[str], page_dir: Path, mode: str) -> dic
     if run.store_path is not None and (run.store_path / "audio.csv").is_file():
         with open(run.store_path / "audio.csv", newline="", encoding="utf-8") as f:
             located = {r["clip_id"]: r["path"] for r in csv.DictReader(f)}
-    home = run.root.resolve().parent  # the run's folder: what moves together with the page
+    home = run_folder(run.root)
     out = {}
     for clip in clips:
         path = located.get(clip)
@@ -177,6 +183,14 @@ def _audio_sources(run: Run, clips: list[str], page_dir: Path, mode: str) -> dic
     return out
 
 
+def run_folder(root: Path) -> Path:
+    """The folder whose files the page links rather than embeds: the current folder when the artifacts
+    are inside it (``make`` targets: the repository, with data/ beside artifacts/), else the folder
+    that holds the artifacts folder."""
+    root, here = Path(root).resolve(), Path.cwd().resolve()
+    return here if root.is_relative_to(here) and root != here else root.parent
+
+
 def embedded_audio(path: Path, seconds: float = 30.0) -> str:
     """A small copy of an audio file as a data URI: mono, 16 kHz, Ogg Vorbis, at most ``seconds`` long."""
     import soundfile as sf
@@ -189,7 +203,9 @@ def embedded_audio(path: Path, seconds: float = 30.0) -> str:
     return "data:audio/ogg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _caption_table(systems: list[System]) -> dict:
+def caption_table_rows(systems: list[System]) -> dict:
+    """The captioning table: ``headers`` (the metrics every system has), ``rows`` (setting, system, cells
+    "value ± half-width", CIDEr-D relative to the setting's raw-audio row), ``skipped`` metric warnings."""
     keys = [(k, t) for k, t in CAPTION_METRICS if systems and all(k in s.report.get("scores", {}) for s in systems)]
     raw = {s.setting: s.report["scores"].get("cider_d") for s in systems if s.sort_key()[1:4] == (False, False, True)}
     rows = []
@@ -296,16 +312,13 @@ def build_report(root: str | Path = "artifacts", out: str | Path | None = None, 
         provenance=_provenance(run),
         gap_sections=_gap_sections(run),
         sweeps=[(p.relative_to(run.root).as_posix(), _png(p)) for p in run.sweeps],
-        captioning=_caption_table(run.systems),
+        captioning=caption_table_rows(run.systems),
         systems=[{"name": s.name, "setting": s.setting, "has_cider": any(r.get("cider_d") for r in s.rows.values())} for s in run.systems],
         clips=clips,
         embedded=sum(1 for a in sources.values() if a.get("kind") == "embedded"),
         missing=sum(1 for a in sources.values() if "missing" in a),
     )
-    tmp = out / ".index.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out / "index.html")
-    return out / "index.html"
+    return write_atomic(out / "index.html", page)
 
 
 def main(argv: list[str] | None = None) -> int:
