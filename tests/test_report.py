@@ -103,15 +103,15 @@ def test_page_holds_every_clip_system_and_table(tiny_run, demo_store):
 
 def test_audio_is_linked_inside_the_run_and_embedded_outside(tiny_run, tmp_path, tmp_path_factory, monkeypatch):
     soup = _page(build_report(tiny_run))  # the tiny demo's audio lies outside the run's folder
-    sources = [a["src"] for a in soup.select("#clips audio")]
+    sources = [a["data-src"] for a in soup.select("#clips audio")]
     assert len(sources) == len(soup.select("#clips tr.clip")) and all(s.startswith("data:audio/ogg;base64,") for s in sources)
     linked = build_report(tiny_run, out=tmp_path / "page", audio="link")
     for audio in _page(linked).select("#clips audio"):
-        assert not audio["src"].startswith("data:") and (linked.parent / audio["src"]).resolve().is_file()
+        assert not audio["data-src"].startswith("data:") and (linked.parent / audio["data-src"]).resolve().is_file()
     # run from a folder that holds both the artifacts and the audio (the make targets: data/ beside artifacts/)
     monkeypatch.chdir(tmp_path_factory.getbasetemp())
     for audio in _page(build_report(tiny_run)).select("#clips audio"):
-        assert not audio["src"].startswith("data:") and (tiny_run / "report" / audio["src"]).resolve().is_file()
+        assert not audio["data-src"].startswith("data:") and (tiny_run / "report" / audio["data-src"]).resolve().is_file()
 
 
 def test_missing_audio_is_said_on_the_page_and_a_missing_run_is_an_error(tiny_run, tmp_path):
