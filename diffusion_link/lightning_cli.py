@@ -100,9 +100,10 @@ class _NoTips:
         return not str(record.msg).lstrip().startswith("💡")
 
 
-def run(args: list[str] | None = None, description: str | None = None, callbacks: list | None = None) -> None:
+def run(args: list[str] | None = None, description: str | None = None, callbacks: list | None = None, trim_memory: bool = True) -> None:
     """Parse ``args`` (``None``: ``sys.argv``) and run the subcommand; ``description`` heads ``--help``;
-    ``callbacks`` are added to those of the config (the demo's progress bar)."""
+    ``callbacks`` are added to those of the config (the demo's progress bar); ``trim_memory``: see
+    :func:`release_memory`."""
     import argparse
     import logging
     import warnings
@@ -149,19 +150,23 @@ def run(args: list[str] | None = None, description: str | None = None, callbacks
                 args=args,
             )
     finally:
-        release_memory()
+        release_memory(trim_memory)
 
 
-def release_memory() -> None:
-    """After a run in this process (the demo's steps, the tests): free its objects and hand the freed heap
-    back to the system. Without the trim, glibc keeps the fragmented heap of every model built so far, and
-    a process that runs many stages grows by hundreds of MB a run (measured: 3 cache runs 1.47 -> 1.93 GB,
-    with the trim 1.41 -> 1.43 GB)."""
+def release_memory(trim: bool = True) -> None:
+    """After a run in this process (the demo's steps, the tests): free its objects and, with ``trim``, hand
+    the freed heap back to the system. Without the trim, glibc keeps the fragmented heap of every model
+    built so far, and a process that runs many stages grows by hundreds of MB a run (measured: 3 cache
+    runs 1.47 -> 1.93 GB, with the trim 1.41 -> 1.43 GB). The trim has a price: the next run faults its
+    pages in again (the demo: ~45 s of system time over 18 steps), so the demo, whose peak is one step's,
+    does not trim."""
     import ctypes
     import ctypes.util
     import gc
 
     gc.collect()
+    if not trim:
+        return
     libc = ctypes.util.find_library("c")
     if libc and hasattr(ctypes.CDLL(libc), "malloc_trim"):  # glibc only
         ctypes.CDLL(libc).malloc_trim(0)

@@ -240,7 +240,7 @@ def run(steps: list[Step]) -> None:
             with _output_to(log) as console:
                 print(f"$ diffusion-link {' '.join(step.args)}", flush=True)
                 try:
-                    cli(step.args, callbacks=[StepProgress(label, console)])
+                    cli(step.args, callbacks=[StepProgress(label, console)], trim_memory=False)
                 except BaseException:
                     traceback.print_exc()
                     console.write(f"{label:{width}}  FAILED after {time.time() - start:.0f} s; what it printed: {log}\n")

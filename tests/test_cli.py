@@ -76,7 +76,7 @@ def test_a_demo_stopped_by_sigterm_says_where_and_does_not_mark_the_step_done(tm
     monkeypatch.chdir(tmp_path)
     calls = []
 
-    def stopped_step(args, description=None, callbacks=None):  # what Lightning does on SIGTERM: the running stage ends early and returns
+    def stopped_step(args, description=None, callbacks=None, trim_memory=True):  # what Lightning does on SIGTERM: the running stage ends early and returns
         calls.append(args)
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -99,7 +99,7 @@ def test_demo_steps_print_one_line_each_and_keep_their_output_in_a_log(tmp_path,
 
     monkeypatch.chdir(tmp_path)
 
-    def noisy_step(args, description=None, callbacks=None):  # Lightning's chatter, stderr, a native write
+    def noisy_step(args, description=None, callbacks=None, trim_memory=True):  # Lightning's chatter, stderr, a native write
         assert [type(c).__name__ for c in callbacks] == ["StepProgress"]
         print("GPU available: False, used: False")
         print("a warning from inside a stage", file=sys.stderr)
