@@ -9,10 +9,9 @@ Usable without Lightning::
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Literal
 
@@ -122,7 +121,7 @@ class Sampling:
         changed = {k: v for k, v in asdict(self).items() if v is not None}
         if "t_start" in changed:
             changed["entry_snr"] = None  # t* given directly
-        return dataclasses.replace(config, **changed)
+        return replace(config, **changed)
 
 
 class Preprocessor(nn.Module):

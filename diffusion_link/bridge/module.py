@@ -5,9 +5,8 @@ analysis against the earlier bridges, ``predict`` bridges every clip of a store 
 from __future__ import annotations
 
 import logging
-import dataclasses
 import re
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Literal
 
@@ -106,7 +105,7 @@ class BridgeModule(FeatureStage):
     def _override_sampling(self, model: DiffusionLink) -> DiffusionLink:
         sampling = self.hparams.sampling
         if isinstance(sampling, dict):  # from Python rather than the CLI
-            allowed = [f.name for f in dataclasses.fields(Sampling)]
+            allowed = [f.name for f in fields(Sampling)]
             if unknown := set(sampling) - set(allowed):
                 raise ValueError(f"sampling accepts {allowed}, not {sorted(unknown)}")
             sampling = Sampling(**sampling)
