@@ -32,6 +32,14 @@ def test_store_from_an_independent_script_is_accepted(independent):
     assert clips["captions"][0][4] == "caption 4 of test0"
 
 
+def test_evaluation_batches_have_their_own_size(independent):
+    dm = FeatureDataModule(str(independent), batch_size=2, eval_batch_size=3, train_split="test", val_split="test")
+    assert [len(b["caption"]) for b in dm.train_dataloader()] == [2] * 7 + [1]  # 15 (clip, caption) pairs
+    for loader in (dm.val_dataloader(), dm.test_dataloader(), *dm.predict_dataloader()):
+        assert len(next(iter(loader))["clip_id"]) == 3
+    assert FeatureDataModule(str(independent), batch_size=2).eval_batch_size == 2  # default: the training size
+
+
 def test_pairs_cover_every_caption_exactly_once(independent):
     dm = FeatureDataModule(str(independent), batch_size=3, train_split="test")
     seen = [c for b in dm.train_dataloader() for c in b["caption"]]

@@ -244,7 +244,11 @@ class FeatureDataModule(L.LightningDataModule):
 
     Args:
         store: path of a feature store directory.
-        batch_size: items per batch.
+        batch_size: items per training batch.
+        eval_batch_size: clips per validation, test and predict batch (default: ``batch_size``). The
+            captioner generates one batch at a time, so larger evaluation batches read the LLM's
+            weights fewer times (on the demo's 2 CPU cores, 25 instead of 8 captions the 100 test
+            clips in 2/3 of the time, with identical captions).
         num_workers: loader processes.
         train_split, val_split, test_split: which split serves which stage (``None`` disables it).
         predict_splits: the splits ``predict`` runs over, one dataloader each (default: all).
@@ -254,6 +258,7 @@ class FeatureDataModule(L.LightningDataModule):
         self,
         store: str,
         batch_size: int = 256,
+        eval_batch_size: int | None = None,
         num_workers: int = 0,
         train_split: str | None = "train",
         val_split: str | None = "val",
@@ -263,6 +268,7 @@ class FeatureDataModule(L.LightningDataModule):
         super().__init__()
         self.store_path = store
         self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.split_for = {"fit": train_split, "validate": val_split, "test": test_split}
         self.predict_splits = predict_splits
@@ -294,7 +300,7 @@ class FeatureDataModule(L.LightningDataModule):
             sampler = UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=self.batch_size if shuffle else self.eval_batch_size,
             shuffle=shuffle,
             sampler=sampler,
             num_workers=self.num_workers,
