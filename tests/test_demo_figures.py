@@ -4,7 +4,6 @@ folder. Slow: run `make demo`, then `pytest -m slow tests/test_demo_figures.py` 
 Every bound is the issue's. The settings that reach them were chosen on the val split only; these
 checks read the test split, which only reports."""
 
-import csv
 import json
 from pathlib import Path
 
@@ -12,6 +11,8 @@ import pytest
 
 from diffusion_link import pipeline
 from diffusion_link.data.demo import DemoAudioCaps, animal_accuracy
+from diffusion_link.evaluation.report import read_gap_report
+from diffusion_link.report import read_system
 
 pytestmark = pytest.mark.slow
 
@@ -25,15 +26,13 @@ def run() -> Path:
 
 
 def _gap_rows(run: Path) -> dict[str, dict[str, float]]:
-    with open(run / "bridge" / "report" / "gap_report.csv", encoding="utf-8") as f:
-        return {r["method"]: {k: float(v) for k, v in r.items() if k != "method"} for r in csv.DictReader(f)}
+    return read_gap_report(run / "bridge" / "report")
 
 
 def _zero_shot(sub: str) -> tuple[dict[str, str], float]:
-    folder = pipeline.ZS / sub
-    with open(folder / "predictions.csv", encoding="utf-8") as f:
-        captions = {r["clip_id"]: r["candidate"] for r in csv.DictReader(f)}
-    return captions, json.loads((folder / "scores.json").read_text())["scores"]["cider_d"]
+    system = read_system(pipeline.ZS / sub)
+    assert system is not None, f"no captioning results in {pipeline.ZS / sub}"
+    return {clip: row["candidate"] for clip, row in system.rows.items()}, system.report["scores"]["cider_d"]
 
 
 def test_the_encoder_retrieves_and_leaves_a_real_gap(run):

@@ -247,8 +247,7 @@ class FeatureDataModule(L.LightningDataModule):
         batch_size: items per training batch.
         eval_batch_size: clips per validation, test and predict batch (default: ``batch_size``). The
             captioner generates one batch at a time, so larger evaluation batches read the LLM's
-            weights fewer times (on the demo's 2 CPU cores, 25 instead of 8 captions the 100 test
-            clips in 2/3 of the time, with identical captions).
+            weights fewer times.
         num_workers: loader processes.
         train_split, val_split, test_split: which split serves which stage (``None`` disables it).
         predict_splits: the splits ``predict`` runs over, one dataloader each (default: all).
