@@ -13,7 +13,7 @@ import torch
 import yaml
 from helpers import caption_updates, repo_config, run_cli, tensorboard_events
 
-from diffusion_link.caption import CaptionerModule, CaptionModel
+from diffusion_link.caption import CaptionerConfig, CaptionerModule, CaptionModel
 from diffusion_link.caption.llm import resolve_llm
 from diffusion_link.cli import main
 from diffusion_link.data import FeatureStore
@@ -185,6 +185,34 @@ def test_adapter_reloads_with_peft_alone(zero_shot, demo_store):
     assert rebuilt.generate(text) == ours.generate(text)
     lora = {k: v for k, v in rebuilt.lm.state_dict().items() if "lora" in k}
     assert lora and all(torch.equal(v, ours.lm.state_dict()[k]) for k, v in lora.items())
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_training_loss_is_the_padded_batchs(attention):
+    """Training packs the clips into one sequence with a block-diagonal causal mask: the loss and every
+    gradient equal those of the left-padded batch (clips of different lengths, so there is padding)."""
+    torch.manual_seed(0)
+    model = CaptionModel(CaptionerConfig(llm="tiny-gpt2", dim=16, prefix_tokens=2, use_chat_template=False))
+    model.lm.config._attn_implementation = attention
+    model.eval()  # no LoRA dropout: both passes see the same network
+    embeddings = torch.randn(3, 16)
+    captions = ["a dog barks", "a cat meows while a frog croaks in the rain", "wind"]
+
+    def grads(loss):
+        model.zero_grad()
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    inputs, mask, labels = model._inputs(embeddings, captions)
+    assert (mask == 0).any()  # the padded batch does pad
+    padded = model.lm(inputs_embeds=inputs, attention_mask=mask, labels=labels, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).loss
+    (want, want_grads), (got, got_grads) = grads(padded), grads(model.loss(embeddings, captions))
+    assert got == pytest.approx(want, rel=1e-5)
+    assert all(torch.allclose(g, w, rtol=1e-4, atol=1e-6) for g, w in zip(got_grads, want_grads))
+    # no clip sees another: the batch loss is the token-weighted mean of each clip's loss alone
+    lengths = [int((lab != -100).sum()) for lab in model._rows(embeddings, captions)[1]]
+    alone = [model.loss(embeddings[i : i + 1], captions[i : i + 1]).item() for i in range(3)]
+    assert got == pytest.approx(sum(a * n for a, n in zip(alone, lengths)) / sum(lengths), rel=1e-5)
 
 
 def test_predict_on_a_folder_of_mixed_audio(zero_shot, bridge_export, tiny_demo, tmp_path):

@@ -133,8 +133,8 @@ class CaptionModel(nn.Module):
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.lm.get_input_embeddings()(ids)
 
-    def _inputs(self, embeddings: torch.Tensor, captions: list[str] | None = None):
-        """Left-padded inputs_embeds, attention mask and labels (caption tokens only)."""
+    def _rows(self, embeddings: torch.Tensor, captions: list[str] | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Each clip's input embeddings (prompt, soft tokens, caption) and labels (caption tokens only)."""
         prefix = self.projector(embeddings.float()).to(self._embed(self.before_ids[:1]).dtype)
         device = prefix.device
         eos = self.tokenizer.eos_token_id
@@ -146,18 +146,21 @@ class CaptionModel(nn.Module):
             if captions
             else None
         )
+        head = len(self.before_ids) + self.config.prefix_tokens + len(self.after_ids)
         rows, labels = [], []
         for i in range(len(embeddings)):
             tail = torch.tensor(caption_ids[i], device=device) if captions else self.after_ids[:0]
-            parts = [self._embed(self.before_ids), prefix[i], self._embed(self.after_ids), self._embed(tail)]
-            rows.append(torch.cat(parts))
-            head = len(self.before_ids) + self.config.prefix_tokens + len(self.after_ids)
+            rows.append(torch.cat([self._embed(self.before_ids), prefix[i], self._embed(self.after_ids), self._embed(tail)]))
             labels.append(torch.cat([torch.full((head,), -100, device=device), tail]))
+        return rows, labels
+
+    def _inputs(self, embeddings: torch.Tensor, captions: list[str] | None = None):
+        """Left-padded inputs_embeds, attention mask and labels (caption tokens only)."""
+        rows, labels = self._rows(embeddings, captions)
         width = max(len(r) for r in rows)
-        hidden = rows[0].shape[-1]
-        inputs = prefix.new_zeros(len(rows), width, hidden)
-        mask = torch.zeros(len(rows), width, dtype=torch.long, device=device)
-        target = torch.full((len(rows), width), -100, dtype=torch.long, device=device)
+        inputs = rows[0].new_zeros(len(rows), width, rows[0].shape[-1])
+        mask = torch.zeros(len(rows), width, dtype=torch.long, device=inputs.device)
+        target = torch.full((len(rows), width), -100, dtype=torch.long, device=inputs.device)
         for i, (r, lab) in enumerate(zip(rows, labels)):
             inputs[i, width - len(r) :] = r
             mask[i, width - len(r) :] = 1
@@ -167,9 +170,24 @@ class CaptionModel(nn.Module):
     # -- training and generation -------------------------------------------------------------------
 
     def loss(self, embeddings: torch.Tensor, captions: list[str]) -> torch.Tensor:
-        inputs, mask, labels = self._inputs(embeddings, captions)
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        return self.lm(inputs_embeds=inputs, attention_mask=mask, labels=labels, position_ids=position_ids).loss
+        """Mean cross-entropy over the caption tokens of the batch.
+
+        With eager or SDPA attention the clips are packed into one sequence, each token attending only
+        to the earlier tokens of its own clip (a block-diagonal causal mask; positions restart per
+        clip): the same loss as a padded batch, without computing the padding (a quarter of the demo's
+        training tokens). Other attention kernels (FlashAttention, flex) get the padded batch."""
+        if self.lm.config._attn_implementation not in ("eager", "sdpa"):
+            inputs, mask, labels = self._inputs(embeddings, captions)
+            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+            return self.lm(inputs_embeds=inputs, attention_mask=mask, labels=labels, position_ids=position_ids).loss
+        rows, labels = self._rows(embeddings, captions)
+        inputs, targets = torch.cat(rows)[None], torch.cat(labels)[None]
+        device = inputs.device
+        clip = torch.cat([torch.full((len(r),), i, device=device) for i, r in enumerate(rows)])
+        position_ids = torch.cat([torch.arange(len(r), device=device) for r in rows])[None]
+        allowed = (clip[:, None] == clip[None, :]).tril()
+        mask = torch.zeros(allowed.shape, dtype=inputs.dtype, device=device).masked_fill_(~allowed, torch.finfo(inputs.dtype).min)
+        return self.lm(inputs_embeds=inputs, attention_mask=mask[None, None], labels=targets, position_ids=position_ids).loss
 
     @torch.no_grad()
     def generate(self, embeddings: torch.Tensor, options: DecodingOptions | None = None) -> list[str]:
