@@ -4,6 +4,7 @@ reload with peft alone, and audio-folder inference."""
 
 import csv
 import json
+import shutil
 
 import lightning as L
 import numpy as np
@@ -151,6 +152,28 @@ def test_bleu_from_per_clip_statistics_is_aac_metrics_corpus_bleu():
     ours = bleu_from_statistics(bleu_statistics(candidates, references).sum(0))
     for n in range(1, 5):
         assert ours[n - 1] == pytest.approx(float(bleu(candidates, references, n=n)[0][f"bleu_{n}"]), rel=1e-12, abs=1e-15)
+
+
+def test_one_meteor_scorer_serves_every_call_and_a_failed_call_stops_it():
+    """The Java scorer starts once per process and nothing carries over from one call to the next (a
+    corpus scores the same after another corpus as in a fresh scorer); a call that fails half-way stops
+    its scorer, and the next call starts a new one."""
+    from diffusion_link.evaluation import captioning
+
+    cache, java = prepare_cache(), shutil.which("java")
+    first = (["a dog barks", "a cat meows loudly"], [["a dog is barking"], ["a cat meows", "cat noises"]])
+    second = (["rain falls on a roof"], [["rain is falling", "heavy rain on a tin roof"]])
+    scores, pids = [], set()
+    for corpus in (first, second, first):
+        scores.append(captioning.meteor(*corpus, cache, java)["meteor"])
+        pids |= {p.pid for p in captioning._METEOR.values()}
+    assert len(pids) == 1 and scores[0] == scores[2] and 0 < scores[1] < 1
+    process = next(iter(captioning._METEOR.values()))
+    with pytest.raises(AttributeError):
+        captioning.meteor([None], [["a dog"]], cache, java)  # fails while encoding its request
+    assert process.poll() is not None and not captioning._METEOR
+    assert captioning.meteor(*second, cache, java)["meteor"] == scores[1]  # a fresh scorer: the same score
+    assert {p.pid for p in captioning._METEOR.values()} - pids
 
 
 def test_single_clip_and_empty_candidate_do_not_crash(monkeypatch, tmp_path):

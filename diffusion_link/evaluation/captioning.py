@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -198,6 +199,35 @@ def score_captions(
     return scores, skipped, per_clip
 
 
+_METEOR: dict[tuple[str, ...], subprocess.Popen] = {}
+
+
+def _meteor_process(command: list[str]) -> subprocess.Popen:
+    """The METEOR scorer for ``command``, started once per Python process and kept for the next call:
+    loading its paraphrase table takes Java about 6 s, a tenth of a 100-clip captioning test (the demo
+    scores eight systems in one process). Closed at exit."""
+    import atexit
+
+    key = tuple(command)
+    process = _METEOR.get(key)
+    if process is None or process.poll() is not None:
+        if not _METEOR:
+            atexit.register(_close_meteor)
+        process = _METEOR[key] = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    return process
+
+
+def _close_meteor(key: tuple[str, ...] | None = None) -> None:
+    """Stop one scorer (``key``) or all of them."""
+    for k in [key] if key is not None else list(_METEOR):
+        process = _METEOR.pop(k, None)
+        if process is not None:
+            process.kill()
+            process.wait()
+            for stream in (process.stdin, process.stdout):
+                stream.close()
+
+
 def meteor(candidates: list[str], mult_references: list[list[str]], cache: Path, java: str, resamples: int = 0, seed: int = 0) -> dict[str, float]:
     """Corpus METEOR with the METEOR 1.5 scorer exactly as aac-metrics runs it (same jar, options and
     protocol), plus, with ``resamples``, its 95 % percentile bootstrap interval over clips, exact.
@@ -206,16 +236,15 @@ def meteor(candidates: list[str], mult_references: list[list[str]], cache: Path,
     the statistics lines it is given into a corpus score (``EVAL``); a resample's score is the scorer's
     own ``EVAL`` of the resampled clips' lines (a clip drawn k times, k times), so no alignment is redone
     and no formula of ours stands in for the scorer's. The requests are streamed to one Java process
-    while a thread reads the answers."""
-    import subprocess
-
+    while a thread reads the answers. The process is reused by the next call (:func:`_meteor_process`);
+    if a call fails half-way, its process is stopped, so no unread answer reaches the next one."""
     from aac_metrics.functional.meteor import _encode_cand_and_refs
 
     from diffusion_link.evaluation.gap import bootstrap_weights
 
     jar = cache / "aac-metrics" / "meteor" / "meteor-1.5.jar"
     command = [java, "-Duser.country=US", "-Duser.language=en", "-jar", "-Xmx2G", str(jar), "-", "-", "-stdio", "-l", "en", "-norm"]
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    process = _meteor_process(command)
     try:
 
         def ask(line: bytes, answers: int) -> list[str]:
@@ -249,10 +278,9 @@ def meteor(candidates: list[str], mult_references: list[list[str]], cache: Path,
                 resampled.append(float(process.stdout.readline()))
             writer.join()
             out["meteor_lo"], out["meteor_hi"] = (float(v) for v in np.quantile(resampled, [0.025, 0.975]))
-    finally:
-        process.stdin.close()
-        process.kill()
-        process.wait()
+    except BaseException:
+        _close_meteor(tuple(command))
+        raise
     return out
 
 
