@@ -99,6 +99,7 @@ def test_zero_shot_test_with_bridge_scores_like_aac_metrics(zero_shot, bridge_ex
 def test_supervised_fit_and_test_from_the_cli(tmp_path, demo_store, bridge_export):
     updates = caption_updates(tmp_path, demo_store, "sup", "supervised", str(bridge_export), steps=4)
     updates["trainer"].update(check_val_every_n_epoch=1, val_check_interval=4, limit_val_batches=1)  # one validation, at step 4
+    updates["model"]["init_args"]["lr_schedule"] = "cosine"
     config = repo_config("configs/caption/supervised.yaml", tmp_path, updates)
     main(["fit", "--config", str(config)])
     main(["test", "--config", str(config), "--model.init_args.pretrained", str(tmp_path / "sup" / "export")])
@@ -108,7 +109,9 @@ def test_supervised_fit_and_test_from_the_cli(tmp_path, demo_store, bridge_expor
         assert [r["clip_id"] for r in csv.DictReader(f)] == report["clips"] and report["clips"]
     # TensorBoard (the default logger): losses, the learning rate, and a table of example captions per validation
     events = tensorboard_events(tmp_path / "sup" / "logs")
-    assert len(events["scalars"]["train/loss"]) == 4 and "val/loss" in events["scalars"] and "lr-AdamW" in events["scalars"]
+    assert len(events["scalars"]["train/loss"]) == 4 and "val/loss" in events["scalars"]
+    # one warm-up step, then the cosine decay towards zero at step 4
+    assert events["scalars"]["lr-AdamW"] == pytest.approx([0.005, 0.005, 0.00375, 0.00125])
     (table,) = events["text"]["val/examples"]
     assert table.startswith("| clip | reference | caption |") and table.count("\n") == 1 + 3  # header, rule, 3 val clips
 

@@ -60,6 +60,8 @@ class CaptionerModule(FeatureStage):
         noise_std: Gaussian noise added to training text embeddings in zero-shot mode (CapDec-style injection).
         decoding: beam search / greedy settings.
         lr, weight_decay, warmup_steps: AdamW over the projector and the adapter, linear warm-up.
+        lr_schedule: after the warm-up, ``constant`` (DRCap's recipe) or ``cosine`` decay to zero at
+            the trainer's last step.
         name: this system's name in reports.
         pretrained: a saved captioner folder to start from / to evaluate.
         export_dir: where ``fit`` saves adapter + projector + config; ``None``: no export.
@@ -84,6 +86,7 @@ class CaptionerModule(FeatureStage):
         lr: float = 1e-4,
         weight_decay: float = 0.0,
         warmup_steps: int = 100,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
         name: str = "captioner",
         pretrained: str | None = None,
         export_dir: str | None = None,
@@ -96,6 +99,8 @@ class CaptionerModule(FeatureStage):
         super().__init__()
         if mode not in ("zero-shot", "supervised"):
             raise ValueError(f"mode must be 'zero-shot' or 'supervised', not {mode!r}")
+        if lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {lr_schedule!r}")
         self.save_hyperparameters()
         # the CLI may hand nested options over as dicts
         self.decoding = decoding if isinstance(decoding, DecodingOptions) else DecodingOptions(**decoding)
@@ -175,7 +180,8 @@ class CaptionerModule(FeatureStage):
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
         hp = self.hparams
-        return adamw_with_warmup(params, hp.lr, hp.weight_decay, hp.warmup_steps)
+        total = int(self.trainer.estimated_stepping_batches) if hp.lr_schedule == "cosine" else None
+        return adamw_with_warmup(params, hp.lr, hp.weight_decay, hp.warmup_steps, total)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
