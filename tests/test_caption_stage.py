@@ -214,7 +214,7 @@ def test_adapter_reloads_with_peft_alone(zero_shot, demo_store):
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_packed_training_loss_is_the_padded_batchs(attention):
+def test_packed_training_loss_is_the_padded_batchs(attention, monkeypatch):
     """Training packs the clips into one sequence with a block-diagonal causal mask: the loss and every
     gradient equal those of the left-padded batch (clips of different lengths, so there is padding)."""
     torch.manual_seed(0)
@@ -230,9 +230,13 @@ def test_packed_training_loss_is_the_padded_batchs(attention):
         return loss.item(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
 
     inputs, mask, labels = model._inputs(embeddings, captions)
-    assert (mask == 0).any()  # the padded batch does pad
+    assert (mask == 0).any() and model.packs()  # the padded batch does pad
     padded = model.lm(inputs_embeds=inputs, attention_mask=mask, labels=labels, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).loss
     (want, want_grads), (got, got_grads) = grads(padded), grads(model.loss(embeddings, captions))
+    monkeypatch.setattr(model, "packs", lambda: False)  # the padded path (FlashAttention, flex): the same
+    unpacked, unpacked_grads = grads(model.loss(embeddings, captions))
+    monkeypatch.undo()
+    assert unpacked == pytest.approx(want, rel=1e-6) and all(torch.allclose(g, w, rtol=1e-5, atol=1e-7) for g, w in zip(unpacked_grads, want_grads))
     assert got == pytest.approx(want, rel=1e-5)
     assert all(torch.allclose(g, w, rtol=1e-4, atol=1e-6) for g, w in zip(got_grads, want_grads))
     # no clip sees another: the batch loss is the token-weighted mean of each clip's loss alone

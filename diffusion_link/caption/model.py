@@ -10,12 +10,14 @@ caption tokens only. Usable without Lightning:
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from diffusion_link.caption.llm import load_llm
@@ -169,25 +171,34 @@ class CaptionModel(nn.Module):
 
     # -- training and generation -------------------------------------------------------------------
 
+    def packs(self) -> bool:
+        """Whether :meth:`loss` packs the batch: the LM's attention takes a 4-D mask (eager, SDPA) and
+        its forward takes ``logits_to_keep`` (every causal LM of recent transformers)."""
+        attention_ok = self.lm.config._attn_implementation in ("eager", "sdpa")
+        return attention_ok and "logits_to_keep" in inspect.signature(self.lm.get_base_model().forward).parameters
+
     def loss(self, embeddings: torch.Tensor, captions: list[str]) -> torch.Tensor:
         """Mean cross-entropy over the caption tokens of the batch.
 
-        With eager or SDPA attention the clips are packed into one sequence, each token attending only
-        to the earlier tokens of its own clip (a block-diagonal causal mask; positions restart per
-        clip): the same loss as a padded batch, without computing the padding (a quarter of the demo's
-        training tokens). Other attention kernels (FlashAttention, flex) get the padded batch."""
-        if self.lm.config._attn_implementation not in ("eager", "sdpa"):
+        When :meth:`packs`, the clips are packed into one sequence, each token attending only to the
+        earlier tokens of its own clip (a block-diagonal causal mask; positions restart per clip), and
+        the vocabulary projection runs only where the next token is a caption token: the loss of the
+        padded batch without computing the padding (a quarter of the demo's training tokens) or the
+        prompt's logits. Otherwise (FlashAttention, flex attention) the batch is left-padded."""
+        if not self.packs():
             inputs, mask, labels = self._inputs(embeddings, captions)
             position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
             return self.lm(inputs_embeds=inputs, attention_mask=mask, labels=labels, position_ids=position_ids).loss
         rows, labels = self._rows(embeddings, captions)
-        inputs, targets = torch.cat(rows)[None], torch.cat(labels)[None]
+        inputs, targets = torch.cat(rows)[None], torch.cat(labels)
         device = inputs.device
         clip = torch.cat([torch.full((len(r),), i, device=device) for i, r in enumerate(rows)])
         position_ids = torch.cat([torch.arange(len(r), device=device) for r in rows])[None]
         allowed = (clip[:, None] == clip[None, :]).tril()
         mask = torch.zeros(allowed.shape, dtype=inputs.dtype, device=device).masked_fill_(~allowed, torch.finfo(inputs.dtype).min)
-        return self.lm(inputs_embeds=inputs, attention_mask=mask[None, None], labels=targets, position_ids=position_ids).loss
+        predict = (targets[1:] != -100).nonzero().squeeze(1)  # positions whose next token is a caption token
+        logits = self.lm(inputs_embeds=inputs, attention_mask=mask[None, None], position_ids=position_ids, logits_to_keep=predict).logits[0]
+        return F.cross_entropy(logits.float(), targets[predict + 1])
 
     @torch.no_grad()
     def generate(self, embeddings: torch.Tensor, options: DecodingOptions | None = None) -> list[str]:
