@@ -15,6 +15,7 @@ are skipped with a warning that says what to get. CIDEr-D's IDF is computed over
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -206,13 +207,9 @@ def _meteor_process(command: list[str]) -> subprocess.Popen:
     """The METEOR scorer for ``command``, started once per Python process and kept for the next call:
     loading its paraphrase table takes Java about 6 s, a tenth of a 100-clip captioning test (the demo
     scores eight systems in one process). Closed at exit."""
-    import atexit
-
     key = tuple(command)
     process = _METEOR.get(key)
     if process is None or process.poll() is not None:
-        if not _METEOR:
-            atexit.register(_close_meteor)
         process = _METEOR[key] = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     return process
 
@@ -226,6 +223,9 @@ def _close_meteor(key: tuple[str, ...] | None = None) -> None:
             process.wait()
             for stream in (process.stdin, process.stdout):
                 stream.close()
+
+
+atexit.register(_close_meteor)
 
 
 def meteor(candidates: list[str], mult_references: list[list[str]], cache: Path, java: str, resamples: int = 0, seed: int = 0) -> dict[str, float]:
