@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from diffusion_link import assets
+from diffusion_link import assets, export
 from diffusion_link.evaluation import captioning
 
 
@@ -53,17 +53,13 @@ def _sentence_encoder() -> str | None:
 
 
 def _encoder_export(folder: str) -> str | None:
-    """A trained encoder export whose weights match its recorded checksum (read without torch)."""
-    import json
-
-    config, weights = Path(folder) / "config.json", Path(folder) / "encoder.safetensors"
-    if not config.is_file() or not weights.is_file():
+    """A trained encoder export whose files match their recorded checksums (read without torch)."""
+    try:
+        config = export.read_export(folder, "encoder")
+    except export.ExportError:
         return None
-    meta = json.loads(config.read_text())
-    if assets.sha256_file(weights) != meta.get("weights_sha256"):
-        return None
-    trained = meta.get("meta", {}).get("trained_on", {})
-    return f"{folder} (checksum ok; trained on {trained.get('source', '?')} '{trained.get('train_split', '?')}')"
+    trained = config.get("meta", {}).get("trained_on", {})
+    return f"{folder} (checksums ok; trained on {trained.get('source', '?')} '{trained.get('train_split', '?')}')"
 
 
 def checks(clap_checkpoint: str | None = None, audiocaps: str | None = None, encoder_export: str = "artifacts/encoder/demo/export") -> list[Check]:

@@ -9,7 +9,6 @@ Usable without Lightning::
 from __future__ import annotations
 
 import copy
-import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -21,8 +20,10 @@ from torch import nn
 
 from diffusion_link.bridge.network import Denoiser
 from diffusion_link.bridge.schedule import NoiseSchedule, sample
+from diffusion_link.export import format_tag, load_tensors, read_export, write_export
 
-EXPORT_FORMAT = "diffusion-link-bridge/1"
+EXPORT_FORMAT = format_tag("bridge")
+WEIGHTS = "model.safetensors"
 
 
 @dataclass
@@ -235,36 +236,23 @@ class DiffusionLink(nn.Module):
     # -- export ------------------------------------------------------------------------------------
 
     def save_pretrained(self, folder: str | Path, extra: dict | None = None) -> Path:
-        """``model.safetensors`` (EMA weights + preprocessing means) and ``config.json``."""
-        from safetensors.torch import save_file
-
-        from diffusion_link.files import atomic_folder
-
+        """``model.safetensors`` (EMA weights + preprocessing means) and ``config.json`` (the settings, the
+        encoder's description, ``extra``; the export format of :mod:`diffusion_link.export`)."""
         weights = {f"denoiser.{k}": v for k, v in self.ema.module.state_dict().items()}
         weights["preprocess.mean_audio"] = self.preprocess.mean_audio
         weights["preprocess.mean_text"] = self.preprocess.mean_text
-        meta = {"format": EXPORT_FORMAT, "config": asdict(self.config), "encoder": self.encoder, **(extra or {})}
-        with atomic_folder(folder) as tmp:  # the folder is the export's own: replaced whole
-            save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"))
-            (tmp / "config.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        with write_export(folder, "bridge") as draft:
+            draft.save_tensors(WEIGHTS, weights)
+            draft.config.update({"config": asdict(self.config), "encoder": self.encoder, **(extra or {})})
         return Path(folder)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> "DiffusionLink":
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-            raise FileNotFoundError(
-                f"{folder} is not an exported bridge (needs config.json and model.safetensors); "
-                "export one with `diffusion-link fit --config configs/bridge/demo.yaml`."
-            )
-        meta = json.loads((folder / "config.json").read_text())
-        if meta.get("format") != EXPORT_FORMAT:
-            raise ValueError(f"{folder}: format {meta.get('format')!r}, expected {EXPORT_FORMAT!r}")
+        """Load an export, after checking its kind and every file's checksum (:func:`~diffusion_link.export.read_export`)."""
+        meta = read_export(folder, "bridge", required=(WEIGHTS,))
         model = cls(BridgeConfig.from_dict(meta["config"]), meta.get("encoder"))
         model.meta = meta
-        weights = load_file(str(folder / "model.safetensors"), device=str(map_location))
+        weights = load_tensors(folder, WEIGHTS, map_location)
         model.denoiser.load_state_dict({k.removeprefix("denoiser."): v for k, v in weights.items() if k.startswith("denoiser.")})
         model.preprocess.set_means(weights["preprocess.mean_audio"], weights["preprocess.mean_text"])
         model.ema.module.load_state_dict(copy.deepcopy(model.denoiser.state_dict()))

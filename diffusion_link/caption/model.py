@@ -11,7 +11,6 @@ caption tokens only. Usable without Lightning:
 from __future__ import annotations
 
 import inspect
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal
@@ -22,8 +21,11 @@ from torch import nn
 
 from diffusion_link.caption.llm import load_llm
 from diffusion_link.evaluation.captioning import normalise
+from diffusion_link.export import format_tag, load_tensors, read_export, write_export
 
 AUDIO_SLOT = "{audio}"
+EXPORT_FORMAT = format_tag("captioner")
+ADAPTER, PROJECTOR = "adapter", "projector.safetensors"
 
 
 @dataclass
@@ -221,26 +223,21 @@ class CaptionModel(nn.Module):
     # -- artifacts ---------------------------------------------------------------------------------
 
     def save_pretrained(self, folder: str | Path, extra: dict | None = None) -> Path:
-        """``adapter/`` (peft's own save_pretrained), ``projector.safetensors``, ``config.json``."""
-        from safetensors.torch import save_file
-
-        from diffusion_link.files import atomic_folder
-
-        with atomic_folder(folder) as tmp:  # the folder is the export's own: replaced whole
-            self.lm.save_pretrained(tmp / "adapter")
-            save_file({k: v.detach().cpu().contiguous() for k, v in self.projector.state_dict().items()}, str(tmp / "projector.safetensors"))
-            (tmp / "config.json").write_text(json.dumps({"config": asdict(self.config), **(extra or {})}, indent=2, sort_keys=True))
+        """``adapter/`` (peft's own save_pretrained), ``projector.safetensors``, ``config.json`` (the
+        settings and ``extra``; the export format of :mod:`diffusion_link.export`)."""
+        with write_export(folder, "captioner") as draft:
+            self.lm.save_pretrained(draft.root / ADAPTER)
+            draft.save_tensors(PROJECTOR, self.projector.state_dict())
+            draft.config.update({"config": asdict(self.config), **(extra or {})})
         return Path(folder)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "CaptionModel":
-        from safetensors.torch import load_file
-
+        """Load an export, after checking its kind and every file's checksum, peft's adapter files included
+        (:func:`~diffusion_link.export.read_export`)."""
         folder = Path(folder)
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"{folder} is not a saved captioner (config.json, adapter/, projector.safetensors)")
-        meta = json.loads((folder / "config.json").read_text())
-        model = cls(CaptionerConfig.from_dict(meta["config"]), adapter=folder / "adapter")
-        model.projector.load_state_dict(load_file(str(folder / "projector.safetensors")))
+        meta = read_export(folder, "captioner", required=(PROJECTOR, f"{ADAPTER}/adapter_config.json", f"{ADAPTER}/adapter_model.safetensors"))
+        model = cls(CaptionerConfig.from_dict(meta["config"]), adapter=folder / ADAPTER)
+        model.projector.load_state_dict(load_tensors(folder, PROJECTOR))
         model.meta = meta
         return model.eval()

@@ -7,14 +7,15 @@ Usable without Lightning, with the same interface as :class:`~diffusion_link.enc
     audio = enc.encode_audio([wave_16k])          # (1, 512), unit norm
     text = enc.encode_text(["a dog barks"])       # (1, 512), unit norm
 
-An export folder holds ``config.json`` (both towers' ``class_path`` + ``init_args``, the logit scale,
-the weights' sha256, provenance) and ``encoder.safetensors`` (every trained weight; a frozen text
-backbone is not copied, it is named in the config with its own checksum and loaded from its asset).
+An export folder (the format of :mod:`diffusion_link.export`) holds ``config.json`` (both towers'
+``class_path`` + ``init_args``, provenance, the description whose ``weights`` is the sha256 of
+``encoder.safetensors``, and every file's sha256) and ``encoder.safetensors`` (every trained weight,
+the logit scale included; a frozen text backbone is not copied, it is named in the config with its own
+checksum and loaded from its asset).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -24,8 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffusion_link.encoder.towers import AudioTower, TextTower, build_tower
+from diffusion_link.export import format_tag, load_tensors, read_export, write_export
 
-EXPORT_FORMAT = "diffusion-link-encoder/1"
+EXPORT_FORMAT = format_tag("encoder")
 WEIGHTS = "encoder.safetensors"
 
 
@@ -111,48 +113,26 @@ class ContrastiveEncoder(nn.Module):
     # -- export ------------------------------------------------------------------------------------
 
     def config(self) -> dict:
-        return {"format": EXPORT_FORMAT, "audio": self.audio.spec(), "text": self.text.spec()}
+        return {"audio": self.audio.spec(), "text": self.text.spec()}
 
     def save_pretrained(self, folder: str | Path, meta: dict | None = None) -> Path:
-        """``encoder.safetensors`` + ``config.json``, written to a temporary folder and renamed."""
-        from safetensors.torch import save_file
-
-        from diffusion_link.assets import sha256_file
-        from diffusion_link.files import atomic_folder
-
+        """``encoder.safetensors`` + ``config.json`` (the export format of :mod:`diffusion_link.export`)."""
         folder = Path(folder)
-        with atomic_folder(folder) as tmp:  # the folder is the export's own: replaced whole
-            state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-            save_file(state, str(tmp / WEIGHTS), metadata={"format": EXPORT_FORMAT})
-            self.weights_sha256 = sha256_file(tmp / WEIGHTS)
+        with write_export(folder, "encoder") as draft:
+            state = self.state_dict()
+            self.weights_sha256 = draft.save_tensors(WEIGHTS, state, metadata={"format": EXPORT_FORMAT})
             self.meta = {**self.meta, **(meta or {}), "export": str(folder.resolve())}
-            config = {**self.config(), "weights_sha256": self.weights_sha256, "meta": self.meta, "description": self.describe()}
-            (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+            draft.config.update(self.config(), meta=self.meta, description=self.describe())
         return folder
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> "ContrastiveEncoder":
-        from safetensors.torch import load_file
-
-        from diffusion_link.assets import MissingAssetError, sha256_file
-
+        """Load an export, after checking its kind and every file's checksum (:func:`~diffusion_link.export.read_export`)."""
         folder = Path(folder)
-        config_path, weights = folder / "config.json", folder / WEIGHTS
-        if not config_path.is_file() or not weights.is_file():
-            raise MissingAssetError(
-                f"{folder} is not an encoder export (config.json + {WEIGHTS}); make one with `diffusion-link fit --config configs/encoder/demo.yaml`"
-            )
-        config = json.loads(config_path.read_text())
-        if config.get("format") != EXPORT_FORMAT:
-            raise ValueError(f"{config_path}: format {config.get('format')!r}, expected {EXPORT_FORMAT!r}")
-        sha = sha256_file(weights)
-        if sha != config.get("weights_sha256"):
-            raise ValueError(
-                f"{weights} does not match the checksum in {config_path} (corrupt or replaced): {sha[:16]} vs {str(config.get('weights_sha256'))[:16]}"
-            )
+        config = read_export(folder, "encoder", required=(WEIGHTS,))
         model = cls(build_tower(config["audio"]), build_tower(config["text"]))
-        model.load_state_dict(load_file(str(weights), device=str(map_location)))
-        model.weights_sha256, model.meta = sha, dict(config.get("meta", {}))
+        model.load_state_dict(load_tensors(folder, WEIGHTS, map_location))
+        model.weights_sha256, model.meta = config["files"][WEIGHTS], dict(config.get("meta", {}))
         model.meta["export"] = str(folder.resolve())
         return model.eval()
 

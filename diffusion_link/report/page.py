@@ -33,6 +33,7 @@ from pathlib import Path
 
 from diffusion_link import __version__
 from diffusion_link.evaluation.report import COLUMNS, gap_table_cells, read_gap_report
+from diffusion_link.export import kind_of
 from diffusion_link.files import write_atomic
 
 #: the caption metrics shown, in order (those that every system has)
@@ -277,7 +278,7 @@ def _provenance(run: Run) -> dict:
     exports = []
     for path in run.exports:
         config = json.loads(path.read_text())
-        kind = str(config.get("format", "")).split("/")[0].removeprefix("diffusion-link-") or ("captioner" if "mode" in config else "export")
+        kind = kind_of(config) or "export"
         exports.append({"path": path.parent.relative_to(run.root).as_posix(), "kind": kind, "json": json.dumps(config, indent=1, ensure_ascii=False)[:20000]})
     return {"facts": facts, "exports": exports}
 
