@@ -2,10 +2,13 @@
 
 TensorBoard is the stages' default logger (the configs' ``trainer.logger``): figures go to its Images
 tab, tables to its Text tab (Markdown). Other loggers (``CSVLogger`` and others) keep the scalars and
-skip these; the same figures are also written as PNG files where a stage has a report folder.
+skip these; the same figures are also written as PNG files where a stage has a report folder. The
+learning rate goes to the loggers through :class:`LearningRateMonitor`, which a run without one skips.
 """
 
 from __future__ import annotations
+
+from lightning.pytorch.callbacks import LearningRateMonitor as _LightningLearningRateMonitor
 
 
 def _tensorboards(trainer) -> list:
@@ -36,3 +39,24 @@ def log_table(trainer, tag: str, header: list[str], rows: list[list[str]]) -> No
     lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
     for writer in writers:
         writer.add_text(tag, "\n".join(lines), global_step=trainer.global_step)
+
+
+class LearningRateMonitor(_LightningLearningRateMonitor):
+    """Lightning's ``LearningRateMonitor`` (the configs' ``trainer.callbacks``), which does nothing on a
+    run without a logger (``--trainer.logger=false``) instead of stopping it: Lightning's refuses to
+    train then ("Cannot use LearningRateMonitor callback with Trainer that has no logger")."""
+
+    _off = False
+
+    def on_train_start(self, trainer, *args, **kwargs) -> None:
+        self._off = not trainer.loggers
+        if not self._off:
+            super().on_train_start(trainer, *args, **kwargs)
+
+    def on_train_batch_start(self, trainer, *args, **kwargs) -> None:
+        if not self._off:
+            super().on_train_batch_start(trainer, *args, **kwargs)
+
+    def on_train_epoch_start(self, trainer, *args, **kwargs) -> None:
+        if not self._off:
+            super().on_train_epoch_start(trainer, *args, **kwargs)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import bridge_updates, repo_config, run_cli, tensorboard_events
+from helpers import bridge_updates, merge, repo_config, run_cli, tensorboard_events
 from synthetic_gap import write_synthetic_store
 
 from diffusion_link.bridge import BridgeConfig, BridgeModule, DiffusionLink
@@ -216,6 +216,19 @@ def test_store_of_another_encoder_is_refused(tmp_path):
     tester = BridgeModule(pretrained=str(tmp_path / "export"), report_dir=str(tmp_path / "r"))
     with pytest.raises(StoreError, match="another encoder.*weights"):
         L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(tester, datamodule=FeatureDataModule(str(other), batch_size=2))
+
+
+def test_a_stage_runs_without_a_logger(tmp_path):
+    """``--trainer.logger=false`` with a config that lists the LearningRateMonitor (every fit config does):
+    the run goes through and exports, and logs nothing (Lightning's own monitor stops such a run)."""
+    store = _store(tmp_path / "store")
+    updates = merge(
+        bridge_updates(tmp_path, store, "nolog", hidden=16, steps=2),
+        {"model": {"init_args": {"bridge": {"dim": 8}}}, "data": {"init_args": {"val_split": "test", "batch_size": 2}}},
+    )
+    main(["fit", "--config", str(repo_config("configs/bridge/demo.yaml", tmp_path, updates)), "--trainer.logger=false"])
+    assert json.loads((tmp_path / "nolog" / "export" / "config.json").read_text())["training"]["steps"] == 2
+    assert not list((tmp_path / "nolog").rglob("events.out.tfevents.*"))
 
 
 # --- the known-answer test ------------------------------------------------------------------------
