@@ -123,6 +123,13 @@ def run(args: list[str] | None = None, description: str | None = None, callbacks
                 kwargs.setdefault("usage", "diffusion-link [-h] {fit,validate,test,predict,demo,doctor,report,seeds,sweep} ...")
             return super().init_parser(**kwargs)
 
+        def before_fit(self):  # the stage, its DataModule and the callbacks, connected once before the run
+            from diffusion_link.data.wiring import connect
+
+            connect(self.model, self.datamodule, self.trainer.callbacks)
+
+        before_validate = before_test = before_predict = before_fit
+
     class SaveConfigBesideLogs(SaveConfigCallback):
         """The resolved config.yaml goes beside a run's logs; a run without a logger (the cache
         stage, predict) writes none, rather than one into the current folder."""

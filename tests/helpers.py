@@ -50,6 +50,15 @@ def run_cli(args: list[str], env: dict | None = None, timeout: int = 600, **kwar
     return subprocess.run([sys.executable, "-m", "diffusion_link.cli", *args], env=full_env, capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
+def run_stage(trainer, fn: str, model, datamodule, **kwargs):
+    """``trainer.<fn>(model, datamodule, **kwargs)`` for a Trainer built by hand, after connecting the
+    stage, its DataModule and the trainer's callbacks as the CLI does (``diffusion_link.data.connect``)."""
+    from diffusion_link.data import connect
+
+    connect(model, datamodule, trainer.callbacks)
+    return getattr(trainer, fn)(model, datamodule=datamodule, **kwargs)
+
+
 def store_arrays(path: Path) -> dict:
     """Every split of a store as plain arrays, for exact comparison."""
     from diffusion_link.data.store import FeatureStore

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import bridge_updates, merge, repo_config, run_cli, tensorboard_events
+from helpers import bridge_updates, merge, repo_config, run_cli, run_stage, tensorboard_events
 from synthetic_gap import write_synthetic_store
 
 from diffusion_link.bridge import BridgeConfig, BridgeModule, DiffusionLink
@@ -120,7 +120,9 @@ def test_cli_predict_writes_a_bridged_store_the_later_stages_accept(trained, dem
             np.testing.assert_array_equal(np.asarray(ta), np.asarray(tb))
         want = expected.bridge(torch.from_numpy(np.asarray(a["audio_embedding"]))).numpy()
         np.testing.assert_allclose(np.asarray(b["audio_embedding"]), want, atol=1e-6)
-    batch = next(iter(FeatureDataModule(str(out), batch_size=3).train_dataloader()))
+    data = FeatureDataModule(str(out), batch_size=3)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
     assert batch["audio_embedding"].shape == (3, 512)
 
 
@@ -168,7 +170,7 @@ def _store(tmp, dim=8, encoder=None, n=4, nan_clip=None):
 def _fit(store, dim=8, **kw):
     module = BridgeModule(BridgeConfig(dim=dim, hidden=16), **kw)
     trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    trainer.fit(module, datamodule=FeatureDataModule(str(store), batch_size=2, val_split=None))
+    run_stage(trainer, "fit", module, FeatureDataModule(str(store), batch_size=2, val_split=None))
     return module
 
 
@@ -215,7 +217,7 @@ def test_store_of_another_encoder_is_refused(tmp_path):
     other = _store(tmp_path / "b", encoder={"family": "synthetic", "weights": "b"})
     tester = BridgeModule(pretrained=str(tmp_path / "export"), report_dir=str(tmp_path / "r"))
     with pytest.raises(StoreError, match="another encoder.*weights"):
-        L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(tester, datamodule=FeatureDataModule(str(other), batch_size=2))
+        run_stage(L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False), "test", tester, FeatureDataModule(str(other), batch_size=2))
 
 
 def test_a_stage_runs_without_a_logger(tmp_path):
@@ -229,6 +231,13 @@ def test_a_stage_runs_without_a_logger(tmp_path):
     main(["fit", "--config", str(repo_config("configs/bridge/demo.yaml", tmp_path, updates)), "--trainer.logger=false"])
     assert json.loads((tmp_path / "nolog" / "export" / "config.json").read_text())["training"]["steps"] == 2
     assert not list((tmp_path / "nolog").rglob("events.out.tfevents.*"))
+
+
+def test_a_bridge_refuses_a_datamodule_that_serves_no_store(tmp_path):
+    from diffusion_link.data import AudioFolderDataModule, connect
+
+    with pytest.raises(StoreError, match="works on a feature store.*got AudioFolderDataModule"):
+        connect(BridgeModule(BridgeConfig(dim=8, hidden=16)), AudioFolderDataModule(str(tmp_path), sample_rate=16_000), [])
 
 
 # --- the known-answer test ------------------------------------------------------------------------
@@ -253,7 +262,7 @@ def test_known_gap_is_closed(tmp_path):
             BridgeConfig(dim=32, hidden=256, ema_decay=0.99, **bridge), lr=1e-3, warmup_steps=50, name=name, export_dir=str(tmp_path / name), **options
         )
         trainer = L.Trainer(max_steps=800, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0)
-        trainer.fit(module, datamodule=FeatureDataModule(str(store), batch_size=256))
+        run_stage(trainer, "fit", module, FeatureDataModule(str(store), batch_size=256))
         exports[name] = str(tmp_path / name)
     tester = BridgeModule(
         pretrained=exports["Diffusion-Link"],
@@ -261,7 +270,7 @@ def test_known_gap_is_closed(tmp_path):
         compare={k: v for k, v in exports.items() if k != "Diffusion-Link"},
         report_dir=str(tmp_path / "report"),
     )
-    L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(tester, datamodule=FeatureDataModule(str(store), batch_size=256))
+    run_stage(L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False), "test", tester, FeatureDataModule(str(store), batch_size=256))
     r = tester.gap_results
     raw, ours, db = r["none (raw audio)"], r["Diffusion-Link"], r["Diffusion Bridge"]
     print((tmp_path / "report" / "gap_report.md").read_text())

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import REPO, cache_config, tensorboard_events
+from helpers import REPO, cache_config, run_cli, run_stage, tensorboard_events
 from tones import ToneSource
 
 from diffusion_link.data import ClipCaptionDataModule
@@ -48,7 +48,7 @@ def test_fit_export_reload_gives_identical_embeddings_and_validate_reports_recal
     L.seed_everything(0)
     source = ToneSource({"train": 24, "val": 6, "test": 6})
     module = tiny_module(tmp_path)
-    trainer(tmp_path, 2).fit(module, ClipCaptionDataModule(source, batch_size=8))
+    run_stage(trainer(tmp_path, 2), "fit", module, ClipCaptionDataModule(source, batch_size=8))
     export = tmp_path / "export"
     meta = json.loads((export / "config.json").read_text())
     assert meta["meta"]["trained_on"]["train_split"] == "train" and meta["meta"]["trained_on"]["source"] == "tones"
@@ -59,12 +59,12 @@ def test_fit_export_reload_gives_identical_embeddings_and_validate_reports_recal
     assert torch.equal(module.encoder.encode_audio(clips), reloaded.encode_audio(clips))
     texts = ["a low tone", "a shrill tone"]
     assert torch.equal(module.encoder.encode_text(texts), reloaded.encode_text(texts))
-    assert reloaded.describe()["weights"] == f"sha256:{meta['files']['encoder.safetensors']}"
+    assert reloaded.describe()["weights"] == f"sha256:{meta['weights_sha256']}"
     assert torch.allclose(reloaded.encode_audio(clips).norm(dim=-1), torch.ones(len(clips)))
 
     evaluator = EncoderModule(pretrained=str(export))
-    (values,) = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).validate(
-        evaluator, ClipCaptionDataModule(source, batch_size=8), verbose=False
+    (values,) = run_stage(
+        L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False), "validate", evaluator, ClipCaptionDataModule(source, batch_size=8), verbose=False
     )
     for key in ("a2t_R@1", "a2t_R@5", "a2t_R@10", "t2a_R@1", "chance_R@1", "paired_cosine", "probe_accuracy", "centroid_distance", "frechet"):
         assert f"val/{key}" in values, key
@@ -77,8 +77,8 @@ def test_the_encoder_learns_pitch_names_far_above_chance(tmp_path):
     source = ToneSource({"train": 96, "val": 24, "test": 48}, seed=1)
     module = tiny_module(tmp_path)
     run = trainer(tmp_path, 8)
-    run.fit(module, ClipCaptionDataModule(source, batch_size=16))
-    (values,) = run.test(module, ClipCaptionDataModule(source, batch_size=16), verbose=False, ckpt_path=None)
+    run_stage(run, "fit", module, ClipCaptionDataModule(source, batch_size=16))
+    (values,) = run_stage(run, "test", module, ClipCaptionDataModule(source, batch_size=16), verbose=False, ckpt_path=None)
     chance = values["test/chance_R@1"]
     assert chance == pytest.approx(1 / 48)
     assert values["test/a2t_R@1"] >= 5 * chance, values
@@ -91,8 +91,8 @@ def test_same_seed_same_encoder(tmp_path):
     for run in ("a", "b"):
         L.seed_everything(0)
         module = tiny_module(tmp_path / run)
-        trainer(tmp_path / run, 1).fit(module, ClipCaptionDataModule(ToneSource({"train": 16, "val": 4, "test": 4}), batch_size=8))
-        exports.append(json.loads((tmp_path / run / "export" / "config.json").read_text())["files"]["encoder.safetensors"])
+        run_stage(trainer(tmp_path / run, 1), "fit", module, ClipCaptionDataModule(ToneSource({"train": 16, "val": 4, "test": 4}), batch_size=8))
+        exports.append(json.loads((tmp_path / run / "export" / "config.json").read_text())["weights_sha256"])
     assert exports[0] == exports[1]
 
 
@@ -105,7 +105,7 @@ def test_same_seed_same_encoder(tmp_path):
 )
 def test_bad_data_gives_a_clear_error(tmp_path, source, message):
     with pytest.raises(ValueError, match=message):
-        trainer(tmp_path, 1).fit(tiny_module(tmp_path), ClipCaptionDataModule(source, batch_size=4))
+        run_stage(trainer(tmp_path, 1), "fit", tiny_module(tmp_path), ClipCaptionDataModule(source, batch_size=4))
     assert not (tmp_path / "export").exists()  # nothing half-trained is exported
 
 
@@ -189,14 +189,25 @@ def test_cli_trains_the_demo_encoder_and_the_cache_stage_uses_it(tmp_path, tiny_
 
 
 def test_an_explicit_sample_rate_that_disagrees_with_the_encoder_is_an_error(tiny_demo):
-    from diffusion_link.data import AudioDataModule, DemoAudioCaps
+    from diffusion_link.data import AudioDataModule, DataNeeds, DemoAudioCaps
 
     data = AudioDataModule(DemoAudioCaps(str(tiny_demo), n_train=6, n_val=3, n_test=3), sample_rate=48_000)
     with pytest.raises(ValueError, match="sample_rate is 48000 Hz but the encoder expects 16000 Hz"):
-        data.use_sample_rate(16_000)
+        data.connect(DataNeeds(sample_rate=16_000))
     unset = AudioDataModule(DemoAudioCaps(str(tiny_demo), n_train=6, n_val=3, n_test=3))
-    unset.use_sample_rate(16_000)
-    assert unset.sample_rate == 16_000
+    served = unset.connect(DataNeeds(sample_rate=16_000))
+    assert unset.sample_rate == served.sample_rate == served.description["sample_rate"] == 16_000
+    assert served.shards == {"train": 1, "val": 1, "test": 1}  # shard_size 32
+
+
+def test_the_encoder_stage_refuses_data_without_clips_and_setup_needs_the_connection(tmp_path):
+    from diffusion_link.data import AudioFolderDataModule, connect
+
+    module = tiny_module(tmp_path)
+    with pytest.raises(TypeError, match="data.class_path must be diffusion_link.data.ClipCaptionDataModule .got AudioFolderDataModule"):
+        connect(module, AudioFolderDataModule(str(tmp_path)), [])
+    with pytest.raises(RuntimeError, match="ClipCaptionDataModule is not connected to its stage"):
+        trainer(tmp_path, 1).fit(module, ClipCaptionDataModule(ToneSource({"train": 4, "val": 2, "test": 2}), batch_size=2))
 
 
 def test_laion_clap_towers_fine_tune_on_cpu(tmp_path):
@@ -208,12 +219,40 @@ def test_laion_clap_towers_fine_tune_on_cpu(tmp_path):
     module = EncoderModule(ClapAudio("PANN-6"), ClapText("roberta", amodel="PANN-6"), lr=1e-4, warmup_steps=1, export_dir=str(tmp_path / "export"))
     before = module.encoder.audio.audio_projection[0].weight.detach().clone()
     source = ToneSource({"train": 4, "val": 2, "test": 2})
-    L.Trainer(
+    run = L.Trainer(
         max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0
-    ).fit(module, ClipCaptionDataModule(source, batch_size=2))
+    )
+    run_stage(run, "fit", module, ClipCaptionDataModule(source, batch_size=2))
     assert not torch.equal(before, module.encoder.audio.audio_projection[0].weight)  # it trained
     reloaded = ContrastiveEncoder.from_pretrained(tmp_path / "export")
     clips = waves(source, "test", 48_000)
     assert torch.equal(module.encoder.encode_audio(clips), reloaded.encode_audio(clips))
     described = reloaded.describe()
     assert described["sample_rate"] == 48_000 and described["quantise_int16"] is True
+
+
+@pytest.mark.slow  # make test-full (DDP: the fast suite stays under 5 min)
+def test_ddp_test_recall_and_chance_equal_one_process(tmp_path, tiny_demo):
+    """``test`` of an encoder on 2 processes (DDP, gloo on CPU) reads every test clip exactly once: the
+    same recall and chance as one process. The demo's 3 test clips do not split evenly, so a sampler that
+    pads (Lightning's default) would count a clip twice: chance 1/4, and a repeated clip in the gallery."""
+    export = tmp_path / "export"
+    ContrastiveEncoder(LogMelCNN(**TINY_AUDIO), SentenceEncoderText(dim=64, hidden=0)).save_pretrained(export)
+    scores = {}
+    for name, extra in (("one", []), ("two", ["--trainer.strategy=ddp", "--trainer.devices=2"])):
+        config = yaml.safe_load((REPO / "configs/encoder/demo.yaml").read_text())
+        config["model"]["init_args"] = {"pretrained": str(export), "output_dir": str(tmp_path / name)}
+        config["data"]["init_args"].update(
+            source={"class_path": "diffusion_link.data.DemoAudioCaps", "init_args": {"root": str(tiny_demo), "n_train": 6, "n_val": 3, "n_test": 3}},
+            batch_size=4,
+        )
+        config["trainer"].update(accelerator="cpu", enable_progress_bar=False, logger=False, default_root_dir=str(tmp_path / name))
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        run = run_cli(["test", "--config", str(path), *extra], env={"OMP_NUM_THREADS": "1"})
+        assert run.returncode == 0, run.stderr[-3000:]
+        scores[name] = json.loads((tmp_path / name / "scores.json").read_text())["scores"]
+    one, two = scores["one"], scores["two"]
+    assert one["test/chance_R@1"] == two["test/chance_R@1"] == pytest.approx(1 / 3)
+    for key in ("a2t_R@1", "a2t_R@5", "a2t_R@10", "t2a_R@1", "t2a_R@5", "t2a_R@10", "mean_R@1", "paired_cosine"):
+        assert two[f"test/{key}"] == pytest.approx(one[f"test/{key}"], abs=1e-6), key

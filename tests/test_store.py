@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_link.data.datamodules import FeatureDataModule
+from diffusion_link.data import FeatureDataModule
 from diffusion_link.data.store import FeatureStore, StoreError, checksum, rows_to_dataset
 
 from helpers import REPO
@@ -24,9 +24,11 @@ def test_store_from_an_independent_script_is_accepted(independent):
     store = FeatureStore(independent)
     assert store.dim == 16 and store.splits == ["test", "train"]
     assert list(store.caption_counts("test")) == [5, 5, 5]
-    dm = FeatureDataModule(str(independent), batch_size=4)
+    dm = FeatureDataModule(str(independent), batch_size=4, val_split=None)
+    dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["audio_embedding"].shape == (4, 16) and batch["text_embedding"].dtype == torch.float32
+    dm.setup("test")
     clips = next(iter(dm.test_dataloader()))
     assert clips["text_embeddings"].shape == (3, 5, 16) and clips["n_refs"].tolist() == [5, 5, 5]
     assert clips["captions"][0][4] == "caption 4 of test0"
@@ -34,6 +36,8 @@ def test_store_from_an_independent_script_is_accepted(independent):
 
 def test_evaluation_batches_have_their_own_size(independent):
     dm = FeatureDataModule(str(independent), batch_size=2, eval_batch_size=3, train_split="test", val_split="test")
+    for stage in ("fit", "test", "predict"):
+        dm.setup(stage)
     assert [len(b["caption"]) for b in dm.train_dataloader()] == [2] * 7 + [1]  # 15 (clip, caption) pairs
     for loader in (dm.val_dataloader(), dm.test_dataloader(), *dm.predict_dataloader()):
         assert len(next(iter(loader))["clip_id"]) == 3
@@ -41,12 +45,15 @@ def test_evaluation_batches_have_their_own_size(independent):
 
 
 def test_pairs_cover_every_caption_exactly_once(independent):
-    dm = FeatureDataModule(str(independent), batch_size=3, train_split="test")
+    dm = FeatureDataModule(str(independent), batch_size=3, train_split="test", val_split=None)
+    dm.setup("fit")
     seen = [c for b in dm.train_dataloader() for c in b["caption"]]
     assert sorted(seen) == sorted(f"caption {k} of test{i}" for i in range(3) for k in range(5))
     # the text embedding of a pair is the one of its caption
     ds = FeatureStore(independent).split("test")
-    b = next(iter(FeatureDataModule(str(independent), batch_size=15, train_split="test").train_dataloader()))
+    dm = FeatureDataModule(str(independent), batch_size=15, train_split="test", val_split=None)
+    dm.setup("fit")
+    b = next(iter(dm.train_dataloader()))
     for clip, caption, emb in zip(b["clip_id"], b["caption"], b["text_embedding"]):
         row = list(ds["clip_id"]).index(clip)
         k = int(caption.split()[1])
@@ -68,7 +75,7 @@ def test_bad_stores_are_clear_errors(tmp_path, independent):
         FeatureStore(independent)
     (independent / "store.json").write_text(json.dumps(meta))
     with pytest.raises(StoreError, match="no split 'val'"):
-        FeatureDataModule(str(independent)).val_dataloader()
+        FeatureDataModule(str(independent)).setup("validate")
 
 
 def test_empty_split_is_readable_and_refused_for_training(tmp_path):
@@ -77,7 +84,29 @@ def test_empty_split_is_readable_and_refused_for_training(tmp_path):
     (tmp_path / "s" / "store.json").write_text(json.dumps({"format_version": 1, "dim": 8}))
     assert len(FeatureStore(tmp_path / "s").split("train")) == 0
     with pytest.raises(StoreError, match="empty"):
-        FeatureDataModule(str(tmp_path / "s")).train_dataloader()
+        FeatureDataModule(str(tmp_path / "s"), val_split=None).setup("fit")
+
+
+def test_evaluation_reads_every_clip_exactly_once_over_the_processes(independent):
+    """Under DDP (faked: the trainer's sampler arguments) each process reads its own clips of the 3 test
+    clips, none repeated to even the processes out, and the sampler is a DistributedSampler, which
+    Lightning keeps instead of injecting its padded one; on one process the default order."""
+    from types import SimpleNamespace
+
+    from torch.utils.data import DistributedSampler
+
+    from diffusion_link.data.loaders import evaluation_sampler
+
+    dm = FeatureDataModule(str(independent), batch_size=2, train_split="test", val_split="test")
+    dm.setup("test")
+    seen = []
+    for rank in (0, 1):
+        dm.trainer = SimpleNamespace(distributed_sampler_kwargs={"num_replicas": 2, "rank": rank})
+        loader = dm.test_dataloader()
+        assert isinstance(loader.sampler, DistributedSampler)
+        seen += [c for b in loader for c in b["clip_id"]]
+    assert sorted(seen) == sorted(FeatureStore(independent).split("test")["clip_id"])
+    assert evaluation_sampler(dm._datasets["test"], SimpleNamespace(distributed_sampler_kwargs=None)) is None
 
 
 def test_checksum_changes_with_any_setting():

@@ -292,7 +292,7 @@ class BridgeModule(FeatureStage):
     # -- predict: bridged embeddings --------------------------------------------------------------
 
     def on_predict_start(self) -> None:
-        for split in self.data.predict_split_names:
+        for split in self.data.predict_splits:
             self._check_store(split, fitting=False)
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:

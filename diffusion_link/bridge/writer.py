@@ -38,7 +38,7 @@ class BridgedStoreWriter(BasePredictionWriter):
         trainer.strategy.barrier("bridged-store-start")
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0) -> None:
-        split = pl_module.data.predict_split_names[dataloader_idx]
+        split = pl_module.data.predict_splits[dataloader_idx]
         folder = self._parts() / split
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(folder / f"rank{trainer.global_rank}-{batch_idx:07d}.npz", row=prediction["row"].numpy(), bridged=prediction["bridged"].numpy())
@@ -46,7 +46,7 @@ class BridgedStoreWriter(BasePredictionWriter):
     def on_predict_end(self, trainer, pl_module) -> None:
         trainer.strategy.barrier("bridged-store-parts")
         if trainer.is_global_zero:
-            self._finalise(pl_module.store, pl_module.data.predict_split_names, pl_module.bridge_record())
+            self._finalise(pl_module.store, pl_module.data.predict_splits, pl_module.bridge_record())
         trainer.strategy.barrier("bridged-store-final")
 
     def _finalise(self, source: FeatureStore, splits: list[str], bridge: dict) -> None:

@@ -29,6 +29,10 @@ class CacheModule(L.LightningModule):
     def sample_rate(self) -> int:
         return self.encoder.sample_rate
 
+    def data_needs(self) -> dict:
+        """Clips are decoded at the encoder's rate (``diffusion_link.data.connect`` tells the AudioDataModule)."""
+        return {"sample_rate": self.encoder.sample_rate}
+
     def describe(self) -> dict:
         return self.encoder.describe()
 

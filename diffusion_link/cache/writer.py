@@ -47,7 +47,10 @@ class FeatureStoreWriter(BasePredictionWriter):
         disable_progress_bar()  # one bar per shard write would bury Lightning's own progress bar
         self.root = Path(root)
         self.name = name
-        self.path: Path | None = None
+        self.path: Path | None = None  # set by pending_shards, when the stage and its data are connected
+        self.plan: dict[str, int] = {}
+        self._pending: dict[str, list[int]] = {}
+        self._complete = False
         self._done = False
 
     # -- where things go -------------------------------------------------------------------------
@@ -55,33 +58,42 @@ class FeatureStoreWriter(BasePredictionWriter):
     def _shard_dir(self, split: str, shard: int) -> Path:
         return self.path / "shards" / split / f"{shard:06d}"
 
+    def pending_shards(self, model, data) -> dict[str, list[int]]:
+        """The shards the DataModule should serve, asked by ``diffusion_link.data.connect`` before the run:
+        from the stage's encoder and the data's description (``data``, a ``ConnectedData`` of kind
+        ``shards``) this decides the store's folder; none when a complete store of these settings is
+        there, else every shard not written yet. Reads the file system only (every process asks)."""
+        self.header = store_header(model.encoder.dim, model.describe(), data.description)
+        self.path = (self.root / f"{self.name}-{self.header['checksum']}").resolve()
+        self.plan = dict(data.shards)
+        meta = self.path / "store.json"
+        self._complete = meta.is_file() and json.loads(meta.read_text()).get("status") == "complete"
+        if self._complete:
+            log.info("Feature store %s is complete for these settings: reusing it, nothing to compute.", self.path)
+            self._pending = {s: [] for s in self.plan}
+            return self._pending
+        self._pending = {s: [i for i in range(n) if not self._shard_dir(s, i).is_dir()] for s, n in self.plan.items()}
+        left = sum(map(len, self._pending.values()))
+        if done := sum(self.plan.values()) - left:
+            log.info("Resuming %s: %d of %d shards already written, computing the other %d.", self.path, done, sum(self.plan.values()), left)
+        return self._pending
+
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "predict":
             return
-        datamodule = trainer.datamodule
-        if not hasattr(datamodule, "shard_plan"):
-            raise TypeError("FeatureStoreWriter needs the AudioDataModule (data.class_path) to know the shards")
-        datamodule.use_sample_rate(pl_module.sample_rate)
-        self.header = store_header(pl_module.encoder.dim, pl_module.describe(), datamodule.describe())
-        self.path = (self.root / f"{self.name}-{self.header['checksum']}").resolve()
-        meta = self.path / "store.json"
-        if meta.is_file() and json.loads(meta.read_text()).get("status") == "complete":
-            log.info("Feature store %s is complete for these settings: reusing it, nothing to compute.", self.path)
-            datamodule.only_shards({})
+        if self.path is None:
+            raise RuntimeError(
+                "FeatureStoreWriter has no shard plan: diffusion_link.data.connect(model, datamodule, trainer.callbacks) "
+                "gives it one before predict (the diffusion-link command does)"
+            )
+        self._done = False
+        if self._complete:
             self._finish(trainer, finalise=False)
             return
-        plan = datamodule.shard_plan()
         if trainer.is_global_zero:
             self.path.mkdir(parents=True, exist_ok=True)
-            write_json(meta, {**self.header, "status": "incomplete", "shards": plan})
-        pending = {s: [i for i in range(n) if not self._shard_dir(s, i).is_dir()] for s, n in plan.items()}
-        done = sum(plan.values()) - sum(map(len, pending.values()))
-        if done:
-            log.info(
-                "Resuming %s: %d of %d shards already written, computing the other %d.", self.path, done, sum(plan.values()), sum(map(len, pending.values()))
-            )
-        datamodule.only_shards(pending)
-        if not any(pending.values()):  # killed after the last shard, before finalising
+            write_json(self.path / "store.json", {**self.header, "status": "incomplete", "shards": self.plan})
+        if not any(self._pending.values()):  # killed after the last shard, before finalising
             self._finish(trainer, finalise=True)
 
     # -- writing ---------------------------------------------------------------------------------
@@ -113,7 +125,7 @@ class FeatureStoreWriter(BasePredictionWriter):
         trainer.strategy.barrier("feature-store-shards")
         if trainer.is_global_zero:
             if finalise:
-                self._finalise(trainer.datamodule.shard_plan())
+                self._finalise(self.plan)
             self._link()
             self._summary()
         trainer.strategy.barrier("feature-store-final")

@@ -74,6 +74,7 @@ class CaptionerModule(FeatureStage):
     """
 
     export_name = "the captioner (peft adapter + projector + config)"
+    reads_audio_files = True  # predict: a folder of audio files (AudioFolderDataModule), through the encoder
 
     def __init__(
         self,
@@ -116,7 +117,7 @@ class CaptionerModule(FeatureStage):
             self.bridge.requires_grad_(False)
         self.mean_shift: MeanShift | None = None  # fitted on the store's training split when bridge is mean-shift
         self.strict_loading = False  # checkpoints hold only what trains (projector + adapter), not the frozen LM
-        self.audio_encoder = None  # built for predict on audio files
+        self.audio_encoder = None  # loaded for predict on audio files (data_needs)
 
     # -- inputs ------------------------------------------------------------------------------------
 
@@ -143,12 +144,24 @@ class CaptionerModule(FeatureStage):
         if fitting:
             self.encoder_description = dict(store.encoder)
 
+    def data_needs(self) -> dict:
+        """Audio files (AudioFolderDataModule) are decoded at the rate of the encoder that embeds them; a
+        DataModule of audio asks for it, and only then is that encoder loaded."""
+        return {"sample_rate": self._audio_sample_rate}
+
+    def _audio_sample_rate(self) -> int:
+        if self.audio_encoder is None:
+            self._load_encoder()
+        return self.audio_encoder.sample_rate
+
+    def connect_data(self, data) -> None:
+        super().connect_data(data)
+        if data.store is None and self.audio_encoder is None:  # audio files, from a DataModule that did not ask the rate
+            self._load_encoder()
+
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self._check_store(fitting=True)
-        if stage == "predict" and self.data is None:  # audio files (AudioFolderDataModule): decoded at the encoder's rate
-            self._load_encoder()
-            self.trainer.datamodule.use_sample_rate(self.audio_encoder.sample_rate)
 
     # -- training ----------------------------------------------------------------------------------
 
@@ -290,7 +303,7 @@ class CaptionerModule(FeatureStage):
             raise StoreError("the encoder given for prediction is not the one the captioner/bridge was trained with: " + "; ".join(diff))
 
     def on_predict_start(self) -> None:
-        if self.data is not None:
+        if self.data is None or self.data.store is not None:
             self._check_store(fitting=False)
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:

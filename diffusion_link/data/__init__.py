@@ -1,10 +1,13 @@
-"""Data: audio sources (AudioCaps, the demo), the feature store, and the DataModules."""
+"""Data: audio sources (AudioCaps, the demo), the feature store, the DataModules and their connection to
+the stages (:func:`connect`)."""
 
 from diffusion_link.data.audiocaps import AudioCapsCSV, AudioCapsHF, ClipRecord
+from diffusion_link.data.audio_modules import AudioDataModule, AudioFolderDataModule
 from diffusion_link.data.clips import ClipCaptionDataModule
-from diffusion_link.data.datamodules import AudioDataModule, AudioFolderDataModule, FeatureDataModule
 from diffusion_link.data.demo import DemoAudioCaps, build_demo
+from diffusion_link.data.feature_modules import FeatureDataModule
 from diffusion_link.data.store import FeatureStore, StoreError
+from diffusion_link.data.wiring import ConnectedData, DataNeeds, connect
 
 __all__ = [
     "AudioCapsCSV",
@@ -13,9 +16,12 @@ __all__ = [
     "AudioFolderDataModule",
     "ClipCaptionDataModule",
     "ClipRecord",
+    "ConnectedData",
+    "DataNeeds",
     "DemoAudioCaps",
     "FeatureDataModule",
     "FeatureStore",
     "StoreError",
     "build_demo",
+    "connect",
 ]

@@ -1,10 +1,10 @@
 """Clips and captions for training a contrastive encoder (the ``encoder`` stage).
 
 The encoder's fixed preprocessing (its audio tower's ``features``: a log-mel spectrogram, or
-laion-clap's quantised waveform) is applied **once per clip** when the DataModule is given it by the
-stage (:meth:`ClipCaptionDataModule.use_features`, called from the module's ``setup``, which Lightning
-runs before it asks for any dataloader); every epoch then reads the features from memory. Crops,
-augmentation and the frozen text tower's outputs are the module's business.
+laion-clap's quantised waveform) comes from the stage's ``data_needs()`` through
+:func:`~diffusion_link.data.wiring.connect`, and is applied **once per clip** in ``setup(stage)``;
+every epoch then reads the features from memory. Crops, augmentation and the frozen text tower's
+outputs are the module's business.
 
 Training items are (clip, one of its captions), a caption drawn afresh each epoch; evaluation items
 are whole clips with every reference.
@@ -22,6 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from diffusion_link.data.audio import AudioDecodeError
 from diffusion_link.data.audiocaps import AudioSource, describe_records
+from diffusion_link.data.loaders import evaluation_loader
+from diffusion_link.data.wiring import ConnectedData, DataNeeds, require_connection
 
 log = logging.getLogger(__name__)
 
@@ -103,20 +105,32 @@ class ClipCaptionDataModule(L.LightningDataModule):
         if prepare is not None:
             prepare()
 
-    def use_features(self, features: Callable[[np.ndarray], torch.Tensor], sample_rate: int) -> None:
-        """The encoder's fixed preprocessing and the rate it expects (set by the encoder stage)."""
-        if self._features is not None and self.sample_rate != sample_rate:
+    def connect(self, needs: DataNeeds) -> ConnectedData:
+        """Takes the encoder's fixed preprocessing and the rate it expects (the encoder stage's needs);
+        serves the splits and the description of the data (what the export records it was trained on)."""
+        rate = needs.rate()
+        if needs.features is None or rate is None:
+            raise TypeError(
+                "ClipCaptionDataModule serves encoder features: use it with the encoder stage "
+                "(diffusion_link.encoder.EncoderModule), whose data_needs() gives them"
+            )
+        if (needs.features, rate) != (self._features, self.sample_rate):  # another encoder: other features
             self._clips.clear()
-        self._features, self.sample_rate = features, sample_rate
+        self._features, self.sample_rate = needs.features, rate
+        return ConnectedData("clips", type(self).__name__, splits=dict(self.split_for), description=self.describe(), sample_rate=rate)
+
+    def setup(self, stage: str) -> None:
+        """The features of the splits ``stage`` reads (``fit``: train and val), each computed once."""
+        if self._features is None:
+            raise require_connection(self, "the encoder's features")
+        for key in {"fit": ("fit", "validate"), "validate": ("validate",), "test": ("test",)}.get(stage, ()):
+            split = self.split_for[key]
+            if split is not None and split not in self._clips:
+                self._clips[split] = FeatureClips(self.source, split, self._features, self.sample_rate)
 
     def clips(self, split: str) -> FeatureClips:
-        if self._features is None:
-            raise RuntimeError(
-                "ClipCaptionDataModule serves encoder features: use it with the encoder stage "
-                "(diffusion_link.encoder.EncoderModule), which calls use_features() in its setup"
-            )
         if split not in self._clips:
-            self._clips[split] = FeatureClips(self.source, split, self._features, self.sample_rate)
+            raise RuntimeError(f"ClipCaptionDataModule.setup() computes the features of split '{split}'; Lightning calls it before the run")
         return self._clips[split]
 
     def describe(self) -> dict:
@@ -128,21 +142,20 @@ class ClipCaptionDataModule(L.LightningDataModule):
             "val_split": self.split_for["validate"],
         }
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=shuffle, collate_fn=_collate, num_workers=0, drop_last=shuffle and len(dataset) > self.batch_size
-        )
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(TrainPairs(self.clips(self.split_for["fit"])), shuffle=True)
+        dataset = TrainPairs(self.clips(self.split_for["fit"]))
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, collate_fn=_collate, num_workers=0, drop_last=len(dataset) > self.batch_size)
+
+    def _evaluation(self, split: str) -> DataLoader:
+        return evaluation_loader(self, self.clips(split), batch_size=self.batch_size, collate_fn=_collate, num_workers=0)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.split_for["validate"] is None:
             return []
-        return self._loader(self.clips(self.split_for["validate"]), shuffle=False)
+        return self._evaluation(self.split_for["validate"])
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.clips(self.split_for["test"]), shuffle=False)
+        return self._evaluation(self.split_for["test"])
 
 
 __all__ = ["ClipCaptionDataModule"]

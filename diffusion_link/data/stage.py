@@ -8,8 +8,8 @@ from pathlib import Path
 
 import lightning as L
 
-from diffusion_link.data.datamodules import FeatureDataModule
 from diffusion_link.data.store import FeatureStore, StoreError, encoder_mismatch
+from diffusion_link.data.wiring import ConnectedData
 
 log = logging.getLogger(__name__)
 
@@ -17,30 +17,39 @@ log = logging.getLogger(__name__)
 class FeatureStage(L.LightningModule):
     """A stage whose input is a feature store, served by :class:`FeatureDataModule`.
 
-    Subclasses read :attr:`store` and :meth:`split` (never ``trainer.datamodule``), check it with
-    :meth:`check_store`, and implement :meth:`export`, which ``fit`` calls at its end when the
-    ``export_dir`` hyperparameter is set.
+    :func:`~diffusion_link.data.wiring.connect` hands it what the DataModule serves (:meth:`connect_data`);
+    subclasses read :attr:`store` and :meth:`split` from it, check it with :meth:`check_store`, and
+    implement :meth:`export`, which ``fit`` calls at its end when the ``export_dir`` hyperparameter is set.
     """
 
     #: what the stage exports, for the log line ("the bridge (EMA weights)")
     export_name = "the model"
+    #: whether the stage also takes a DataModule of audio files (the captioner's ``predict``)
+    reads_audio_files = False
+    #: what the DataModule serves, once connected
+    data: ConnectedData | None = None
 
-    @property
-    def data(self) -> FeatureDataModule | None:
-        """The DataModule of the run, when it serves a feature store (``None`` for audio files)."""
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        return datamodule if isinstance(datamodule, FeatureDataModule) else None
+    def data_needs(self) -> dict:
+        """A feature store needs nothing from its stage."""
+        return {}
+
+    def connect_data(self, data: ConnectedData | None) -> None:
+        """What the DataModule serves: the store, the split of each stage, the predict splits."""
+        if (data is None or data.store is None) and not (self.reads_audio_files and data is not None and data.kind == "files"):
+            found = data.datamodule if data is not None else "no DataModule that connects"
+            raise StoreError(f"{type(self).__name__} works on a feature store: data.class_path must be diffusion_link.data.FeatureDataModule (got {found})")
+        self.data = data
 
     @property
     def store(self) -> FeatureStore:
-        if self.data is None:
-            found = type(self.trainer.datamodule).__name__ if self._trainer is not None else "no trainer"
-            raise StoreError(f"{type(self).__name__} works on a feature store: data.class_path must be diffusion_link.data.FeatureDataModule (got {found})")
+        if self.data is None or self.data.store is None:
+            found = self.data.datamodule if self.data is not None else "not connected: diffusion_link.data.connect(model, datamodule, callbacks) before the run"
+            raise StoreError(f"{type(self).__name__} works on a feature store: data.class_path must be diffusion_link.data.FeatureDataModule ({found})")
         return self.data.store
 
     def split(self, stage: str, default: str | None = None) -> str | None:
         """The store split a stage (``fit``, ``validate``, ``test``) reads."""
-        return self.data.split_for[stage] or default if self.data is not None else default
+        return (self.data.splits.get(stage) or default) if self.data is not None else default
 
     def check_store(self, dim: int, dim_option: str, split: str | None = None, trained_on: dict[str, dict] | None = None) -> None:
         """Refuse a store before any work: embeddings of another size (``dim_option`` says what to set),

@@ -75,14 +75,24 @@ class EncoderModule(L.LightningModule):
         if self.encoder.audio.dim != self.encoder.text.dim:
             raise ValueError(f"the towers disagree on the joint dimension: audio {self.encoder.audio.dim}, text {self.encoder.text.dim}")
         self.loss_fn: nn.Module | None = None
+        self.data = None  # what the DataModule serves, once connected (connect_data)
 
     # -- setup ---------------------------------------------------------------------------------------
 
+    def data_needs(self) -> dict:
+        """What the stage needs from its data (``diffusion_link.data.connect`` passes it on): the audio
+        tower's fixed preprocessing, applied once per clip, and the rate it expects."""
+        return {"sample_rate": self.encoder.sample_rate, "features": self.encoder.audio.features}
+
+    def connect_data(self, data) -> None:
+        """What the DataModule serves (a ``diffusion_link.data.ConnectedData``): the split of each stage
+        and the description of the data, which the export records."""
+        if data is None or data.kind != "clips":
+            found = data.datamodule if data is not None else "no DataModule that connects"
+            raise TypeError(f"the encoder stage reads clips with captions: data.class_path must be diffusion_link.data.ClipCaptionDataModule (got {found})")
+        self.data = data
+
     def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule
-        if not hasattr(datamodule, "use_features"):
-            raise TypeError("the encoder stage reads clips with captions: data.class_path must be diffusion_link.data.ClipCaptionDataModule")
-        datamodule.use_features(self.encoder.audio.features, self.encoder.sample_rate)
         if stage != "fit":
             return
         from diffusion_link.encoder.laion_import import import_laion_clap
@@ -189,7 +199,7 @@ class EncoderModule(L.LightningModule):
             out.mkdir(parents=True, exist_ok=True)
             report = {
                 "scores": values,
-                "split": self.trainer.datamodule.split_for["test"],
+                "split": self.data.splits["test"] if self.data is not None else None,
                 "encoder": self.encoder.describe() if self.encoder.weights_sha256 else None,
                 "trained_on": self.encoder.meta.get("trained_on"),
                 "selected_on": self.encoder.meta.get("selected_on"),
@@ -211,7 +221,7 @@ class EncoderModule(L.LightningModule):
             return
         callback = self.trainer.checkpoint_callback
         best = getattr(callback, "best_model_path", "") if callback is not None else ""
-        meta = {"trained_on": self.trainer.datamodule.describe(), "steps": self.global_step, "seed": self.hparams.seed}
+        meta = {"trained_on": self.data.description if self.data is not None else None, "steps": self.global_step, "seed": self.hparams.seed}
         if best and Path(best).is_file():
             state = torch.load(best, map_location=self.device, weights_only=False)["state_dict"]
             self.load_state_dict(state)
