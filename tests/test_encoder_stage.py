@@ -59,7 +59,7 @@ def test_fit_export_reload_gives_identical_embeddings_and_validate_reports_recal
     assert torch.equal(module.encoder.encode_audio(clips), reloaded.encode_audio(clips))
     texts = ["a low tone", "a shrill tone"]
     assert torch.equal(module.encoder.encode_text(texts), reloaded.encode_text(texts))
-    assert reloaded.describe()["weights"] == f"sha256:{meta['weights_sha256']}"
+    assert reloaded.describe()["weights"] == f"sha256:{meta['files']['encoder.safetensors']}"
     assert torch.allclose(reloaded.encode_audio(clips).norm(dim=-1), torch.ones(len(clips)))
 
     evaluator = EncoderModule(pretrained=str(export))
@@ -92,7 +92,7 @@ def test_same_seed_same_encoder(tmp_path):
         L.seed_everything(0)
         module = tiny_module(tmp_path / run)
         run_stage(trainer(tmp_path / run, 1), "fit", module, ClipCaptionDataModule(ToneSource({"train": 16, "val": 4, "test": 4}), batch_size=8))
-        exports.append(json.loads((tmp_path / run / "export" / "config.json").read_text())["weights_sha256"])
+        exports.append(json.loads((tmp_path / run / "export" / "config.json").read_text())["files"]["encoder.safetensors"])
     assert exports[0] == exports[1]
 
 
