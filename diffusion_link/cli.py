@@ -18,28 +18,13 @@ import sys
 from diffusion_link.offline import default_offline
 
 DESCRIPTION = """\
-Diffusion-Link pipeline. Each stage is a LightningModule chosen by `model.class_path` in a YAML config:
+Diffusion-Link pipeline: encoder -> cache -> bridge -> caption, one LightningCLI.
 
-  encoder  diffusion-link fit     --config configs/encoder/demo.yaml         train a CLAP-style encoder
-           (the demo's; or fine-tune laion-clap), select on val, export
-  cache    diffusion-link predict --config configs/cache/demo.yaml
-           frozen encoder -> feature store (store.json + one Arrow dataset per split)
-  bridge   diffusion-link fit     --config configs/bridge/demo.yaml          train + export Diffusion-Link
-           diffusion-link test    --config configs/bridge/gap-demo.yaml      modality-gap report + figures
-           diffusion-link predict --config configs/bridge/predict-demo.yaml  bridged feature store
-  caption  diffusion-link fit     --config configs/caption/zero-shot.yaml    LoRA LLM on text embeddings
-           diffusion-link test    --config configs/caption/zero-shot.yaml --model.init_args.pretrained=DIR
-           diffusion-link predict --config configs/caption/predict.yaml      audio files -> captions.csv
+A whole run:  diffusion-link run recipes/demo.yaml [NAME=value ...] [--dry-run]   (docs/recipes.md)
+One stage:    diffusion-link {fit,validate,test,predict} --config CONFIG [--run_dir DIR] [--key=value ...]
+              the YAML's model.class_path picks the stage (configs/encoder, cache, bridge, caption, audiocaps)
 
-Other commands:
-  demo     diffusion-link demo       the whole chain on the embedded demo data, with a summary
-  doctor   diffusion-link doctor     lists the offline assets present and how to get the missing ones
-  seeds    diffusion-link seeds DIR... --out DIR   mean ± std of the gap table across seeds
-  sweep    diffusion-link sweep DIR... --out DIR   gap metrics against a swept setting (t*, K, ...), a plot
-  report   diffusion-link report [ARTIFACTS]       the run's HTML page: tables, figures, every test clip to
-           listen to with its references and each system's caption (artifacts/report/index.html)
-
-Runs with a logger save their resolved config.yaml beside their logs. See docs/ for each stage's inputs and outputs.
+`diffusion-link COMMAND --help` shows each command's options. See docs/ for each stage's inputs and outputs.
 """
 
 
@@ -88,36 +73,83 @@ def _console_logging() -> None:
         logger.propagate = False
 
 
-def _report_command(argv: list[str], name: str) -> int:
-    """``seeds`` (mean ± std of the gap table across seeds) and ``sweep`` (gap metrics against a swept setting):
-    both take gap-report folders and an output folder."""
-    import argparse
-
-    from diffusion_link.evaluation.report import plot_sweep, summarise_seeds
-
-    description, reports_help, out_help = {
-        "seeds": (
-            "Mean ± std across seeds of the gap table: give one gap-report folder per seed (bridges trained with "
-            "that seed, e.g. by `make gap-seeds SEEDS='0 1 2'`).",
-            "gap-report folders (or gap_report.csv files), one per seed",
-            "folder for gap_report_seeds.{csv,md}",
-        ),
-        "sweep": (
-            "Plot the gap metrics against one swept setting (t_start, steps, blocks, ...): give the gap-report folders "
-            "of the sweep, named <setting>-<value> (as `make ablations` / `make demo-ablations` write them).",
-            "gap-report folders named <setting>-<value>",
-            "folder for sweep_<setting>.{png,csv}",
-        ),
+def _seeds_sweep_arguments(name: str):
+    reports_help, out_help = {
+        "seeds": ("gap-report folders (or gap_report.csv files), one per seed", "folder for gap_report_seeds.{csv,md}"),
+        "sweep": ("gap-report folders named <setting>-<value>", "folder for sweep_<setting>.{png,csv}"),
     }[name]
-    parser = argparse.ArgumentParser(prog=f"diffusion-link {name}", description=description)
-    parser.add_argument("reports", nargs="+", help=reports_help)
-    parser.add_argument("--out", required=True, help=out_help)
-    args = parser.parse_args(argv)
-    if name == "seeds":
-        print(summarise_seeds(args.reports, args.out)[1].read_text())
-    else:
-        print(f"Sweep plot: {plot_sweep(args.reports, args.out)}")
+
+    def arguments(parser) -> None:
+        parser.add_argument("reports", nargs="+", help=reports_help)
+        parser.add_argument("--out", required=True, help=out_help)
+
+    return arguments
+
+
+def _seeds(args) -> int:
+    from diffusion_link.evaluation.report import summarise_seeds
+
+    print(summarise_seeds(args.reports, args.out)[1].read_text())
     return 0
+
+
+def _sweep(args) -> int:
+    from diffusion_link.evaluation.report import plot_sweep
+
+    print(f"Sweep plot: {plot_sweep(args.reports, args.out)}")
+    return 0
+
+
+def _run_arguments(parser, recipe: bool = True) -> None:
+    if recipe:
+        parser.add_argument("recipe", help="a recipe YAML (recipes/demo.yaml, recipes/audiocaps.yaml, recipes/smoke.yaml, your own)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        help="NAME=value sets a recipe variable (CLAP=/path/630k-audioset-best.pt, DEVICES=4); key.path=value sets a recipe key "
+        "(seeds=[0,1,2], steps.bridge.args.trainer.max_steps=50)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the steps, what each would reuse or rerun and why, and the commands; run nothing")
+    parser.add_argument("--summary-only", action="store_true", help="print the summary of the last run")
+
+
+def _run(args) -> int:
+    from diffusion_link.run import run_recipe
+
+    return run_recipe(args.recipe, list(args.overrides or []), args.dry_run, args.summary_only)
+
+
+def _demo(args) -> int:
+    from diffusion_link.run import run_recipe
+
+    return run_recipe("recipes/demo.yaml", list(args.overrides or []), args.dry_run, args.summary_only)
+
+
+def tools():
+    """The commands that are not stages, each parsed by the one root parser."""
+    from diffusion_link import doctor
+    from diffusion_link.lightning_cli import Tool
+    from diffusion_link.report import page
+
+    return {
+        "run": Tool(
+            "Run a recipe: every step of the chain, each in its own process, reusing what is unchanged and resuming what was stopped.", _run_arguments, _run
+        ),
+        "demo": Tool(
+            "The embedded demo: the same as `diffusion-link run recipes/demo.yaml` (from the repository's root).",
+            lambda p: _run_arguments(p, recipe=False),
+            _demo,
+        ),
+        "report": Tool(page.DESCRIPTION, page.arguments, page.report),
+        "doctor": Tool("List the offline assets that are present, and how to get the missing ones.", doctor.arguments, doctor.report),
+        "seeds": Tool("Mean ± std across seeds of the gap table: one gap-report folder per seed.", _seeds_sweep_arguments("seeds"), _seeds),
+        "sweep": Tool(
+            "Plot the gap metrics against one swept setting (t_start, steps, ...): gap-report folders named <setting>-<value>.",
+            _seeds_sweep_arguments("sweep"),
+            _sweep,
+        ),
+    }
 
 
 def main(args: list[str] | None = None) -> None:
@@ -125,25 +157,20 @@ def main(args: list[str] | None = None) -> None:
     default_offline()
     _quiet_known_warnings()
     _console_logging()
-    argv = list(sys.argv[1:] if args is None else args)
-    if argv[:1] == ["doctor"]:
-        from diffusion_link.doctor import main as doctor
-
-        raise SystemExit(doctor(argv[1:]))
-    if argv[:1] == ["demo"]:
-        from diffusion_link.pipeline import main as demo
-
-        raise SystemExit(demo(argv[1:]))
-    if argv[:1] == ["report"]:
-        from diffusion_link.report.page import main as report
-
-        raise SystemExit(report(argv[1:]))
-    if argv[:1] in (["seeds"], ["sweep"]):
-        raise SystemExit(_report_command(argv[1:], argv[0]))
-
     from diffusion_link.lightning_cli import run
 
-    run(args, DESCRIPTION)
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] in (["run"], ["demo"]):  # its flags may come after the overrides (argparse reads them only before)
+        argv = argv[:1] + [a for a in argv[1:] if a.startswith("-")] + [a for a in argv[1:] if not a.startswith("-")]
+    try:
+        run(argv, DESCRIPTION, tools=tools())
+    except BaseException as err:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(err, SIGTERMException):  # Lightning's is a SystemExit without a code: a stopped step must not look finished
+            print("diffusion-link: stopped by SIGTERM; nothing half-done was exported", file=sys.stderr, flush=True)
+            raise SystemExit(143) from None
+        raise
 
 
 if __name__ == "__main__":

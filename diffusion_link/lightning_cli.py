@@ -5,9 +5,12 @@ and by the demo's steps (:mod:`diffusion_link.pipeline`), which run it in-proces
 
 from __future__ import annotations
 
+import os
 import sys
 import time
-from typing import IO
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Callable, Optional
 
 from lightning.pytorch.callbacks import ProgressBar
 
@@ -100,17 +103,79 @@ class _NoTips:
         return not str(record.msg).lstrip().startswith("💡")
 
 
-def run(args: list[str] | None = None, description: str | None = None, callbacks: list | None = None, trim_memory: bool = True) -> None:
+@dataclass
+class Tool:
+    """A command of ``diffusion-link`` that is not a Lightning stage (``run``, ``report``, ``doctor``, ...):
+    its one-line help, how to add its arguments to a jsonargparse parser, and what runs it (returns the
+    exit status)."""
+
+    help: str
+    arguments: Callable[[Any], None]
+    main: Callable[[Any], int]
+
+
+#: a stage's folder options that ``--run_dir`` fills when the config leaves them unset
+RUN_LAYOUT = {"export_dir": "export", "output_dir": "test", "report_dir": "report"}
+
+
+def apply_run_dir(config, subcommand: str) -> None:
+    """``--run_dir DIR``: one folder for the step, linked to everything under it. Fills what the config
+    leaves unset (null): ``trainer.default_root_dir``, the logger's ``save_dir``, the stage's
+    ``export_dir`` (``DIR/export``), ``output_dir`` (``DIR/test``) and ``report_dir`` (``DIR/report``); an
+    option given explicitly wins. The cache stage's stores go in DIR itself (``DIR/<name>``)."""
+    run_dir = config.get("run_dir")
+    if not run_dir:
+        return
+    trainer = config.trainer
+    if trainer.get("default_root_dir") is None:
+        trainer.default_root_dir = run_dir
+    loggers = trainer.get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        init = getattr(logger, "init_args", None) if logger is not None and not isinstance(logger, bool) else None
+        if init is not None and "save_dir" in init and init.get("save_dir") is None:
+            init.save_dir = run_dir
+    model = config.get("model")
+    init = getattr(model, "init_args", None)
+    for key, folder in RUN_LAYOUT.items():
+        if init is not None and key in init and init.get(key) is None:
+            init[key] = str(Path(run_dir) / folder)
+    for callback in trainer.get("callbacks") or []:
+        if str(getattr(callback, "class_path", "")).endswith("FeatureStoreWriter"):  # the step's folder is the stores' folder
+            callback.init_args.root = run_dir
+
+
+def progress_callbacks() -> list:
+    """The runner's progress line: a step started by ``diffusion-link run`` draws its bar on the runner's console."""
+    fd = os.environ.get("DIFFUSION_LINK_PROGRESS_FD")
+    if not fd:
+        return []
+    try:
+        stream = os.fdopen(int(fd), "w", buffering=1)
+    except OSError:
+        return []
+    return [StepProgress(os.environ.get("DIFFUSION_LINK_PROGRESS_LABEL", "step"), stream)]
+
+
+def run(
+    args: list[str] | None = None,
+    description: str | None = None,
+    callbacks: list | None = None,
+    trim_memory: bool = True,
+    tools: dict[str, Tool] | None = None,
+) -> None:
     """Parse ``args`` (``None``: ``sys.argv``) and run the subcommand; ``description`` heads ``--help``;
-    ``callbacks`` are added to those of the config (the demo's progress bar); ``trim_memory``: see
-    :func:`release_memory`."""
+    ``callbacks`` are added to those of the config; ``tools``: the commands that are not stages, parsed by
+    the same root parser (one ``--help``); ``trim_memory``: see :func:`release_memory`."""
     import argparse
     import logging
     import warnings
 
     import lightning as L
-    from jsonargparse import DefaultHelpFormatter
+    from jsonargparse import ArgumentParser, DefaultHelpFormatter
+    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+
+    tools = tools or {}
 
     class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
         """jsonargparse's help, with the description's line breaks kept."""
@@ -119,9 +184,62 @@ def run(args: list[str] | None = None, description: str | None = None, callbacks
         def init_parser(self, **kwargs):
             kwargs.setdefault("description", description)
             kwargs.setdefault("formatter_class", HelpFormatter)
-            if description:  # the top-level command: its other subcommands are ours, not LightningCLI's
-                kwargs.setdefault("usage", "diffusion-link [-h] {fit,validate,test,predict,demo,doctor,report,seeds,sweep} ...")
             return super().init_parser(**kwargs)
+
+        def add_arguments_to_parser(self, parser) -> None:
+            parser.add_argument(
+                "--run_dir",
+                type=Optional[str],
+                default=None,
+                help="the step's folder: fills trainer.default_root_dir, the logger's save_dir, the stage's export_dir "
+                "(DIR/export), output_dir (DIR/test), report_dir (DIR/report) and the cache's store root where the "
+                "config leaves them unset; fit also keeps DIR/checkpoints/last.ckpt to resume from",
+            )
+            parser.add_argument("--checkpoint_every", type=int, default=50, help="with --run_dir, fit saves DIR/checkpoints/last.ckpt every N steps")
+
+        def _add_subcommands(self, parser, **kwargs) -> None:
+            super()._add_subcommands(parser, **kwargs)
+            subcommands = parser._subcommands_action
+            for name, tool in tools.items():
+                sub = ArgumentParser(prog=f"diffusion-link {name}", description=tool.help, formatter_class=HelpFormatter)
+                tool.arguments(sub)
+                subcommands.add_subcommand(name, sub, help=tool.help.split("\n")[0])
+
+        def _set_seed(self) -> None:
+            if self.config["subcommand"] not in tools:
+                super()._set_seed()
+
+        def before_instantiate_classes(self) -> None:
+            if self.subcommand not in tools:
+                apply_run_dir(self.config[self.subcommand], self.subcommand)
+
+        def instantiate_classes(self) -> None:
+            if self.subcommand not in tools:
+                super().instantiate_classes()
+
+        def _instantiate_trainer(self, config: dict, callbacks: list):
+            """The config's callbacks, plus the resume checkpoint of a fit with a run folder and the runner's progress line."""
+            extra = []
+            options = self.config[self.subcommand]
+            if self.subcommand == "fit" and options.get("run_dir") and options.get("checkpoint_every"):
+                extra.append(
+                    ModelCheckpoint(  # what a stopped fit resumes from (diffusion-link run passes --ckpt_path)
+                        dirpath=str(Path(options.run_dir) / "checkpoints"),
+                        filename="last",
+                        save_last=True,
+                        save_top_k=0,
+                        every_n_train_steps=options.checkpoint_every,
+                        enable_version_counter=False,
+                    )
+                )
+            if config.get("enable_progress_bar") is not False:
+                extra += progress_callbacks()
+            return super()._instantiate_trainer(config, list(callbacks) + extra)
+
+        def _run_subcommand(self, subcommand: str) -> None:
+            if subcommand in tools:
+                raise SystemExit(tools[subcommand].main(self.config[subcommand]))
+            super()._run_subcommand(subcommand)
 
         def before_fit(self):  # the stage, its DataModule and the callbacks, connected once before the run
             from diffusion_link.data.wiring import connect

@@ -9,6 +9,7 @@ learning rate goes to the loggers through :class:`LearningRateMonitor`, which a 
 from __future__ import annotations
 
 from lightning.pytorch.callbacks import LearningRateMonitor as _LightningLearningRateMonitor
+from lightning.pytorch.loggers import TensorBoardLogger as _LightningTensorBoardLogger
 
 
 def _tensorboards(trainer) -> list:
@@ -60,3 +61,12 @@ class LearningRateMonitor(_LightningLearningRateMonitor):
     def on_train_epoch_start(self, trainer, *args, **kwargs) -> None:
         if not self._off:
             super().on_train_epoch_start(trainer, *args, **kwargs)
+
+
+class TensorBoardLogger(_LightningTensorBoardLogger):
+    """Lightning's ``TensorBoardLogger`` (the configs' ``trainer.logger``) whose ``save_dir`` may be left
+    unset: ``--run_dir DIR`` (or a config's ``run_dir``) then puts the logs in ``DIR/<name>/version_N``, so
+    that a step's folder is one setting. Without either, ``save_dir`` is the current folder."""
+
+    def __init__(self, save_dir: str | None = None, name: str | None = "logs", **kwargs):
+        super().__init__(save_dir if save_dir is not None else ".", name=name, **kwargs)

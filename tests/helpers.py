@@ -107,6 +107,7 @@ def repo_config(relative: str, tmp: Path, updates: dict, name: str | None = None
 def bridge_updates(tmp: Path, store: Path, name: str, hidden: int = 64, steps: int = 6) -> dict:
     """Small, fast overrides of configs/bridge/demo.yaml that write under ``tmp``."""
     return {
+        "run_dir": str(tmp / name),  # the step's folder: checkpoints/last.ckpt, and whatever the config leaves unset
         "model": {"init_args": {"bridge": {"hidden": hidden}, "export_dir": str(tmp / name / "export"), "warmup_steps": 1}},
         "data": {"init_args": {"store": str(store), "batch_size": 4}},
         "trainer": {
@@ -124,6 +125,7 @@ def bridge_updates(tmp: Path, store: Path, name: str, hidden: int = 64, steps: i
 def caption_updates(tmp: Path, store: Path, name: str, mode: str = "zero-shot", bridge: str | None = None, steps: int = 12) -> dict:
     """Small, fast overrides of configs/caption/*.yaml (the tiny GPT-2) that write under ``tmp``."""
     return {
+        "run_dir": str(tmp / name),
         "model": {
             "init_args": {
                 "name": name,

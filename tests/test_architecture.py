@@ -19,8 +19,9 @@ LAYERS = [
     {"cache", "bridge"},  # stage 1 and stage 2
     {"caption"},  # stage 3 (applies a bridge)
     {"lightning_cli", "doctor", "report"},  # running a stage; the asset check; the run's HTML page
-    {"pipeline"},  # the demo: the stages in order
+    {"run"},  # recipes and their runner: every step of a run, each a diffusion-link command in its own process
     {"cli"},  # the command
+    {"__main__"},  # python -m diffusion_link (how the runner starts a step)
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 

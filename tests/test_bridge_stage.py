@@ -25,7 +25,7 @@ def trained(tmp_path_factory, demo_store):
     """Diffusion-Link and Diffusion Bridge trained for a few steps on the demo store, via the CLI."""
     tmp = tmp_path_factory.mktemp("bridge")
     main(["fit", "--config", str(repo_config("configs/bridge/demo.yaml", tmp, bridge_updates(tmp, demo_store, "dl")))])
-    variant = repo_config("configs/bridge/variants/diffusion-bridge.yaml", tmp, {})
+    variant = repo_config("configs/bridge/variants/diffusion-bridge.yaml", tmp, {"run_dir": str(tmp / "db")})
     main(
         [
             "fit",

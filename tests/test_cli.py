@@ -1,7 +1,3 @@
-import re
-import json
-
-import pytest
 import yaml
 from helpers import cache_config, run_cli
 
@@ -64,68 +60,6 @@ def test_doctor_and_the_metrics_resolve_corenlp_and_fense_the_same_way(tmp_path,
         (jars / jar).write_bytes(b"PK")
     monkeypatch.setenv("DIFFUSION_LINK_CORENLP_DIR", str(jars))  # what the metrics honour, doctor honours
     assert by_name()["Stanford CoreNLP 3.6.0 jars (SPICE, SPIDEr)"].found == str(jars)
-
-
-def test_a_demo_stopped_by_sigterm_says_where_and_does_not_mark_the_step_done(tmp_path, monkeypatch):
-    import os
-    import signal
-
-    import diffusion_link.lightning_cli
-    from diffusion_link import pipeline
-
-    monkeypatch.chdir(tmp_path)
-    calls = []
-
-    def stopped_step(args, description=None, callbacks=None, trim_memory=True):  # what Lightning does on SIGTERM: the running stage ends early and returns
-        calls.append(args)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    monkeypatch.setattr(diffusion_link.lightning_cli, "run", stopped_step)
-    before = signal.getsignal(signal.SIGTERM)
-    steps = [pipeline.Step("first", ["fit"], [tmp_path / "out-1"]), pipeline.Step("second", ["test"], [tmp_path / "out-2"])]
-    with pytest.raises(pipeline.Interrupted, match=r"during step 1/2 \(first\)"):
-        pipeline.run(steps)
-    assert calls == [["fit"]]  # the second step never started
-    assert not steps[0].stamp().exists()  # an interrupted step is not reused next time
-    assert signal.getsignal(signal.SIGTERM) == before  # the previous handler is back
-
-
-def test_demo_steps_print_one_line_each_and_keep_their_output_in_a_log(tmp_path, monkeypatch, capfd):
-    import os
-    import sys
-
-    import diffusion_link.lightning_cli
-    from diffusion_link import pipeline
-
-    monkeypatch.chdir(tmp_path)
-
-    def noisy_step(args, description=None, callbacks=None, trim_memory=True):  # Lightning's chatter, stderr, a native write
-        assert [type(c).__name__ for c in callbacks] == ["StepProgress"]
-        print("GPU available: False, used: False")
-        print("a warning from inside a stage", file=sys.stderr)
-        os.write(2, b"native stderr\n")
-        if args == ["test"]:
-            raise RuntimeError("the stage broke")
-        (tmp_path / "out-1").write_text("done")
-
-    monkeypatch.setattr(diffusion_link.lightning_cli, "run", noisy_step)
-    steps = [pipeline.Step("first step", ["fit"], [tmp_path / "out-1"]), pipeline.Step("second", ["test"], [tmp_path / "out-2"])]
-    with pytest.raises(RuntimeError, match="the stage broke"):
-        pipeline.run(steps)
-    console = capfd.readouterr()
-    lines = (console.out + console.err).strip().splitlines()
-    assert len(lines) == 2 and lines[0].startswith("[ 1/2] first step") and lines[0].endswith(" min")
-    assert lines[1].startswith("[ 2/2] second") and "FAILED" in lines[1] and "artifacts/logs/02-second.log" in lines[1]
-    first = (tmp_path / "artifacts/logs/01-first-step.log").read_text()
-    assert "$ diffusion-link fit" in first and "GPU available" in first and "a warning from inside a stage" in first and "native stderr" in first
-    assert "Traceback" in (tmp_path / "artifacts/logs/02-second.log").read_text()  # the failure's traceback is kept
-    assert json.loads(steps[0].stamp().read_text())["log"].endswith("01-first-step.log") and not steps[1].stamp().exists()
-    print("after the demo", flush=True)  # the console is this process's own again
-    assert capfd.readouterr().out == "after the demo\n"
-    steps[1].outputs = []  # a second run: the first step is reused, one line
-    steps = steps[:1]
-    pipeline.run(steps)
-    assert re.fullmatch(r"\[ 1/1] first step +up to date, reused\n", capfd.readouterr().out)
 
 
 def test_step_progress_is_one_bar_over_the_whole_fit():

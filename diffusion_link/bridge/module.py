@@ -49,7 +49,7 @@ class BridgeModule(FeatureStage):
         pretrained: an exported bridge folder to start from / to evaluate (instead of a Lightning checkpoint).
         export_dir: where ``fit`` exports the trained bridge (safetensors + config.json); ``None``: no export.
         compare: other exported bridges for the gap table, ``{name: folder}`` (Diffusion Bridge, ablations).
-        report_dir: where ``test`` writes gap_report.{csv,md} and figures.
+        report_dir: where ``test`` writes gap_report.{csv,md} and figures (``None``: ``<run_dir>/report``, else ``artifacts/bridge/report``).
         projection_temperature: tau of the projection-decoding baseline.
         support_size: text embeddings of the training split used as its support set (``None``: all).
         probe_seed: seed of the linear probe's train/test split (by clip).
@@ -77,7 +77,7 @@ class BridgeModule(FeatureStage):
         pretrained: str | None = None,
         export_dir: str | None = None,
         compare: dict[str, str] | None = None,
-        report_dir: str = "artifacts/bridge/report",
+        report_dir: str | None = None,
         projection_temperature: float = 0.01,
         support_size: int | None = 50_000,
         probe_seed: int = 0,
@@ -270,7 +270,7 @@ class BridgeModule(FeatureStage):
     def _write_report(self, results: dict, text_cone: float, points: dict, cosines: dict) -> None:
         from diffusion_link.evaluation.report import cosine_figure, format_gap_table, pca_figure, save_figure, write_gap_report
 
-        out = Path(self.hparams.report_dir)
+        out = Path(self.hparams.report_dir or "artifacts/bridge/report")
         notes = [
             f"Split: {self.split('test')} of {self.store.path}; encoder weights: {self.store.encoder.get('weights')}.",
             f"Text cone (mean cosine between distinct text embeddings): {text_cone:.4f}.",

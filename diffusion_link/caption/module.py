@@ -65,7 +65,7 @@ class CaptionerModule(FeatureStage):
         name: this system's name in reports.
         pretrained: a saved captioner folder to start from / to evaluate.
         export_dir: where ``fit`` saves adapter + projector + config; ``None``: no export.
-        output_dir: where ``test`` writes predictions.csv and scores.json.
+        output_dir: where ``test`` writes predictions.csv and scores.json (``None``: ``<run_dir>/test``, else ``artifacts/caption/test``).
         metrics: aac-metrics files (:class:`MetricOptions`).
         clap: the CLAP settings used when ``predict`` gets audio files (must match the training store's encoder).
         encoder_export: instead of ``clap``, a trained encoder's export folder (the demo's encoder).
@@ -91,7 +91,7 @@ class CaptionerModule(FeatureStage):
         name: str = "captioner",
         pretrained: str | None = None,
         export_dir: str | None = None,
-        output_dir: str = "artifacts/caption/test",
+        output_dir: str | None = None,
         metrics: MetricOptions = MetricOptions(),
         clap: ClapConfig | None = None,
         encoder_export: str | None = None,
@@ -244,7 +244,7 @@ class CaptionerModule(FeatureStage):
     def _score(self, rows: list[tuple[str, str, list[str]]]) -> dict[str, float]:
         from diffusion_link.evaluation.captioning import score_captions
 
-        out = Path(self.hparams.output_dir)
+        out = Path(self.hparams.output_dir or "artifacts/caption/test")
         out.mkdir(parents=True, exist_ok=True)
         m = self.metric_options
         scores, skipped, per_clip = score_captions(

@@ -104,6 +104,32 @@ class AudioCapsCSV(AudioSource):
     def load(self, record: ClipRecord, split: str, sample_rate: int) -> np.ndarray:
         return load_audio(record.audio, sample_rate)
 
+    def inventory(self, split: str) -> tuple[int, int, list[str]]:
+        """(clips in the split's CSV, clips whose file was found, up to three names that were looked for
+        and not found). Raises the CSV's own errors (missing file, missing columns)."""
+        records = self.records(split)
+        missing = [r.audio for r in records if not Path(r.audio).is_file()]
+        return len(records), len(records) - len(missing), [f"{m}.*" for m in missing[:3]]
+
+    def check(self, splits: tuple[str, ...] = ("train", "val", "test")) -> list[tuple[bool, str]]:
+        """What ``doctor`` and ``run --dry-run`` say of this copy: per split, the clips listed and found; an
+        error for a split with none found (wrong folder, or a file name pattern that does not match)."""
+        out = []
+        if not self.audio_dir.is_dir():
+            return [(False, f"AudioCaps audio folder {self.audio_dir} does not exist")]
+        for split in splits:
+            try:
+                listed, found, examples = self.inventory(split)
+            except (OSError, ValueError) as err:
+                out.append((False, str(err)))
+                continue
+            ok = found > 0
+            note = f"AudioCaps {split}: {listed} clips in {self.csv_dir / (split + '.csv')}, {found} found under {self.audio_dir} with name '{self.filename}'"
+            if found < listed:
+                note += f"; {listed - found} missing (looked for e.g. {', '.join(examples)}: any extension, any sub-folder)"
+            out.append((ok, note if ok else note + "; is the folder or the name pattern (AUDIOCAPS_NAME) right?"))
+        return out
+
     def describe(self) -> dict:
         return {"source": "audiocaps-csv", "csv_dir": str(self.csv_dir.resolve()), "filename": self.filename}
 

@@ -322,14 +322,22 @@ def build_report(root: str | Path = "artifacts", out: str | Path | None = None, 
     return write_atomic(out / "index.html", page)
 
 
+DESCRIPTION = (
+    "Build a run's report page (one self-contained HTML file): provenance, the gap and captioning tables, the figures, "
+    "and every test clip with an audio player, its references and each system's caption."
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(
-        prog="diffusion-link report",
-        description="Build a run's report page (one self-contained HTML file): provenance, the gap and captioning tables, the figures, "
-        "and every test clip with an audio player, its references and each system's caption.",
-    )
+    parser = argparse.ArgumentParser(prog="diffusion-link report", description=DESCRIPTION)
+    arguments(parser)
+    return report(parser.parse_args(argv))
+
+
+def arguments(parser) -> None:
+    """The command's options (an argparse or jsonargparse parser)."""
     parser.add_argument("root", nargs="?", default="artifacts", help="the run's artifacts folder (default: artifacts; the recipes: artifacts/audiocaps)")
     parser.add_argument("--out", help="folder for index.html (default: ROOT/report)")
     parser.add_argument(
@@ -338,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="link clips by a relative path, embed small Ogg copies, or (auto) link those inside the run's folder and embed the others",
     )
-    args = parser.parse_args(argv)
+
+
+def report(args) -> int:
     path = build_report(args.root, args.out, args.audio)
     print(f"Report: {path}  (open it in a browser; it needs no network)")
     return 0

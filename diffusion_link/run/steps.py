@@ -1,0 +1,230 @@
+"""The steps of a recipe: each one ordinary ``diffusion-link`` command (a stage of the LightningCLI, or a
+report command), with the folder it writes (``--run_dir``) and the steps whose outputs it reads.
+
+The folders under a recipe's ``run_dir`` (with several seeds, the per-seed folders are under
+``seed-<s>/``)::
+
+    encoder/            export/, test/scores.json              (when the recipe trains its encoder)
+    stores/<name>       the feature store (a link to <name>-<checksum>/)
+    bridge/<row>/       export/, checkpoints/, logs/            one per bridge row
+    bridge/report/      gap_report.{csv,md}, figures            the gap analysis
+    bridge/ablations/   <setting>-<value>/, sweep_<setting>.{png,csv}
+    caption/<cap>/      export/, checkpoints/, logs/, <test>/test/{scores.json,predictions.csv}
+    seeds/              gap_report_seeds.{csv,md}               (several seeds)
+    report/index.html   the run's page;  logs/NN-<step>.log;  .steps/<step>.json (what made each output)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from diffusion_link.run.recipe import MEAN_SHIFT, Recipe
+
+
+@dataclass
+class Step:
+    name: str
+    kind: str  # a recipe.STEP_KINDS kind, or "seeds" / "sweep-plot" (report commands)
+    command: list[str]  # the diffusion-link command line, without the program name
+    run_dir: Path
+    deps: list[str] = field(default_factory=list)  # names of the steps whose outputs it reads
+    configs: list[str] = field(default_factory=list)
+    outputs: list[Path] = field(default_factory=list)  # what a finished step leaves (checked before reuse)
+
+    @property
+    def fits(self) -> bool:
+        return self.command[0] == "fit"
+
+    @property
+    def slug(self) -> str:
+        return "-".join("".join(c if c.isalnum() else " " for c in self.name.lower()).split())
+
+
+def _arg(key: str, value: Any) -> str:
+    """``--key=value``, the value in the JSON/YAML form jsonargparse reads (strings as they are)."""
+    if isinstance(value, str):
+        return f"--{key}={value}"
+    return f"--{key}={json.dumps(value)}"
+
+
+def _flatten(prefix: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, dict) and value and "class_path" not in value:
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(f"{prefix}.{k}", v))
+        return out
+    return {prefix: value}
+
+
+def flat(options: dict[str, Any]) -> dict[str, Any]:
+    """A recipe's ``args`` as ``--key.path=value`` options: nested mappings become dotted keys (a mapping
+    with a ``class_path`` stays one value)."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        out.update(_flatten(key, value))
+    return out
+
+
+def store_name(cache_config: str) -> str:
+    """The feature store's name, as the cache config's FeatureStoreWriter sets it (default ``store``)."""
+    config = yaml.safe_load(Path(cache_config).read_text()) or {}
+    for callback in (config.get("trainer") or {}).get("callbacks") or []:
+        if isinstance(callback, dict) and str(callback.get("class_path", "")).endswith("FeatureStoreWriter"):
+            return (callback.get("init_args") or {}).get("name", "store")
+    return "store"
+
+
+class StepBuilder:
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+        self.steps: list[Step] = []
+
+    def add(self, name: str, kind: str, subcommand: str, configs: list[str], run_dir: Path, args: dict[str, Any], deps: list[str], outputs: list[Path]) -> Step:
+        settings = self.recipe.steps.get(kind)
+        merged: dict[str, Any] = {}
+        trainer = {**self.recipe.trainer, **(settings.trainer if settings else {})}
+        if subcommand in ("fit", "validate", "test", "predict"):
+            merged.update(_flatten("trainer", trainer) if trainer else {})
+        merged.update(args)
+        merged.update(flat(settings.args) if settings else {})
+        command = [subcommand] + [a for c in configs for a in ("--config", c)]
+        if subcommand in ("fit", "validate", "test", "predict"):
+            command.append(_arg("run_dir", str(run_dir)))
+        command += [_arg(key, value) for key, value in merged.items()]
+        step = Step(name, kind, command, run_dir, deps, list(configs), outputs)
+        self.steps.append(step)
+        return step
+
+
+def recipe_steps(recipe: Recipe) -> list[Step]:
+    """Every step of the recipe, in an order that respects what each reads."""
+    b = StepBuilder(recipe)
+    root = recipe.run_dir
+    source = {"data.init_args.source": recipe.data} if recipe.data else {}
+    cache_deps, cache_args = [], dict(source)
+    if recipe.encoder_train:
+        enc = root / "encoder"
+        fit = b.add("encoder: fit", "encoder-fit", "fit", [recipe.encoder_train], enc, dict(source), [], [enc / "export" / "config.json"])
+        b.add(
+            "encoder: test",
+            "encoder-test",
+            "test",
+            [recipe.encoder_train],
+            enc,
+            {**source, "model.init_args.pretrained": str(enc / "export"), "model.init_args.audio": None, "model.init_args.text": None},
+            [fit.name],
+            [enc / "test" / "scores.json"],
+        )
+        cache_deps, cache_args = [fit.name], {**cache_args, "model.init_args.encoder_export": str(enc / "export")}
+    elif recipe.clap is not None:
+        cache_args["model.init_args.encoder_export"] = None
+        cache_args.update({f"model.init_args.encoder.{k}": v for k, v in recipe.clap.items()})
+    store = root / "stores" / store_name(recipe.cache)
+    cache = b.add("cache: features", "cache", "predict", [recipe.cache], root / "stores", cache_args, cache_deps, [store / "store.json"])
+    many = len(recipe.seeds) > 1
+    gap_reports = []
+    for seed in recipe.seeds:
+        base = root / f"seed-{seed}" if many else root
+        tag = f" (seed {seed})" if many else ""
+        common = {"seed_everything": seed, "data.init_args.store": str(store)}
+        exports, bridge_steps = {}, {}
+        for row in recipe.bridges:
+            folder = base / "bridge" / row.key
+            exports[row.key] = folder / "export"
+            args = {**common, "model.init_args.name": row.name, **flat(row.args)}
+            bridge_steps[row.key] = b.add(
+                f"bridge: {row.name}{tag}", "bridge", "fit", row.config, folder, args, [cache.name], [folder / "export" / "config.json"]
+            ).name
+        if recipe.gap and recipe.bridges:
+            main, *others = recipe.bridges
+            gap_args = {
+                **common,
+                "model.init_args.name": main.name,
+                "model.init_args.pretrained": str(exports[main.key]),
+                "model.init_args.compare": {r.name: str(exports[r.key]) for r in others},
+            }
+            report = base / "bridge" / "report"
+            b.add(
+                f"gap: modality-gap analysis{tag}",
+                "gap",
+                "test",
+                [recipe.gap],
+                base / "bridge",
+                gap_args,
+                [cache.name, *bridge_steps.values()],
+                [report / "gap_report.csv"],
+            )
+            gap_reports.append(report)
+            for setting, values in recipe.sweeps.items():
+                folders = []
+                for value in values:
+                    folder = base / "bridge" / "ablations" / f"{setting}-{value}"
+                    args = {
+                        **gap_args,
+                        "data.init_args.test_split": recipe.sweep_split,
+                        "model.init_args.sampling": {setting: value},
+                        "model.init_args.report_dir": str(folder),
+                        "trainer.logger": False,
+                    }
+                    name = f"sweep: {setting} = {value}{tag}"
+                    b.add(name, "sweep", "test", [recipe.gap], folder, args, [cache.name, *bridge_steps.values()], [folder / "gap_report.csv"])
+                    folders.append((name, folder))
+                out = base / "bridge" / "ablations"
+                b.steps.append(
+                    Step(
+                        f"sweep: plot {setting}{tag}",
+                        "sweep-plot",
+                        ["sweep", *map(str, (f for _, f in folders)), "--out", str(out)],
+                        out,
+                        [n for n, _ in folders],
+                        [],
+                        [out / f"sweep_{setting}.png"],
+                    )
+                )
+        for cap in recipe.captioners:
+            folder = base / "caption" / cap.key
+            train_bridge = {"model.init_args.bridge": str(exports[cap.bridge]) if cap.bridge else None}
+            deps = [cache.name] + ([bridge_steps[cap.bridge]] if cap.bridge else [])
+            fit = b.add(
+                f"caption: fit {cap.key}{tag}",
+                "caption-fit",
+                "fit",
+                cap.config,
+                folder,
+                {**common, **train_bridge, **flat(cap.args)},
+                deps,
+                [folder / "export" / "config.json"],
+            )
+            for test in cap.tests:
+                bridge = str(exports[test.bridge]) if test.bridge not in (None, MEAN_SHIFT) else test.bridge
+                args = {
+                    **common,
+                    **flat(cap.args),
+                    "model.init_args.pretrained": str(folder / "export"),
+                    "model.init_args.bridge": bridge,
+                    "model.init_args.test_input": test.input,
+                    "model.init_args.name": test.name,
+                }
+                test_deps = [cache.name, fit.name] + ([bridge_steps[test.bridge]] if test.bridge not in (None, MEAN_SHIFT) else [])
+                out = folder / test.key
+                b.add(f"caption: {test.name}{tag}", "caption-test", "test", cap.config, out, args, test_deps, [out / "test" / "scores.json"])
+    if many and gap_reports:
+        out = root / "seeds"
+        gap_names = [s.name for s in b.steps if s.kind == "gap"]
+        b.steps.append(
+            Step(
+                "seeds: gap table across seeds",
+                "seeds",
+                ["seeds", *map(str, gap_reports), "--out", str(out)],
+                out,
+                gap_names,
+                [],
+                [out / "gap_report_seeds.md"],
+            )
+        )
+    return b.steps

@@ -1,0 +1,90 @@
+"""The shipped recipes run end to end through the runner, every step a real stage in its own process:
+recipes/audiocaps.yaml on a small AudioCaps-layout fixture (the official CSV columns, real clips in
+per-split folders, renamed to the AudioCaps pattern `{youtube_id}_{start_time}`) with a random-init
+laion-clap HTSAT-tiny (the CLAP architecture; no real weights are here) and a tiny GPT-2 for the LLM; and
+recipes/smoke.yaml on CPU (the check `make gpu-check` runs on a GPU machine)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+
+from diffusion_link.run import load_recipe, recipe_steps, run_recipe
+from diffusion_link.run.runner import read_record
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def audiocaps_fixture(demo: Path, root: Path) -> tuple[Path, Path]:
+    """The tiny demo rewritten as an AudioCaps copy: official columns, clips named ``{youtube_id}_{start_time}``."""
+    csv_dir, audio_dir = root / "csv", root / "audio"
+    csv_dir.mkdir(parents=True)
+    for split in ("train", "val", "test"):
+        with open(demo / "csv" / f"{split}.csv", newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        with open(csv_dir / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=["audiocap_id", "youtube_id", "start_time", "caption"])
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({**row, "youtube_id": f"yt{row['youtube_id']}", "start_time": "30"})
+        (audio_dir / split).mkdir(parents=True)
+        for clip in sorted((demo / "audio" / split).iterdir()):
+            shutil.copy(clip, audio_dir / split / f"yt{clip.stem}_30{clip.suffix}")
+    return csv_dir, audio_dir
+
+
+def test_the_audiocaps_recipe_runs_end_to_end(tmp_path, tiny_demo, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)  # the recipe names configs relative to the repository; everything it writes goes under RUN
+    csv_dir, audio_dir = audiocaps_fixture(tiny_demo, tmp_path / "audiocaps")
+    run = tmp_path / "run"
+    overrides = [
+        f"run_dir={run}",
+        "CLAP=null",
+        f"AUDIOCAPS_CSV={csv_dir}",
+        f"AUDIOCAPS_AUDIO={audio_dir}",
+        "AUDIOCAPS_NAME={youtube_id}_{start_time}",
+        "LLM=tiny-gpt2",
+        "PRECISION=32",
+        "WORKERS=0",
+        "BRIDGE_STEPS=3",
+        "BRIDGE_WARMUP=1",
+        "BRIDGE_EMA=0.5",
+        "CAPTION_EPOCHS=1",
+        "CAPTION_WARMUP=1",
+        "trainer.accelerator=cpu",
+        "steps.caption-test.args.model.init_args.decoding.max_new_tokens=6",
+        "steps.caption-test.args.model.init_args.decoding.num_beams=1",
+    ]
+    assert run_recipe("recipes/audiocaps.yaml", overrides) == 0
+    out = capsys.readouterr()
+    recipe = load_recipe("recipes/audiocaps.yaml", overrides)
+    steps = recipe_steps(recipe)
+    assert len(steps) == 16 and all(read_record(recipe, s).get("status") == "done" for s in steps)
+    store = json.loads((run / "stores" / "audiocaps" / "store.json").read_text())
+    assert store["status"] == "complete" and store["rows"] == {"train": 6, "val": 3, "test": 3} and store["failures"] == 0
+    assert store["encoder"]["amodel"] == "HTSAT-tiny"
+    gap = (run / "bridge" / "report" / "gap_report.csv").read_text()
+    for row in ("none (raw audio)", "mean shift", "Diffusion-Link", "Diffusion Bridge", "w/o cross-sample loss", "w/o topology loss"):
+        assert row in gap
+    systems = sorted(json.loads(p.read_text())["system"] for p in run.glob("caption/*/*/test/scores.json"))
+    assert len(systems) == 7 and "zero-shot, text embedding (ceiling)" in systems and "zero-shot + mean shift" in systems
+    page = (run / "report" / "index.html").read_text()
+    assert "zero-shot + Diffusion-Link" in page and "w/o topology loss" in page
+    assert "Modality gap" in out.out and "Captioning, test split" in out.out
+    # a second run reuses every step but the cache, which finds its store complete
+    assert run_recipe("recipes/audiocaps.yaml", overrides) == 0
+    assert capsys.readouterr().err.count("up to date, reused") == 15
+
+
+def test_the_smoke_recipe_runs_on_cpu(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    overrides = ["ACCELERATOR=cpu", "PRECISION=32", f"RUN_DIR={tmp_path / 'run'}", f"DATA={tmp_path / 'data'}"]
+    assert run_recipe("recipes/smoke.yaml", overrides) == 0
+    run = tmp_path / "run"
+    assert (run / "bridge" / "ablations" / "sweep_steps.png").is_file()
+    assert json.loads((run / "encoder" / "test" / "scores.json").read_text())["scores"]["test/chance_R@1"] > 0
+    assert len(list(run.glob("caption/*/*/test/predictions.csv"))) == 4
+    assert (run / "report" / "index.html").is_file()

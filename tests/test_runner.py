@@ -1,0 +1,272 @@
+"""The runner of recipes (diffusion_link.run): steps from a recipe, reuse by hash, resume from the last
+checkpoint, signals, logs. Fast: the steps here are a stand-in stage (tests/data/fake_stage.py) that
+behaves like a Lightning fit (a checkpoint every step, SIGTERM ends it early with 143, --ckpt_path resumes);
+the real stages run through the runner in tests/test_recipe_runs.py."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from diffusion_link.run import describe_plan, load_recipe, recipe_steps
+from diffusion_link.run.recipe import RecipeError
+from diffusion_link.run.runner import Runner, StepFailed, plan
+
+FAKE = Path(__file__).parent / "data" / "fake_stage.py"
+CONFIGS = {
+    "cache.yaml": "trainer:\n  callbacks:\n    - class_path: diffusion_link.cache.FeatureStoreWriter\n      init_args: {name: toy}\n",
+    "bridge.yaml": "model: {init_args: {lr: 0.001}}\n",
+    "variant.yaml": "model: {init_args: {cross_weight: 0.0}}\n",
+    "gap.yaml": "model: {}\n",
+    "caption.yaml": "model: {}\n",
+}
+
+
+def write_recipe(folder: Path, extra: str = "") -> Path:
+    for name, text in CONFIGS.items():
+        (folder / name).write_text(text)
+    recipe = folder / "recipe.yaml"
+    recipe.write_text(
+        textwrap.dedent(
+            """\
+            run_dir: run
+            vars: {STEPS: 4}
+            cache: cache.yaml
+            bridges:
+              dl: {name: Diffusion-Link, config: [bridge.yaml], args: {trainer.max_steps: "${STEPS}"}}
+              db: {name: Diffusion Bridge, config: [bridge.yaml, variant.yaml], args: {trainer.max_steps: "${STEPS}"}}
+            gap: gap.yaml
+            captioners:
+              zs:
+                config: [caption.yaml]
+                tests: {raw: {name: raw}, dl: {name: with DL, bridge: dl}, db: {name: with DB, bridge: db}}
+            """
+        )
+        + extra
+    )
+    return recipe
+
+
+@pytest.fixture
+def fake_runner(monkeypatch):
+    monkeypatch.setattr(Runner, "program", (sys.executable, str(FAKE)))
+
+
+def run_all(recipe: Path, overrides=()) -> list[str]:
+    r = load_recipe(recipe, list(overrides))
+    Runner(r, recipe_steps(r)).run()
+    return [json.loads(line)["step"] for line in (r.run_dir / "calls.jsonl").read_text().splitlines()] if (r.run_dir / "calls.jsonl").is_file() else []
+
+
+def actions(recipe: Path, overrides=()) -> dict[str, str]:
+    r = load_recipe(recipe, list(overrides))
+    return {p.step.name: p.action for p in plan(r, recipe_steps(r))}
+
+
+def test_a_recipe_becomes_its_steps(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = load_recipe(write_recipe(tmp_path), ["STEPS=7"])
+    steps = {s.name: s for s in recipe_steps(r)}
+    assert list(steps) == [
+        "cache: features",
+        "bridge: Diffusion-Link",
+        "bridge: Diffusion Bridge",
+        "gap: modality-gap analysis",
+        "caption: fit zs",
+        "caption: raw",
+        "caption: with DL",
+        "caption: with DB",
+    ]
+    dl = steps["bridge: Diffusion-Link"].command
+    assert dl[:3] == ["fit", "--config", "bridge.yaml"] and "--run_dir=run/bridge/dl" in dl and "--trainer.max_steps=7" in dl
+    assert "--data.init_args.store=run/stores/toy" in dl  # the store's name comes from the cache config's writer
+    gap = steps["gap: modality-gap analysis"].command
+    assert '--model.init_args.compare={"Diffusion Bridge": "run/bridge/db/export"}' in gap and "--model.init_args.pretrained=run/bridge/dl/export" in gap
+    assert steps["caption: with DB"].deps == ["cache: features", "caption: fit zs", "bridge: Diffusion Bridge"]
+    assert steps["caption: raw"].deps == ["cache: features", "caption: fit zs"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("seeds: []\n", "seeds is empty"),
+        ("sweeps: {t_start: [600]}\n", "at least two values"),
+        ("sweeps: {hidden: [1, 2]}\n", "only the sampling settings"),
+        ("steps: {bridges: {}}\n", "not a kind of step"),
+        ("colour: blue\n", "unknown key"),
+    ],
+)
+def test_a_recipe_that_cannot_run_is_refused_before_anything_runs(tmp_path, monkeypatch, extra, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(write_recipe(tmp_path, extra))
+
+
+def test_overrides_and_their_errors(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = write_recipe(tmp_path)
+    with pytest.raises(RecipeError, match="no variable CLAP"):
+        load_recipe(recipe, ["CLAP=/x.pt"])
+    with pytest.raises(RecipeError, match="not NAME=value"):
+        load_recipe(recipe, ["seeds"])
+    assert load_recipe(recipe, ["seeds=[0, 1]"]).seeds == [0, 1]
+    (tmp_path / "bad.yaml").write_text("cache: cache.yaml\nbridges: {dl: {config: [missing.yaml]}}\n")
+    with pytest.raises(RecipeError, match="missing.yaml does not exist"):
+        load_recipe(tmp_path / "bad.yaml")
+
+
+def test_a_changed_setting_reruns_exactly_the_steps_it_affects(tmp_path, monkeypatch, fake_runner):
+    monkeypatch.chdir(tmp_path)
+    recipe = write_recipe(tmp_path)
+    assert len(run_all(recipe)) == 8
+    assert set(actions(recipe).values()) == {"run", "reuse"} and [n for n, a in actions(recipe).items() if a == "run"] == ["cache: features"]
+    (tmp_path / "variant.yaml").write_text("model: {init_args: {cross_weight: 0.5}}\n")  # Diffusion Bridge's config changes
+    plan_now = actions(recipe)
+    assert [n for n, a in plan_now.items() if a == "run"] == ["cache: features", "bridge: Diffusion Bridge", "gap: modality-gap analysis", "caption: with DB"]
+    (run := tmp_path / "run" / "calls.jsonl").unlink()
+    assert run_all(recipe) == ["cache: features", "bridge: Diffusion Bridge", "gap: modality-gap analysis", "caption: with DB"]
+    run.unlink()
+    assert run_all(recipe, ["STEPS=5"]) == [
+        "cache: features",
+        "bridge: Diffusion-Link",
+        "bridge: Diffusion Bridge",
+        "gap: modality-gap analysis",
+        "caption: with DL",
+        "caption: with DB",
+    ]
+    text = describe_plan(load_recipe(recipe, ["STEPS=5"]), recipe_steps(load_recipe(recipe, ["STEPS=5"])))
+    assert "reuse  bridge: Diffusion-Link  (unchanged)" in text and "$ diffusion-link fit --config bridge.yaml" in text
+
+
+def test_a_store_with_another_checksum_reruns_everything_that_reads_it(tmp_path, monkeypatch, fake_runner):
+    monkeypatch.chdir(tmp_path)
+    recipe = write_recipe(tmp_path)
+    run_all(recipe)
+    (tmp_path / "run" / "calls.jsonl").unlink()
+    monkeypatch.setenv("FAKE_STORE_CHECKSUM", "other")  # the cache step makes a different store (new encoder or data)
+    assert len(run_all(recipe)) == 8
+
+
+def test_a_failed_step_says_where_its_log_is_and_is_not_marked_done(tmp_path, monkeypatch, fake_runner, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FAKE_FAIL", "gap: modality-gap analysis")
+    recipe = write_recipe(tmp_path)
+    with pytest.raises(
+        StepFailed, match=r"step 4/8 \(gap: modality-gap analysis\) failed \(exit status 3\).*run/logs/04-gap-modality-gap-analysis.log"
+    ) as failed:
+        run_all(recipe)
+    assert "the fake stage broke" in str(failed.value)  # the end of its log, in the message
+    assert "Traceback" in (tmp_path / "run/logs/04-gap-modality-gap-analysis.log").read_text()
+    monkeypatch.delenv("FAKE_FAIL")
+    (tmp_path / "run" / "calls.jsonl").unlink()
+    assert run_all(recipe)[:2] == ["cache: features", "gap: modality-gap analysis"]  # the finished bridges are reused
+
+
+def _run_in_background(tmp_path: Path, recipe: Path, env: dict, steps_only: bool = False) -> subprocess.Popen:
+    """``diffusion-link run`` in a process of its own (with the stand-in stage); ``steps_only``: the steps
+    without the report page and summary that end a run (they need a real run's files)."""
+    script = tmp_path / "go.py"
+    go = "Runner(r, recipe_steps(r)).run()" if steps_only else f"sys.exit(run_recipe({str(recipe)!r}))"
+    script.write_text(
+        "import sys\nfrom diffusion_link.run.runner import Runner\n"
+        f"Runner.program = ({sys.executable!r}, {str(FAKE)!r})\n"
+        "from diffusion_link.run import load_recipe, recipe_steps, run_recipe\n"
+        f"r = load_recipe({str(recipe)!r})\n{go}\n"
+    )
+    return subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path: Path, timeout: float = 60.0) -> None:
+    end = time.time() + timeout
+    while not path.exists():
+        assert time.time() < end, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_fit_ends_the_run_non_zero_naming_the_step_and_the_rerun_resumes(tmp_path, signum):
+    import os
+
+    recipe = write_recipe(tmp_path)
+    env = {**os.environ, "FAKE_SLOW": "bridge: Diffusion Bridge", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = _run_in_background(tmp_path, recipe, env)
+    _wait_for(tmp_path / "run/bridge/db/checkpoints/last.ckpt")
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, (out, err)
+    assert f"stopped by {signal.Signals(signum).name} during step 3/8 (bridge: Diffusion Bridge)" in err
+    assert "Run the same command again to go on (this fit resumes from its last checkpoint)" in err
+    record = json.loads((tmp_path / "run/.steps/bridge-diffusion-bridge.json").read_text())
+    assert record["status"] == "running"  # not done: the next run does it again
+    stopped_at = json.loads((tmp_path / "run/bridge/db/checkpoints/last.ckpt").read_text())["step"]
+    env.pop("FAKE_SLOW")
+    proc = _run_in_background(tmp_path, recipe, env, steps_only=True)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, (out, err)
+    calls = [json.loads(line) for line in (tmp_path / "run/calls.jsonl").read_text().splitlines()]
+    resumed = [c for c in calls if c["step"] == "bridge: Diffusion Bridge"][-1]
+    assert resumed["ckpt_path"] == "run/bridge/db/checkpoints/last.ckpt" and resumed["started_at"] == stopped_at
+    assert "(resumed)" in err and "up to date, reused" in err
+
+
+def test_a_killed_runner_takes_its_step_with_it(tmp_path):
+    import os
+
+    recipe = write_recipe(tmp_path)
+    env = {**os.environ, "FAKE_SLOW": "bridge: Diffusion-Link", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = _run_in_background(tmp_path, recipe, env)
+    _wait_for(tmp_path / "run/bridge/dl/checkpoints/last.ckpt")
+    pid_file = tmp_path / "run/bridge/dl/pid"
+    _wait_for(pid_file)
+    proc.kill()
+    proc.communicate(timeout=30)
+    step_pid = int(pid_file.read_text())
+    end = time.time() + 10
+    while time.time() < end:
+        try:
+            os.kill(step_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the step outlived its runner")
+
+
+def test_signals_are_restored_after_a_run(tmp_path, monkeypatch, fake_runner):
+    monkeypatch.chdir(tmp_path)
+    before = signal.getsignal(signal.SIGTERM)
+    run_all(write_recipe(tmp_path))
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert threading.active_count() >= 1
+
+
+def test_dry_run_checks_the_inputs_for_real(tmp_path, monkeypatch, capsys):
+    from diffusion_link.run import run_recipe
+
+    monkeypatch.chdir(tmp_path)
+    csv_dir, audio = tmp_path / "csv", tmp_path / "audio" / "train"
+    csv_dir.mkdir()
+    audio.mkdir(parents=True)
+    for split in ("train", "val", "test"):
+        (csv_dir / f"{split}.csv").write_text("audiocap_id,youtube_id,start_time,caption\n1,abc,30,a dog barks\n2,def,0,rain falls\n")
+    (audio / "abc_30.flac").write_bytes(b"x")  # found with the pattern {youtube_id}_{start_time}; def_0 is not there
+    init = f"{{csv_dir: {csv_dir}, audio_dir: {audio.parent}, filename: '{{youtube_id}}_{{start_time}}'}}"
+    data = f"data: {{class_path: diffusion_link.data.AudioCapsCSV, init_args: {init}}}\n"
+    recipe = write_recipe(tmp_path, data + "encoder: {clap: {checkpoint: /nowhere/630k.pt}}\nsweeps: {split: val, t_start: [200, 5000]}\n")
+    assert run_recipe(str(recipe), dry_run=True) == 1
+    out = capsys.readouterr().out
+    assert "ok      AudioCaps train: 2 clips" in out and "1 found" in out and "def_0.*" in out
+    assert "PROBLEM CLAP checkpoint /nowhere/630k.pt does not exist" in out
+    assert "PROBLEM sweep t_start = 5000" in out and "ok      sweep t_start = 200" in out
+    (tmp_path / "wrong.yaml").write_text(recipe.read_text().replace("{youtube_id}_{start_time}", "{audiocap_id}"))
+    assert run_recipe(str(tmp_path / "wrong.yaml"), dry_run=True) == 1
+    wrong = capsys.readouterr().out
+    assert "PROBLEM AudioCaps train: 2 clips" in wrong and "0 found" in wrong and "name pattern (AUDIOCAPS_NAME)" in wrong
