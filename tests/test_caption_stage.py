@@ -304,3 +304,12 @@ def test_smollm2_lora_captioner_end_to_end(tmp_path, demo_store, bridge_export):
     main(["test", "--config", str(config), "--model.init_args.pretrained", str(tmp_path / "smol" / "export"), "--model.init_args.bridge", str(bridge_export)])
     report = json.loads((tmp_path / "smol" / "test" / "scores.json").read_text())
     assert report["llm"] == "smollm2-135m-instruct" and len(report["clips"]) == 3
+
+
+def test_the_metric_cache_mends_links_into_a_removed_environment(tmp_path):
+    """A cache made by a virtual environment that was moved or removed holds broken links: they are remade."""
+    stale = tmp_path / "aac-metrics" / "stanford_nlp" / "stanford-corenlp-3.4.1.jar"
+    stale.parent.mkdir(parents=True)
+    stale.symlink_to(tmp_path / "gone" / "stanford-corenlp-3.4.1.jar")
+    cache = prepare_cache(tmp_path)
+    assert stale.exists() and stale.resolve().name == "stanford-corenlp-3.4.1.jar" and cache == tmp_path

@@ -96,3 +96,29 @@ def test_lightnings_tips_are_dropped_and_its_run_messages_kept():
     record = lambda msg: logging.LogRecord("lightning.pytorch", logging.INFO, __file__, 1, msg, None, None)  # noqa: E731
     assert not _NoTips.filter(record("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]"))
     assert _NoTips.filter(record("GPU available: False, used: False"))
+
+
+def test_a_stage_stopped_by_sigterm_exits_143_and_keeps_its_last_checkpoint(tmp_path, demo_store):
+    """Lightning stops a fit on SIGTERM with its SIGTERMException, a SystemExit without a code (status 0):
+    the command turns it into 143, so a pre-empted job never reports success; the resume checkpoint stays."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import REPO, bridge_updates, repo_config
+
+    updates = bridge_updates(tmp_path, demo_store, "long", steps=100_000)
+    updates["trainer"]["check_val_every_n_epoch"] = 10_000
+    config = repo_config("configs/bridge/demo.yaml", tmp_path, updates)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "diffusion_link", "fit", "--config", str(config), "--checkpoint_every=2"], env=env, cwd=tmp_path)
+    last = tmp_path / "long" / "checkpoints" / "last.ckpt"
+    end = time.time() + 240
+    while not last.is_file():
+        assert proc.poll() is None and time.time() < end, "the fit ended or never saved a checkpoint"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    assert last.is_file() and not (tmp_path / "long" / "export").exists()  # nothing half-trained is exported

@@ -57,16 +57,18 @@ def prepare_cache(cache_path: str | Path | None = None) -> Path:
         root / "meteor" / "data" / "paraphrase-en.gz": "meteor/data/paraphrase-en.gz",
         root / "spice" / "spice-1.0.jar": "spice/spice-1.0.jar",
     }
+    def link(target: Path, to: Path) -> None:
+        if target.is_symlink() and not target.exists():  # a link into a virtual environment that moved or was removed
+            target.unlink()
+        if not target.exists() and to.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(to)
+
     if source is not None:
         for target, relative in wanted.items():
-            if not target.exists() and (source / relative).exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.symlink_to(source / relative)
-        lib = root / "spice" / "lib"
-        lib.mkdir(parents=True, exist_ok=True)
+            link(target, source / relative)
         for jar in (source / "spice" / "lib").glob("*.jar"):
-            if not (lib / jar.name).exists():
-                (lib / jar.name).symlink_to(jar)
+            link(root / "spice" / "lib" / jar.name, jar)
     for target in list(wanted)[:3]:
         if not target.exists():
             raise MissingAssetError(
