@@ -57,6 +57,7 @@ def prepare_cache(cache_path: str | Path | None = None) -> Path:
         root / "meteor" / "data" / "paraphrase-en.gz": "meteor/data/paraphrase-en.gz",
         root / "spice" / "spice-1.0.jar": "spice/spice-1.0.jar",
     }
+
     def link(target: Path, to: Path) -> None:
         if target.is_symlink() and not target.exists():  # a link into a virtual environment that moved or was removed
             target.unlink()
