@@ -84,7 +84,7 @@ clean:
 #                  AUDIOCAPS_AUDIO=... LLM=/models/vicuna-7b-v1.5 DEVICES=4
 #   make reproduce ... RUN=--dry-run     the steps, what is reused, and the inputs checked
 # ---------------------------------------------------------------------------------------------
-AC_VARS := CLAP AMODEL TOKENIZER AUDIOCAPS_CSV AUDIOCAPS_AUDIO AUDIOCAPS_NAME LLM DEVICES NODES STRATEGY PRECISION WORKERS \
+AC_VARS := CLAP AMODEL TOKENIZER AUDIOCAPS_CSV AUDIOCAPS_AUDIO AUDIOCAPS_NAME LLM LORA_TARGETS DEVICES NODES STRATEGY PRECISION WORKERS \
            BRIDGE_STEPS BRIDGE_WARMUP BRIDGE_EMA CAPTION_EPOCHS CAPTION_WARMUP
 AC_SET  := $(foreach v,$(AC_VARS),$(if $(value $(v)),'$(v)=$($(v))'))
 

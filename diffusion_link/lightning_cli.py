@@ -184,6 +184,8 @@ def run(
         def init_parser(self, **kwargs):
             kwargs.setdefault("description", description)
             kwargs.setdefault("formatter_class", HelpFormatter)
+            if description and kwargs["description"] is description:  # the root parser (python -m diffusion_link too)
+                kwargs.setdefault("prog", "diffusion-link")
             return super().init_parser(**kwargs)
 
         def add_arguments_to_parser(self, parser) -> None:

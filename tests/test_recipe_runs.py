@@ -47,6 +47,7 @@ def test_the_audiocaps_recipe_runs_end_to_end(tmp_path, tiny_demo, monkeypatch, 
         f"AUDIOCAPS_AUDIO={audio_dir}",
         "AUDIOCAPS_NAME={youtube_id}_{start_time}",
         "LLM=tiny-gpt2",
+        "LORA_TARGETS=null",
         "PRECISION=32",
         "WORKERS=0",
         "BRIDGE_STEPS=3",
@@ -69,7 +70,7 @@ def test_the_audiocaps_recipe_runs_end_to_end(tmp_path, tiny_demo, monkeypatch, 
     gap = (run / "bridge" / "report" / "gap_report.csv").read_text()
     for row in ("none (raw audio)", "mean shift", "Diffusion-Link", "Diffusion Bridge", "w/o cross-sample loss", "w/o topology loss"):
         assert row in gap
-    systems = sorted(json.loads(p.read_text())["system"] for p in run.glob("caption/*/*/test/scores.json"))
+    systems = sorted(json.loads(p.read_text())["name"] for p in run.glob("caption/*/*/test/scores.json"))
     assert len(systems) == 7 and "zero-shot, text embedding (ceiling)" in systems and "zero-shot + mean shift" in systems
     page = (run / "report" / "index.html").read_text()
     assert "zero-shot + Diffusion-Link" in page and "w/o topology loss" in page
@@ -79,6 +80,7 @@ def test_the_audiocaps_recipe_runs_end_to_end(tmp_path, tiny_demo, monkeypatch, 
     assert capsys.readouterr().err.count("up to date, reused") == 15
 
 
+@pytest.mark.slow  # ~5 min on 2 cores: the AudioCaps test above already runs every kind of stage step through the runner
 def test_the_smoke_recipe_runs_on_cpu(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     overrides = ["ACCELERATOR=cpu", "PRECISION=32", f"RUN_DIR={tmp_path / 'run'}", f"DATA={tmp_path / 'data'}"]

@@ -132,6 +132,13 @@ def test_recipe_caption(recipe, recipe_bridge, demo_store, tmp_path):
     assert exported["precision"] == "bf16-mixed" and exported["split"] == "train"  # the recipe's precision, disclosed
 
 
-def test_slurm_script_uses_lightnings_strategy():
-    script = (REPO / "scripts/slurm/reproduce-gap.sbatch").read_text()
-    assert "srun" in script and "--trainer.num_nodes" in script and "--trainer.strategy=ddp" in script
+def test_slurm_script_runs_the_recipe_with_lightnings_strategy():
+    """The SLURM script starts the runner once per task (srun) and sets Lightning's own strategy and nodes
+    through the recipe's variables; its pre-emption signal is the one the runner passes on (SIGUSR1)."""
+    from diffusion_link.run import load_recipe, recipe_steps
+
+    script = (REPO / "scripts/slurm/reproduce.sbatch").read_text()
+    assert "srun .venv/bin/diffusion-link run recipes/audiocaps.yaml" in script and "--signal=USR1@90" in script
+    recipe = load_recipe(REPO / "recipes/audiocaps.yaml", ["NODES=2", "DEVICES=4", "STRATEGY=ddp"])
+    fit = next(s for s in recipe_steps(recipe) if s.kind == "bridge").command
+    assert {"--trainer.num_nodes=2", "--trainer.devices=4", "--trainer.strategy=ddp"} <= set(fit)

@@ -46,7 +46,16 @@ class Step:
 
 
 def _arg(key: str, value: Any) -> str:
-    """``--key=value``, the value in the JSON/YAML form jsonargparse reads (strings as they are)."""
+    """``--key=value``, the value in the JSON/YAML form jsonargparse reads (strings as they are). A null
+    inside a nested settings object (``model.init_args.captioner.lora.target_modules``) goes as the
+    object ``--model.init_args.captioner={"lora": {"target_modules": null}}``: jsonargparse reads a dotted
+    null there as the text 'None' (the other fields keep their values)."""
+    parts = key.split(".")
+    if value is None and len(parts) >= 4:
+        nested: Any = None
+        for part in reversed(parts[3:]):
+            nested = {part: nested}
+        return f"--{'.'.join(parts[:3])}={json.dumps(nested)}"
     if isinstance(value, str):
         return f"--{key}={value}"
     return f"--{key}={json.dumps(value)}"
