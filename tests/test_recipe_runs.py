@@ -12,6 +12,8 @@ import shutil
 from pathlib import Path
 
 
+import pytest
+
 from diffusion_link.run import load_recipe, recipe_steps, run_recipe
 from diffusion_link.run.runner import read_record
 
