@@ -1,7 +1,8 @@
 """The LightningCLI that runs a stage (``fit`` / ``validate`` / ``test`` / ``predict`` with a YAML whose
-``model.class_path`` picks the stage). Used by the ``diffusion-link`` command (:mod:`diffusion_link.cli`)
-and by the demo's steps (:mod:`diffusion_link.pipeline`), which run it in-process with one
-:class:`StepProgress` bar each."""
+``model.class_path`` picks the stage), its ``--run_dir`` and resume checkpoint, and the commands that are
+not stages (:class:`Tool`) on the same root parser. Used by the ``diffusion-link`` command
+(:mod:`diffusion_link.cli`); a step started by ``diffusion-link run`` draws one :class:`StepProgress` bar
+on the runner's console."""
 
 from __future__ import annotations
 
