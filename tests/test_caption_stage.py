@@ -96,6 +96,44 @@ def test_zero_shot_test_with_bridge_scores_like_aac_metrics(zero_shot, bridge_ex
     assert report["bridge_training"]["split"] == "train" and report["captioner_training"]["mode"] == "zero-shot"
 
 
+def test_one_test_run_makes_several_rows_each_as_a_one_row_run_would(zero_shot, bridge_export, tmp_path):
+    """``rows``: one process tests raw audio, the mean shift, a bridge, a bridge that samples (noise at
+    entry, twice) and the text ceiling; each row's predictions equal a one-row run's, and the two sampling
+    rows (each on its own random stream from the same start) equal each other."""
+    from diffusion_link.bridge.model import DiffusionLink
+
+    tmp, config = zero_shot
+    noisy = DiffusionLink.from_pretrained(bridge_export)
+    noisy.config.noise_start = True
+    noisy.save_pretrained(tmp_path / "noisy", extra={"training": noisy.meta.get("training")})
+    rows = {
+        "raw": {"name": "raw"},
+        "ms": {"name": "mean shift", "bridge": "mean-shift"},
+        "noisy-a": {"name": "noisy a", "bridge": str(tmp_path / "noisy")},
+        "dl": {"name": "bridged", "bridge": str(bridge_export)},
+        "noisy-b": {"name": "noisy b", "bridge": str(tmp_path / "noisy")},
+        "text": {"name": "ceiling", "input": "text"},
+    }
+    common = ["test", "--config", str(config), "--model.init_args.pretrained", str(tmp / "zs" / "export")]
+    main([*common, "--model.init_args.rows", json.dumps(rows), "--model.init_args.output_dir", str(tmp_path / "all")])
+
+    def predictions(folder):
+        return (folder / "predictions.csv").read_text()
+
+    for key, row in rows.items():
+        report = json.loads((tmp_path / "all" / key / "scores.json").read_text())
+        assert report["name"] == row["name"] and report["bridge"] == row.get("bridge")
+    assert predictions(tmp_path / "all" / "noisy-a") == predictions(tmp_path / "all" / "noisy-b")
+    for key in ("ms", "noisy-b", "text"):
+        row = rows[key]
+        alone = tmp_path / f"alone-{key}"
+        args = [f"--model.init_args.bridge={row.get('bridge') or 'null'}", f"--model.init_args.test_input={row.get('input', 'audio')}"]
+        main([*common, *args, "--model.init_args.output_dir", str(alone)])
+        assert predictions(alone) == predictions(tmp_path / "all" / key), key
+    with pytest.raises(SystemExit):  # a row's input is audio or text
+        main([*common, "--model.init_args.rows", json.dumps({"x": {"name": "x", "input": "video"}})])
+
+
 def test_supervised_fit_and_test_from_the_cli(tmp_path, demo_store, bridge_export):
     updates = caption_updates(tmp_path, demo_store, "sup", "supervised", str(bridge_export), steps=4)
     updates["trainer"].update(check_val_every_n_epoch=1, val_check_interval=4, limit_val_batches=1)  # one validation, at step 4

@@ -46,7 +46,11 @@ def write_recipe(folder: Path, extra: str = "") -> Path:
             captioners:
               zs:
                 config: [caption.yaml]
-                tests: {raw: {name: raw}, dl: {name: with DL, bridge: dl}, db: {name: with DB, bridge: db}}
+                tests: {raw: {name: raw}, dl: {name: with DL, bridge: dl}}
+              sup:
+                config: [caption.yaml]
+                bridge: db
+                tests: {db: {name: with DB, bridge: db}}
             """
         )
         + extra
@@ -80,17 +84,22 @@ def test_a_recipe_becomes_its_steps(tmp_path, monkeypatch):
         "bridge: Diffusion Bridge",
         "gap: modality-gap analysis",
         "caption: fit zs",
-        "caption: raw",
-        "caption: with DL",
-        "caption: with DB",
+        "caption: test zs (2 rows)",
+        "caption: fit sup",
+        "caption: test sup (1 row)",
     ]
     dl = steps["bridge: Diffusion-Link"].command
     assert dl[:3] == ["fit", "--config", "bridge.yaml"] and "--run_dir=run/bridge/dl" in dl and "--trainer.max_steps=7" in dl
     assert "--data.init_args.store=run/stores/toy" in dl  # the store's name comes from the cache config's writer
     gap = steps["gap: modality-gap analysis"].command
     assert '--model.init_args.compare={"Diffusion Bridge": "run/bridge/db/export"}' in gap and "--model.init_args.pretrained=run/bridge/dl/export" in gap
-    assert steps["caption: with DB"].deps == ["cache: features", "caption: fit zs", "bridge: Diffusion Bridge"]
-    assert steps["caption: raw"].deps == ["cache: features", "caption: fit zs"]
+    assert steps["caption: test sup (1 row)"].deps == ["cache: features", "caption: fit sup", "bridge: Diffusion Bridge"]
+    assert steps["caption: test zs (2 rows)"].deps == ["cache: features", "caption: fit zs", "bridge: Diffusion-Link"]
+    rows = next(a for a in steps["caption: test zs (2 rows)"].command if a.startswith("--model.init_args.rows="))
+    assert json.loads(rows.split("=", 1)[1]) == {
+        "raw": {"name": "raw", "bridge": None, "input": "audio"},
+        "dl": {"name": "with DL", "bridge": "run/bridge/dl/export", "input": "audio"},
+    }
 
 
 @pytest.mark.parametrize(
@@ -129,17 +138,19 @@ def test_a_changed_setting_reruns_exactly_the_steps_it_affects(tmp_path, monkeyp
     assert set(actions(recipe).values()) == {"run", "reuse"} and [n for n, a in actions(recipe).items() if a == "run"] == ["cache: features"]
     (tmp_path / "variant.yaml").write_text("model: {init_args: {cross_weight: 0.5}}\n")  # Diffusion Bridge's config changes
     plan_now = actions(recipe)
-    assert [n for n, a in plan_now.items() if a == "run"] == ["cache: features", "bridge: Diffusion Bridge", "gap: modality-gap analysis", "caption: with DB"]
+    affected = ["cache: features", "bridge: Diffusion Bridge", "gap: modality-gap analysis", "caption: fit sup", "caption: test sup (1 row)"]
+    assert [n for n, a in plan_now.items() if a == "run"] == affected
     (run := tmp_path / "run" / "calls.jsonl").unlink()
-    assert run_all(recipe) == ["cache: features", "bridge: Diffusion Bridge", "gap: modality-gap analysis", "caption: with DB"]
+    assert run_all(recipe) == affected
     run.unlink()
     assert run_all(recipe, ["STEPS=5"]) == [
         "cache: features",
         "bridge: Diffusion-Link",
         "bridge: Diffusion Bridge",
         "gap: modality-gap analysis",
-        "caption: with DL",
-        "caption: with DB",
+        "caption: test zs (2 rows)",
+        "caption: fit sup",
+        "caption: test sup (1 row)",
     ]
     text = describe_plan(load_recipe(recipe, ["STEPS=5"]), recipe_steps(load_recipe(recipe, ["STEPS=5"])))
     assert "reuse  bridge: Diffusion-Link  (unchanged)" in text and "$ diffusion-link fit --config bridge.yaml" in text
@@ -268,3 +279,20 @@ def test_dry_run_checks_the_inputs_for_real(tmp_path, monkeypatch, capsys):
     assert run_recipe(str(tmp_path / "wrong.yaml"), dry_run=True) == 1
     wrong = capsys.readouterr().out
     assert "PROBLEM AudioCaps train: 2 clips" in wrong and "0 found" in wrong and "name pattern (AUDIOCAPS_NAME)" in wrong
+
+
+def test_the_dry_run_prints_each_steps_expected_time(tmp_path, monkeypatch, fake_runner):
+    monkeypatch.chdir(tmp_path)
+    recipe = write_recipe(tmp_path, "steps: {bridge: {minutes: 2.5}, caption-fit: {minutes: 1}}\n")
+    r = load_recipe(recipe)
+    text = describe_plan(r, recipe_steps(r))
+    line = next(x for x in text.splitlines() if "bridge: Diffusion-Link  (" in x)
+    assert line.endswith("~2.5 min (the recipe's estimate)")
+    assert "Expected: about 7.0 min of steps, plus 4 step(s) with no estimate." in text  # 2 bridges, 2 captioner fits
+    run_all(recipe)
+    record = tmp_path / "run/.steps/bridge-diffusion-link.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "seconds": 90.0}))
+    text = describe_plan(r, recipe_steps(load_recipe(recipe, ["STEPS=5"])))  # the bridges change; the last run's time is what counts
+    assert "bridge: Diffusion-Link  (its settings or inputs changed)  ~1.5 min (its last run here)" in text
+    with pytest.raises(RecipeError, match="minutes is a number"):
+        load_recipe(write_recipe(tmp_path, "steps: {bridge: {minutes: soon}}\n"))

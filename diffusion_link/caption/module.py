@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -44,6 +45,21 @@ class MetricOptions:
     bootstrap: int = 1000
 
 
+@dataclass
+class TestRow:
+    """One row of the captioning table, made by ``test`` with the other rows of the same captioner.
+
+    Args:
+        name: the row's name in reports.
+        bridge: an exported bridge folder, ``mean-shift``, or ``None`` (raw audio).
+        input: ``audio`` (through ``bridge``) or ``text`` (the first reference's text embedding, the ceiling).
+    """
+
+    name: str
+    bridge: str | None = None
+    input: Literal["audio", "text"] = "audio"
+
+
 class CaptionerModule(FeatureStage):
     """LoRA-tuned LLM captioner over CLAP embeddings, zero-shot or supervised.
 
@@ -71,6 +87,10 @@ class CaptionerModule(FeatureStage):
         encoder_export: instead of ``clap``, a trained encoder's export folder (the demo's encoder).
         val_examples: clips of the first validation batch captioned at each validation, logged as a
             table (clip, first reference, caption) to TensorBoard's Text tab; 0: none.
+        rows: ``test`` several rows of the captioning table in one run (``{key: TestRow}``), instead of the
+            one row that ``name``, ``bridge`` and ``test_input`` describe: each row is written to
+            ``<output_dir>/<key>/`` and sees the random stream it would see alone, so its result equals a
+            one-row run's; the LLM, the imports and the METEOR scorer are loaded once.
     """
 
     export_name = "the captioner (peft adapter + projector + config)"
@@ -96,6 +116,7 @@ class CaptionerModule(FeatureStage):
         clap: ClapConfig | None = None,
         encoder_export: str | None = None,
         val_examples: int = 8,
+        rows: dict[str, TestRow] | None = None,
     ):
         super().__init__()
         if mode not in ("zero-shot", "supervised"):
@@ -112,20 +133,32 @@ class CaptionerModule(FeatureStage):
         self.encoder_description = getattr(self.model, "meta", {}).get("encoder", {})
         if test_input not in ("audio", "text"):
             raise ValueError(f"test_input must be 'audio' or 'text', not {test_input!r}")
-        self.bridge = DiffusionLink.from_pretrained(bridge) if bridge and bridge != MEAN_SHIFT else None
-        if self.bridge is not None:
-            self.bridge.requires_grad_(False)
-        self.mean_shift: MeanShift | None = None  # fitted on the store's training split when bridge is mean-shift
+        self.bridge = _load_bridge(bridge)
+        self.rows = {k: r if isinstance(r, TestRow) else TestRow(**r) for k, r in (rows or {}).items()}
+        for key, row in self.rows.items():
+            if row.input not in ("audio", "text"):
+                raise ValueError(f"rows.{key}.input must be 'audio' or 'text', not {row.input!r}")
+        # the bridges of the test rows, one module per folder (a frozen submodule: it follows the device)
+        self.row_bridges = torch.nn.ModuleList()
+        self._row_bridge: dict[str, int] = {}
+        for folder in dict.fromkeys(r.bridge for r in self.rows.values() if r.bridge and r.bridge != MEAN_SHIFT):
+            self._row_bridge[folder] = len(self.row_bridges)
+            self.row_bridges.append(_load_bridge(folder))
+        self.mean_shift: MeanShift | None = None  # fitted on the store's training split when a row uses mean-shift
         self.strict_loading = False  # checkpoints hold only what trains (projector + adapter), not the frozen LM
         self.audio_encoder = None  # loaded for predict on audio files (data_needs)
 
     # -- inputs ------------------------------------------------------------------------------------
 
-    def _audio(self, audio: torch.Tensor) -> torch.Tensor:
-        """The audio embedding the LLM sees: bridged when a bridge is given, else raw (normalised)."""
-        if self.bridge is not None:
-            return self.bridge.bridge(audio)
-        if self.hparams.bridge == MEAN_SHIFT:
+    def _audio(self, audio: torch.Tensor, bridge: str | None = None, row: bool = False) -> torch.Tensor:
+        """The audio embedding the LLM sees: bridged when a bridge is given, else raw (normalised). ``bridge``
+        is the module's own (``row=False``) or a test row's."""
+        module = (self.row_bridges[self._row_bridge[bridge]] if bridge in self._row_bridge else None) if row else self.bridge
+        if not row:
+            bridge = self.hparams.bridge
+        if module is not None:
+            return module.bridge(audio)
+        if bridge == MEAN_SHIFT:
             if self.mean_shift is None:
                 raise StoreError("the mean-shift baseline takes its means from a feature store's training split; it cannot caption audio files directly")
             return self.mean_shift(audio.to(self.mean_shift.shift.device))
@@ -133,13 +166,16 @@ class CaptionerModule(FeatureStage):
 
     def _check_store(self, fitting: bool) -> None:
         store = self.store
-        if self.bridge is not None and "bridge" in store.meta:
+        bridges = [self.bridge] if fitting or not self.rows else list(self.row_bridges)
+        bridges = [b for b in bridges if b is not None]
+        if bridges and "bridge" in store.meta:
             raise StoreError(f"{store.path} is already a bridged store; do not also pass a bridge to the captioner")
-        trained_on = {"bridge": self.bridge.encoder} if self.bridge is not None else {}
+        trained_on = {f"bridge {b.source}" if len(bridges) > 1 else "bridge": b.encoder for b in bridges}
         if not fitting and self.encoder_description:
             trained_on["captioner"] = self.encoder_description
         self.check_store(self.model.config.dim, "model.init_args.captioner.dim", trained_on=trained_on)
-        if self.hparams.bridge == MEAN_SHIFT:
+        uses = [self.hparams.bridge] if fitting or not self.rows else [r.bridge for r in self.rows.values()]
+        if MEAN_SHIFT in uses:
             self.mean_shift = MeanShift(*store.means(self.split("fit", "train"))).to(self.device)
         if fitting:
             self.encoder_description = dict(store.encoder)
@@ -223,28 +259,42 @@ class CaptionerModule(FeatureStage):
 
     # -- test: caption the split, score the corpus once ---------------------------------------------
 
+    def _test_rows(self) -> dict[str | None, TestRow]:
+        """The rows this test makes: ``rows``, or the one row of ``name``/``bridge``/``test_input`` (key None)."""
+        hp = self.hparams
+        return dict(self.rows) or {None: TestRow(hp.name, hp.bridge, hp.test_input)}
+
     def on_test_start(self) -> None:
         self._check_store(fitting=False)
-        self._rows: list[tuple[str, str, list[str]]] = []
+        rows = self._test_rows()
+        self._results: dict[str | None, list[tuple[str, str, list[str]]]] = {key: [] for key in rows}
+        # every row starts from the random state a one-row run would have, and keeps its own stream
+        self._rng = {key: _rng_state(self.device) for key in rows}
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        if self.hparams.test_input == "text":  # the ceiling: the first reference's own text embedding
-            inputs = F.normalize(batch["text_embeddings"][:, 0].float(), dim=-1)
-        else:
-            inputs = self._audio(batch["audio_embedding"])
-        candidates = self.model.generate(inputs, self.decoding)
-        self._rows += list(zip(batch["clip_id"], candidates, batch["captions"]))
+        for key, row in self._test_rows().items():
+            with _rng_stream(self._rng, key, self.device):
+                if row.input == "text":  # the ceiling: the first reference's own text embedding
+                    inputs = F.normalize(batch["text_embeddings"][:, 0].float(), dim=-1)
+                else:
+                    inputs = self._audio(batch["audio_embedding"], row.bridge, row=bool(self.rows))
+                candidates = self.model.generate(inputs, self.decoding)
+            self._results[key] += list(zip(batch["clip_id"], candidates, batch["captions"]))
 
     def on_test_epoch_end(self) -> None:
-        rows = gather_unique(self._rows, key=lambda r: r[0])
-        if self.trainer.is_global_zero:
-            self.scores = self._score(rows)
-            self.log_dict({f"test/{k}": v for k, v in self.scores.items()}, rank_zero_only=True)
+        out = Path(self.hparams.output_dir or "artifacts/caption/test")
+        for key, row in self._test_rows().items():
+            results = gather_unique(self._results[key], key=lambda r: r[0])
+            if self.trainer.is_global_zero:
+                scores = self._score(results, row, out if key is None else out / key)
+                prefix = "test/" if key is None else f"test/{key}/"
+                self.log_dict({prefix + k: v for k, v in scores.items()}, rank_zero_only=True)
+                if key is None:
+                    self.scores = scores
 
-    def _score(self, rows: list[tuple[str, str, list[str]]]) -> dict[str, float]:
+    def _score(self, rows: list[tuple[str, str, list[str]]], row: TestRow, out: Path) -> dict[str, float]:
         from diffusion_link.evaluation.captioning import score_captions
 
-        out = Path(self.hparams.output_dir or "artifacts/caption/test")
         out.mkdir(parents=True, exist_ok=True)
         m = self.metric_options
         scores, skipped, per_clip = score_captions(
@@ -257,12 +307,12 @@ class CaptionerModule(FeatureStage):
                 writer.writerow([clip, cand, json.dumps(refs, ensure_ascii=False), *(f"{v[i]:.6g}" for v in per_clip.values())])
         store = self.store
         report = {
-            "name": self.hparams.name,
+            "name": row.name,
             "scores": scores,
             "skipped_metrics": skipped,
             "mode": self.hparams.mode,
-            "bridge": self.hparams.bridge,
-            "input": "text embedding of the first reference (ceiling)" if self.hparams.test_input == "text" else "audio",
+            "bridge": row.bridge,
+            "input": "text embedding of the first reference (ceiling)" if row.input == "text" else "audio",
             "captioner": self.hparams.pretrained,
             "llm": self.model.config.llm,
             "decoding": asdict(self.decoding),
@@ -272,13 +322,15 @@ class CaptionerModule(FeatureStage):
             "encoder_weights": store.encoder.get("weights"),
             # protocol: what each part was trained on (the captioner's and the bridge's export records)
             "captioner_training": {k: getattr(self.model, "meta", {}).get(k) for k in ("mode", "split", "store", "steps", "precision", "noise_std")},
-            "bridge_training": self.bridge.meta.get("training") if self.bridge is not None and hasattr(self.bridge, "meta") else None,
+            "bridge_training": _training(
+                self.bridge if not self.rows else (self.row_bridges[self._row_bridge[row.bridge]] if row.bridge in self._row_bridge else None)
+            ),
             "precision": str(self.trainer.precision),
             "clips": [r[0] for r in rows],
         }
         write_atomic(out / "scores.json", json.dumps(report, indent=2, ensure_ascii=False))
         print(
-            f"\nCaptioning scores ({self.hparams.name}, {len(rows)} clips): "
+            f"\nCaptioning scores ({row.name}, {len(rows)} clips): "
             + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
             + f"\n  -> {out}/predictions.csv, scores.json",
             flush=True,
@@ -317,3 +369,34 @@ class CaptionerModule(FeatureStage):
             return {"id": batch["path"], "caption": captions, "error": batch["error"]}
         captions = self.model.generate(self._audio(batch["audio_embedding"]), self.decoding)
         return {"id": batch["clip_id"], "caption": captions, "error": [""] * len(captions)}
+
+
+def _load_bridge(folder: str | None) -> DiffusionLink | None:
+    """A frozen exported bridge, or None for raw audio and the mean shift (fitted on the store)."""
+    if not folder or folder == MEAN_SHIFT:
+        return None
+    bridge = DiffusionLink.from_pretrained(folder)
+    bridge.requires_grad_(False)
+    bridge.source = folder
+    return bridge
+
+
+def _training(bridge: DiffusionLink | None) -> dict | None:
+    return bridge.meta.get("training") if bridge is not None and hasattr(bridge, "meta") else None
+
+
+def _rng_state(device: torch.device) -> tuple:
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+@contextmanager
+def _rng_stream(states: dict, key, device: torch.device):
+    """Run the block on row ``key``'s own random stream (CPU, and the device's on CUDA), then keep where it got to."""
+    cpu, cuda = states[key]
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda, device)
+    try:
+        yield
+    finally:
+        states[key] = _rng_state(device)

@@ -20,11 +20,33 @@ from diffusion_link.run.steps import Step, recipe_steps
 __all__ = ["Recipe", "RecipeError", "Step", "load_recipe", "recipe_steps", "run_recipe"]
 
 
+def expected_minutes(recipe: Recipe, step: Step) -> tuple[float, str] | None:
+    """What a step should take: its own last run here (its record's time, even under other settings), else
+    the recipe's ``steps.<kind>.minutes``; None where neither says."""
+    seconds = read_record(recipe, step).get("seconds")
+    if seconds is not None:
+        return seconds / 60, "its last run here"
+    settings = recipe.steps.get(step.kind)
+    if settings is not None and settings.minutes is not None:
+        return float(settings.minutes), "the recipe's estimate"
+    return None
+
+
 def describe_plan(recipe: Recipe, steps: list[Step]) -> str:
     lines = [f"{recipe.path}: {len(steps)} steps under {recipe.run_dir}/"]
+    total, unknown = 0.0, 0
     for i, p in enumerate(plan(recipe, steps), 1):
-        lines.append(f"  [{i:2d}] {p.action:6} {p.step.name}  ({p.why})")
+        cost = ""
+        if p.action != "reuse":
+            expected = expected_minutes(recipe, p.step)
+            if expected is None:
+                unknown += 1
+            else:
+                total += expected[0]
+                cost = f"  ~{expected[0]:.1f} min ({expected[1]}{'; less, as it resumes' if p.action == 'resume' else ''})"
+        lines.append(f"  [{i:2d}] {p.action:6} {p.step.name}  ({p.why}){cost}")
         lines.append(f"         $ diffusion-link {shlex.join(p.step.command)}")
+    lines.append(f"Expected: about {total:.1f} min of steps" + (f", plus {unknown} step(s) with no estimate" if unknown else "") + ".")
     return "\n".join(lines)
 
 

@@ -42,11 +42,14 @@ class RecipeError(ValueError):
 
 @dataclass
 class StepSettings:
-    """Options for every step of one kind: ``trainer`` (merged into the trainer section) and ``args``
-    (any ``--key=value`` of the stage's command line, e.g. ``model.init_args.lr: 0.001``)."""
+    """Options for every step of one kind: ``trainer`` (merged into the trainer section), ``args``
+    (any ``--key=value`` of the stage's command line, e.g. ``model.init_args.lr: 0.001``) and ``minutes``
+    (what one such step is expected to take, measured where the recipe says; ``--dry-run`` prints it where
+    no earlier run of the step left its own time)."""
 
     trainer: dict[str, Any] = field(default_factory=dict)
     args: dict[str, Any] = field(default_factory=dict)
+    minutes: float | None = None
 
 
 @dataclass
@@ -164,10 +167,13 @@ def _settings(raw: dict, path: Path) -> dict[str, StepSettings]:
         if kind not in STEP_KINDS:
             raise RecipeError(f"{path}: steps.{kind} is not a kind of step (kinds: {', '.join(STEP_KINDS)})")
         value = value or {}
-        unknown = set(value) - {"trainer", "args"}
+        unknown = set(value) - {"trainer", "args", "minutes"}
         if unknown:
-            raise RecipeError(f"{path}: steps.{kind} takes 'trainer' and 'args', not {sorted(unknown)}")
-        out[kind] = StepSettings(dict(value.get("trainer") or {}), dict(value.get("args") or {}))
+            raise RecipeError(f"{path}: steps.{kind} takes 'trainer', 'args' and 'minutes', not {sorted(unknown)}")
+        minutes = value.get("minutes")
+        if minutes is not None and (not isinstance(minutes, (int, float)) or minutes < 0):
+            raise RecipeError(f"{path}: steps.{kind}.minutes is a number of minutes, not {minutes!r}")
+        out[kind] = StepSettings(dict(value.get("trainer") or {}), dict(value.get("args") or {}), minutes)
     return out
 
 

@@ -9,7 +9,7 @@ The folders under a recipe's ``run_dir`` (with several seeds, the per-seed folde
     bridge/<row>/       export/, checkpoints/, logs/            one per bridge row
     bridge/report/      gap_report.{csv,md}, figures            the gap analysis
     bridge/ablations/   <setting>-<value>/, sweep_<setting>.{png,csv}
-    caption/<cap>/      export/, checkpoints/, logs/, <test>/test/{scores.json,predictions.csv}
+    caption/<cap>/      export/, checkpoints/, logs/, test/<row>/{scores.json,predictions.csv}
     seeds/              gap_report_seeds.{csv,md}               (several seeds)
     report/index.html   the run's page;  logs/NN-<step>.log;  .steps/<step>.json (what made each output)
 """
@@ -209,19 +209,24 @@ def recipe_steps(recipe: Recipe) -> list[Step]:
                 deps,
                 [folder / "export" / "config.json"],
             )
-            for test in cap.tests:
-                bridge = str(exports[test.bridge]) if test.bridge not in (None, MEAN_SHIFT) else test.bridge
-                args = {
-                    **common,
-                    **flat(cap.args),
-                    "model.init_args.pretrained": str(folder / "export"),
-                    "model.init_args.bridge": bridge,
-                    "model.init_args.test_input": test.input,
-                    "model.init_args.name": test.name,
-                }
-                test_deps = [cache.name, fit.name] + ([bridge_steps[test.bridge]] if test.bridge not in (None, MEAN_SHIFT) else [])
-                out = folder / test.key
-                b.add(f"caption: {test.name}{tag}", "caption-test", "test", cap.config, out, args, test_deps, [out / "test" / "scores.json"])
+            if cap.tests:  # one test run makes all of this captioner's rows (one LLM load, one METEOR scorer)
+                rows, test_deps = {}, [cache.name, fit.name]
+                for test in cap.tests:
+                    bridged = test.bridge not in (None, MEAN_SHIFT)
+                    rows[test.key] = {"name": test.name, "bridge": str(exports[test.bridge]) if bridged else test.bridge, "input": test.input}
+                    test_deps += [bridge_steps[test.bridge]] if bridged and bridge_steps[test.bridge] not in test_deps else []
+                args = {**common, **flat(cap.args), "model.init_args.pretrained": str(folder / "export"), "model.init_args.rows": rows}
+                outputs = [folder / "test" / key / "scores.json" for key in rows]
+                b.add(
+                    f"caption: test {cap.key} ({len(rows)} row{'s' * (len(rows) > 1)}){tag}",
+                    "caption-test",
+                    "test",
+                    cap.config,
+                    folder,
+                    args,
+                    test_deps,
+                    outputs,
+                )
     if many and gap_reports:
         out = root / "seeds"
         gap_names = [s.name for s in b.steps if s.kind == "gap"]

@@ -125,7 +125,7 @@ def summary(recipe: Recipe, steps: list[Step], records: list[dict], seconds: flo
             parts += ["", f"Across seeds ({step.outputs[0]}):", step.outputs[0].read_text().strip()]
     tests = [s for s in steps if s.kind == "caption-test"]
     clip_info = demo_manifest(recipe)
-    table = caption_table([s.outputs[0].parent for s in tests], clip_info)
+    table = caption_table([o.parent for s in tests for o in s.outputs], clip_info)
     if table:
         parts += [
             "",
@@ -134,7 +134,7 @@ def summary(recipe: Recipe, steps: list[Step], records: list[dict], seconds: flo
             "±: half-width of a 95 % bootstrap interval over clips, every metric: docs/method.md):",
             table,
         ]
-        ex = examples([(s.name.removeprefix("caption: "), s.outputs[0].parent) for s in tests][:4])
+        ex = examples([(json.loads(o.read_text())["name"], o.parent) for s in tests for o in s.outputs if o.is_file()][:4])
         if ex:
             parts += ["", "Example captions:", ex]
     parts += ["", "Step times (the time of the run that made each output):", step_times(list(zip(steps, records)))]
@@ -144,7 +144,7 @@ def summary(recipe: Recipe, steps: list[Step], records: list[dict], seconds: flo
         f"  report page        {(root / 'report' / 'index.html').resolve()}  (tables, figures, every test clip to listen to)",
         f"  feature store      {cache.outputs[0].parent.resolve() if cache else '-'}",
         f"  bridges            {root}/bridge/<row>/export  (DiffusionLink.from_pretrained); gap report in {root}/bridge/report",
-        f"  captioners         {root}/caption/<captioner>/export; each test row's scores.json and predictions.csv in <captioner>/<row>/test",
+        f"  captioners         {root}/caption/<captioner>/export; each test row's scores.json and predictions.csv in <captioner>/test/<row>",
         f"  step logs          {root}/logs/  (everything each step printed), TensorBoard: tensorboard --logdir {root}",
         "=" * 100,
     ]

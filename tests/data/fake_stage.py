@@ -5,7 +5,7 @@ the runner relies on it, in a fraction of a second.
   (``{"step": n}``), ``--ckpt_path`` resumes from it, SIGTERM/SIGINT end it early with status 143/130
   (the CLI's exit for Lightning's SIGTERMException), then ``export/config.json``.
 * ``predict`` (the cache): ``<run_dir>/<name>/store.json`` complete, checksum ``$FAKE_STORE_CHECKSUM``.
-* ``test``: ``<report_dir or run_dir/test>/`` with a scores file; ``$FAKE_FAIL`` names a step that fails.
+* ``test``: ``<report_dir or run_dir/report>/gap_report.csv`` and ``run_dir/test/<row>/scores.json`` per row; ``$FAKE_FAIL`` names a step that fails.
 * ``$FAKE_SLOW`` names a step whose fit waits 0.2 s per step (time to send it a signal).
 
 Each call is appended to ``<run's root>/calls.jsonl`` (the step's name comes from the runner's progress label).
@@ -58,8 +58,9 @@ elif command == "test":
     out = Path(options.get("model.init_args.report_dir") or run_dir / "report")
     out.mkdir(parents=True, exist_ok=True)
     (out / "gap_report.csv").write_text("method\n")
-    (run_dir / "test").mkdir(parents=True, exist_ok=True)
-    (run_dir / "test" / "scores.json").write_text("{}")
+    for key in json.loads(options.get("model.init_args.rows", '{"": null}')):  # a caption test: one folder per row
+        (run_dir / "test" / key).mkdir(parents=True, exist_ok=True)
+        (run_dir / "test" / key / "scores.json").write_text("{}")
 root.mkdir(exist_ok=True)
 with open(root / "calls.jsonl", "a") as f:
     f.write(json.dumps(call) + "\n")
