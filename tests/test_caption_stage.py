@@ -124,6 +124,17 @@ def test_one_test_run_makes_several_rows_each_as_a_one_row_run_would(zero_shot, 
         report = json.loads((tmp_path / "all" / key / "scores.json").read_text())
         assert report["name"] == row["name"] and report["bridge"] == row.get("bridge")
     assert predictions(tmp_path / "all" / "noisy-a") == predictions(tmp_path / "all" / "noisy-b")
+    # the ceiling (fed reference 1) is scored against the other references only, and says so
+    from diffusion_link.evaluation.captioning import leave_one_out
+
+    ceiling = json.loads((tmp_path / "all" / "text" / "scores.json").read_text())
+    assert ceiling["scored_against"].startswith("references 2.. of each clip (leave-one-out")
+    assert set(ceiling["diversity"]) == {"distinct_captions", "clips", "ignores_input"} and ceiling["diversity"]["clips"] == 3
+    with open(tmp_path / "all" / "text" / "predictions.csv") as f:
+        text_rows = list(csv.DictReader(f))
+    again, _, _ = score_captions([r["candidate"] for r in text_rows], leave_one_out([json.loads(r["references"]) for r in text_rows]))
+    assert ceiling["scores"]["cider_d"] == pytest.approx(again["cider_d"], abs=1e-9) and ceiling["scores"]["bleu_1"] == pytest.approx(again["bleu_1"])
+    assert json.loads((tmp_path / "all" / "raw" / "scores.json").read_text())["scored_against"] == "every reference"
     for key in ("ms", "noisy-b", "text"):
         row = rows[key]
         alone = tmp_path / f"alone-{key}"
@@ -231,6 +242,27 @@ def test_single_clip_and_empty_candidate_do_not_crash(monkeypatch, tmp_path):
     assert np.mean(per_clip["cider_d"]) == pytest.approx(scores["cider_d"]) and np.mean(per_clip["rouge_l"]) == pytest.approx(scores["rouge_l"])
     with pytest.raises(ValueError, match="reference"):
         score_captions(["x"], [[""]])
+
+
+def test_the_text_ceiling_is_scored_leave_one_out_on_a_toy_corpus_with_known_cider_d(monkeypatch, tmp_path):
+    """The ceiling is fed reference 1 and scored against the others. Toy corpus: each clip's references are
+    reference 1 (sharing no word with the rest) and twice the caption the candidate equals. Against the other
+    references only, the candidate equals every reference: CIDEr-D 10 exactly; against all three, the first
+    reference adds a similarity of 0 to the mean over references: 10 x 2/3."""
+    from diffusion_link.evaluation.captioning import diversity, leave_one_out
+
+    monkeypatch.setenv("FENSE_DATA", str(tmp_path / "no-fense"))
+    candidates = ["a dog barks loudly", "a cow moos softly", "a bird sings sweetly"]
+    first = ["cats meow at night", "rain falls on roofs", "wind blows through trees"]
+    references = [[one, cand, cand] for one, cand in zip(first, candidates)]
+    assert leave_one_out(references) == [[c, c] for c in candidates]
+    loo, _, per_clip = score_captions(candidates, leave_one_out(references))
+    assert loo["cider_d"] == pytest.approx(10.0, abs=1e-9) and per_clip["cider_d"] == pytest.approx([10.0] * 3, abs=1e-9)
+    every, _, _ = score_captions(candidates, references)
+    assert every["cider_d"] == pytest.approx(20 / 3, abs=1e-9)
+    with pytest.raises(ValueError, match="at least 2 references"):
+        leave_one_out([["a dog barks", "dog"], ["a cat"]])
+    assert not diversity(candidates)["ignores_input"] and diversity(candidates[:1] * 3)["ignores_input"]
 
 
 def test_adapter_reloads_with_peft_alone(zero_shot, demo_store):

@@ -52,7 +52,8 @@ class TestRow:
     Args:
         name: the row's name in reports.
         bridge: an exported bridge folder, ``mean-shift``, or ``None`` (raw audio).
-        input: ``audio`` (through ``bridge``) or ``text`` (the first reference's text embedding, the ceiling).
+        input: ``audio`` (through ``bridge``) or ``text`` (the first reference's text embedding, the ceiling;
+            scored against the other references, leave-one-out).
     """
 
     name: str
@@ -72,7 +73,7 @@ class CaptionerModule(FeatureStage):
             ``mean-shift``: the training-free baseline a - mean(audio) + mean(text), means of the
             store's training split.
         test_input: ``audio`` (default) or ``text``: feed the text embedding of each clip's first
-            reference instead of its audio, the ceiling that a perfect bridge could reach.
+            reference instead of its audio, the ceiling that a perfect bridge could reach (scored leave-one-out).
         noise_std: Gaussian noise added to training text embeddings in zero-shot mode (CapDec-style injection).
         decoding: beam search / greedy settings.
         lr, weight_decay, warmup_steps: AdamW over the projector and the adapter, linear warm-up.
@@ -293,13 +294,16 @@ class CaptionerModule(FeatureStage):
                     self.scores = scores
 
     def _score(self, rows: list[tuple[str, str, list[str]]], row: TestRow, out: Path) -> dict[str, float]:
-        from diffusion_link.evaluation.captioning import score_captions
+        from diffusion_link.evaluation.captioning import diversity, leave_one_out, score_captions
 
         out.mkdir(parents=True, exist_ok=True)
-        m = self.metric_options
+        m, ceiling, candidates = self.metric_options, row.input == "text", [r[1] for r in rows]
+        references = [r[2] for r in rows]  # the ceiling saw reference 1: it is scored against the others (leave-one-out)
         scores, skipped, per_clip = score_captions(
-            [r[1] for r in rows], [r[2] for r in rows], m.cache_path, m.corenlp_dir, fense=m.fense, bootstrap=m.bootstrap
+            candidates, leave_one_out(references) if ceiling else references, m.cache_path, m.corenlp_dir, fense=m.fense, bootstrap=m.bootstrap
         )
+        if (spread := diversity(candidates))["ignores_input"]:
+            log.warning(f"{row.name} ignores its input: {spread['distinct_captions']} distinct caption(s) for {spread['clips']} clips")
         with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as f:  # per-clip scores: the report's filters
             writer = csv.writer(f)
             writer.writerow(["clip_id", "candidate", "references", *per_clip])
@@ -312,7 +316,9 @@ class CaptionerModule(FeatureStage):
             "skipped_metrics": skipped,
             "mode": self.hparams.mode,
             "bridge": row.bridge,
-            "input": "text embedding of the first reference (ceiling)" if row.input == "text" else "audio",
+            "input": "text embedding of the first reference (ceiling)" if ceiling else "audio",
+            "scored_against": "references 2.. of each clip (leave-one-out: reference 1 was the input)" if ceiling else "every reference",
+            "diversity": spread,
             "captioner": self.hparams.pretrained,
             "llm": self.model.config.llm,
             "decoding": asdict(self.decoding),

@@ -11,6 +11,10 @@ two Stanford CoreNLP 3.6.0 jars in ``<cache>/aac-metrics/spice/lib``), FENSE (it
 checkpoint in ``$FENSE_DATA`` and the sentence-BERT model in the Hugging Face cache). Missing ones
 are skipped with a warning that says what to get. CIDEr-D's IDF is computed over the corpus: call
 :func:`score_captions` once with every candidate, never per batch.
+
+The text ceiling (a clip's first reference's embedding as input) is scored against the other references
+only (:func:`leave_one_out`); a captioner that gives (nearly) one caption for every clip is flagged
+(:func:`diversity`).
 """
 
 from __future__ import annotations
@@ -132,6 +136,42 @@ def _torch_hub() -> str:
     """torch.hub.get_dir()'s default, without importing torch ($TORCH_HOME/hub)."""
     cache = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))
     return os.path.join(os.path.expanduser(os.environ.get("TORCH_HOME", os.path.join(cache, "torch"))), "hub")
+
+
+#: a system whose distinct captions are at most this fraction of its clips (or one) ignores its input
+IGNORES_INPUT_FRACTION = 0.05
+
+
+def diversity(candidates: list[str]) -> dict:
+    """How many distinct captions a system gave (whitespace and case ignored) for how many clips, and
+    whether that says it ignores its input: one caption for every clip, or distinct captions at most
+    ``IGNORES_INPUT_FRACTION`` of the clips (5 of 100)."""
+    distinct = len({normalise(c).lower() for c in candidates})
+    return {
+        "distinct_captions": distinct,
+        "clips": len(candidates),
+        "ignores_input": distinct <= max(1, int(IGNORES_INPUT_FRACTION * len(candidates))),
+    }
+
+
+def leave_one_out(mult_references: list[list[str]], index: int = 0) -> list[list[str]]:
+    """Each clip's references without its ``index``-th, the one a text-input row was fed: that row is
+    scored against the references it did not see. Refused when a clip would be left with none.
+
+    What it does to the scores: every clip has one reference fewer (4 instead of AudioCaps' 5), which
+    lowers BLEU, METEOR and ROUGE-L a little (each takes the best match over the references), so on them
+    the ceiling is if anything understated; CIDEr-D averages over the references. CIDEr-D's IDF is
+    computed over the scored corpus of references (an n-gram's document frequency counts the clips whose
+    references contain it), so the left-out references' n-grams also leave the IDF: the ceiling's CIDEr-D
+    weighs n-grams by an IDF of the other references, close to but not the audio rows' IDF (a candidate
+    equal to every remaining reference still scores 10)."""
+    out = []
+    for refs in mult_references:
+        kept = [r for i, r in enumerate(refs) if i != index]
+        if not any(normalise(r) for r in kept):
+            raise ValueError(f"leave-one-out scoring needs at least 2 references per clip; a clip has {len(refs)}")
+        out.append(kept)
+    return out
 
 
 #: the metrics whose corpus score is the mean of per-clip scores (so a bootstrap over clips is exact)
