@@ -79,9 +79,16 @@ def test_page_holds_every_clip_system_and_table(tiny_run, demo_store):
     headers = [th.get_text() for th in soup.select("table.caption-table th")]
     cider_cell = table[0].select("td")[headers.index("CIDEr-D")].get_text()
     assert cider_cell.startswith(f"{scores['cider_d']:.4f} ± ")
-    dl = json.loads((tiny_run / "caption" / "zero-shot" / "diffusion-link" / "scores.json").read_text())["scores"]
-    versus = f"{(dl['cider_d'] - scores['cider_d']) / scores['cider_d']:+.1%}" if scores["cider_d"] else ""
-    assert [tr.select("td")[-1].get_text() for tr in table] == ["", versus]  # Diffusion-Link vs raw audio
+    # Diffusion-Link vs raw audio: the paired difference of the per-clip CIDEr-D, its interval, the relative change or n/a
+    from diffusion_link.report import paired_difference
+
+    cider = {name: {c: float(r["cider_d"]) for c, r in rows.items()} for name, rows in predictions.items()}
+    p = paired_difference(cider[SYSTEMS["raw"]], cider[SYSTEMS["diffusion-link"]])
+    relative = "n/a" if p.relative() is None else f"{p.relative():+.1%}"
+    column = next(i for i, h in enumerate(headers) if h.startswith("CIDEr-D vs raw audio"))
+    assert [tr.select("td")[column].get_text() for tr in table] == ["", f"{p.diff:+.3f} [{p.lo:+.3f}, {p.hi:+.3f}] ({relative})"]
+    assert "paired bootstrap interval" in soup.select_one("h2#captioning ~ p.notes").get_text()
+    assert headers[-5:] == ["right animals", "right (single)", "distinct", "right animals vs raw", "flags"]  # the demo: its manifest's animals
     # the gap table: every method of gap_report.csv, and its figures inline
     with open(tiny_run / "bridge" / "report" / "gap_report.csv") as f:
         methods = [r["method"] for r in csv.DictReader(f)]
@@ -240,3 +247,163 @@ def test_the_demos_page_in_headless_chromium(tmp_path):
     assert seen["disagree"] + seen["agree"] == seen["total"] and seen["most disagree"] < seen["disagree"]  # 7 systems: few clips get 7 captions
     assert seen["page of 25"] == seen["second page of 25"] == 25
     assert 0 < seen["cider>=0.5"] < seen["total"]
+
+
+# -- the captioning table's paired comparisons and flags (written files, no model) ----------------------------
+
+
+def _system(folder: Path, name: str, values: dict[str, float], captions: dict[str, str] | None = None, **report) -> Path:
+    """A caption test's outputs: predictions.csv (per-clip CIDEr-D and ROUGE-L) and scores.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    clips = list(values)
+    captions = captions or {c: f"caption {i}" for i, c in enumerate(clips)}
+    with open(folder / "predictions.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["clip_id", "candidate", "references", "rouge_l", "cider_d"])
+        for clip in clips:
+            writer.writerow([clip, captions[clip], json.dumps(["a dog barks", "a dog is barking"]), f"{values[clip] / 4:.6g}", f"{values[clip]:.6g}"])
+    mean = sum(values.values()) / len(values)
+    scores = {"cider_d": mean, "cider_d_lo": mean - 0.1, "cider_d_hi": mean + 0.1, "rouge_l": mean / 4}
+    (folder / "scores.json").write_text(json.dumps({"name": name, "mode": "zero-shot", "bridge": None, "input": "audio", "scores": scores, **report}))
+    return folder
+
+
+def _toy_run(root: Path, raw: dict[str, float], other: dict[str, float], **other_report) -> list[Path]:
+    return [
+        _system(root / "raw", "zero-shot, raw audio", raw),
+        _system(root / "dl", "zero-shot + Diffusion-Link", other, **{"bridge": "bridge/diffusion-link/export", **other_report}),
+    ]
+
+
+def _table(folders: list[Path], clip_info: dict | None = None) -> dict:
+    from diffusion_link.report import caption_table_rows, read_system
+
+    return caption_table_rows([read_system(f) for f in folders], clip_info)
+
+
+def test_a_known_difference_gets_a_paired_interval_that_excludes_zero(tmp_path):
+    import numpy as np
+
+    from diffusion_link.report import paired_difference
+
+    rng = np.random.default_rng(0)
+    clips = [f"clip{i:03d}" for i in range(200)]
+    base = dict(zip(clips, rng.gamma(2.0, 1.0, 200)))  # clips differ a lot from one another ...
+    other = {c: v + 0.5 + rng.normal(0, 0.1) for c, v in base.items()}  # ... the rows by 0.5 on every clip
+    p = paired_difference(base, other)
+    assert p.lo < 0.5 < p.hi and p.excludes_zero and p.hi - p.lo < 0.05, p
+    assert p.diff == pytest.approx(float(np.mean([other[c] - base[c] for c in clips])))
+    # unpaired (each row's own resamples), the same difference is lost in the clips' spread
+    alone = paired_difference({c: 0.0 for c in clips}, base)  # the interval of one row's mean alone
+    assert alone.hi - alone.lo > 5 * (p.hi - p.lo)
+    exact = paired_difference(base, {c: v + 0.5 for c, v in base.items()})  # the same shift on every clip: no doubt at all
+    assert exact.lo == pytest.approx(0.5) and exact.hi == pytest.approx(0.5)
+    none = paired_difference(base, {c: v + rng.normal(0, 0.1) for c, v in base.items()})
+    assert none.lo < 0 < none.hi and not none.excludes_zero
+    # on the table: the difference, its interval, the relative change beside it, bold
+    row = _table(_toy_run(tmp_path, base, other))["rows"][1]
+    cider = paired_difference(*(({c: float(f"{v:.6g}") for c, v in d.items()}) for d in (base, other)))
+    assert row["versus"] == f"{cider.diff:+.3f} [{cider.lo:+.3f}, {cider.hi:+.3f}] ({cider.diff / cider.base:+.1%})" and row["bold"]
+
+
+def test_a_permutation_of_one_rows_predictions_changes_no_paired_interval(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    clips = [f"c{i}" for i in range(50)]
+    base, other = dict(zip(clips, rng.random(50) * 3)), dict(zip(clips, rng.random(50) * 3 + 0.2))
+    folders = _toy_run(tmp_path / "a", base, other)
+    shuffled = dict(sorted(other.items(), key=lambda kv: rng.random()))  # the same clips, another order in the file
+    assert list(shuffled) != clips
+    permuted = _toy_run(tmp_path / "b", base, shuffled)
+    first, second = _table(folders)["rows"][1], _table(permuted)["rows"][1]
+    assert first["versus"] == second["versus"] and first["paired"] == second["paired"] and first["versus"]
+    # clip sets that differ are not compared
+    differ = _toy_run(tmp_path / "c", base, {**{c: other[c] for c in clips[:-1]}, "elsewhere": 1.0})
+    table = _table(differ)
+    assert table["rows"][1]["versus"] == "clips differ" and "different clips (50 and 50 clips, 49 in common)" in table["warnings"][0]
+
+
+def test_a_relative_gain_over_a_baseline_indistinguishable_from_zero_is_na(tmp_path):
+    clips = [f"c{i}" for i in range(100)]
+    near_zero = {c: (0.16 if i % 10 == 0 else 0.0) for i, c in enumerate(clips)}  # mean 0.016 -> 0.018
+    table = _table(_toy_run(tmp_path / "a", {c: v / 10 for c, v in near_zero.items()}, {c: v / 10 * 1.125 for c, v in near_zero.items()}))
+    assert table["rows"][1]["versus"].endswith("(n/a)")  # 0.0016 -> 0.0018: below the floor
+    zero = {c: 0.0 for c in clips}
+    table = _table(_toy_run(tmp_path / "b", zero, {c: 0.5 for c in clips}))
+    assert table["rows"][1]["versus"] == "+0.500 [+0.500, +0.500] (n/a)" and table["rows"][1]["bold"]  # from exactly 0
+    table = _table(_toy_run(tmp_path / "c", {c: 2.0 for c in clips}, {c: 2.5 for c in clips}))
+    assert table["rows"][1]["versus"] == "+0.500 [+0.500, +0.500] (+25.0%)"
+    assert any("n/a when the raw row's value is indistinguishable from zero" in n for n in table["notes"])
+
+
+def test_a_captioner_that_ignores_its_input_is_flagged_in_the_table_summary_and_page(tmp_path):
+    from diffusion_link.evaluation.captioning import diversity
+    from diffusion_link.run.summary import caption_table
+
+    assert diversity(["a dog barks"] * 100)["ignores_input"] and diversity(["a dog barks", "A dog  barks"])["ignores_input"]
+    assert diversity([f"{i} dogs bark" for i in range(4)] + ["a dog barks"] * 96)["ignores_input"]  # 5 of 100: at most 5 %
+    assert not diversity([f"{i} dogs bark" for i in range(5)] + ["a dog barks"] * 95)["ignores_input"]  # 6 of 100
+    assert not diversity(["a dog barks", "a cat meows", "a cat meows"])["ignores_input"]
+    clips = [f"c{i}" for i in range(20)]
+    root = tmp_path / "artifacts" / "caption"
+    folders = _toy_run(root, {c: 1.0 for c in clips}, {c: 1.2 for c in clips})
+    _system(root / "dl", "zero-shot + Diffusion-Link", {c: 1.2 for c in clips}, {c: "a dog barks" for c in clips}, bridge="x")
+    table = _table(folders)
+    assert table["rows"][0]["flags"] == [] and table["rows"][1]["flags"] == ["ignores its input: 1 distinct caption for 20 clips"]
+    text = caption_table(folders, None)
+    assert "zero-shot + Diffusion-Link (ignores its input)" in text and "WARNING, degenerate results:" in text
+    assert "+0.200 [+0.200, +0.200] (+20.0%)" in text  # bold: the interval excludes 0
+    soup = _page(build_report(tmp_path / "artifacts"))
+    flags = [tr.select("td")[-1].get_text() for tr in soup.select("table.caption-table tr")[1:]]
+    assert flags == ["", "ignores its input: 1 distinct caption for 20 clips"]
+    assert [td.get_text() for td in soup.select("table.caption-table td.best")] == ["+0.200 [+0.200, +0.200] (+20.0%)"]
+    assert [td.get_text() for td in soup.select("table.paired-table tr")[1].select("td")[2:]] == ["+0.050 [+0.050, +0.050]", "+0.200 [+0.200, +0.200]"]
+
+
+def test_the_text_ceiling_is_not_paired_and_the_legend_says_it_is_scored_leave_one_out(tmp_path):
+    from diffusion_link.run.summary import caption_table
+
+    clips = [f"c{i}" for i in range(10)]
+    folders = _toy_run(tmp_path, {c: 1.0 for c in clips}, {c: 1.5 for c in clips})
+    ceiling = _system(
+        tmp_path / "text",
+        "zero-shot, text embeddings (ceiling)",
+        {c: 3.0 for c in clips},
+        input="text embedding of the first reference (ceiling)",
+        scored_against="references 2.. of each clip (leave-one-out: reference 1 was the input)",
+    )
+    table = _table([*folders, ceiling])
+    assert [r["system"] for r in table["rows"]][-1] == "zero-shot, text embeddings (ceiling)"
+    assert table["rows"][-1]["versus"] == "not paired (leave-one-out)" and all(not c["text"] for c in table["rows"][-1]["paired"])
+    assert any("scored against the other references only (leave-one-out" in n for n in table["notes"])
+    assert "leave-one-out" in caption_table([*folders, ceiling], None)
+
+
+def test_right_animals_are_compared_in_pairs_on_the_demo(tmp_path):
+    clips = [f"c{i}" for i in range(40)]
+    info = {c: {"animals": ["dog"] if i % 2 else ["cat"], "held_out_pair": False} for i, c in enumerate(clips)}
+    raw = {c: ("a dog barks" if i < 20 else "a cat meows") for i, c in enumerate(clips)}  # right on 10 of 40
+    right = {c: ("a dog barks" if i % 2 else "a cat meows") for i, c in enumerate(clips)}  # right on all 40
+    folders = [
+        _system(tmp_path / "raw", "zero-shot, raw audio", {c: 1.0 for c in clips}, raw),
+        _system(tmp_path / "dl", "zero-shot + Diffusion-Link", {c: 1.0 for c in clips}, right, bridge="x"),
+    ]
+    table = _table(folders, info)
+    assert table["animal_headers"][-1] == "right animals vs raw"
+    assert table["rows"][0]["animals"] == ["50%", "50%", "2 / 2", ""]
+    animals = table["rows"][1]["animals"]
+    assert animals[:3] == ["100%", "100%", "2 / 2"] and animals[3].startswith("+50 [") and animals[3].endswith("] pts") and table["rows"][1]["animals_bold"]
+    # the page finds the demo's animals from its store (source "demo"): the manifest beside the audio files
+    store = tmp_path / "artifacts" / "stores" / "demo"
+    store.mkdir(parents=True)
+    (store / "store.json").write_text(json.dumps({"data": {"source": "demo"}, "encoder": {}, "checksum": "x", "rows": 40}))
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "manifest.json").write_text(json.dumps({"clips": info}))
+    (store / "audio.csv").write_text("clip_id,split,path\n" + "".join(f"{c},test,{tmp_path}/demo/audio/test/{c}.flac\n" for c in clips))
+    for folder in folders:
+        shutil.move(folder, tmp_path / "artifacts" / "caption" / folder.name)
+    soup = _page(build_report(tmp_path / "artifacts"))
+    headers = [th.get_text() for th in soup.select("table.caption-table th")]
+    cells = [td.get_text() for td in soup.select("table.caption-table tr")[2].select("td")]
+    assert headers[-5:] == ["right animals", "right (single)", "distinct", "right animals vs raw", "flags"] and cells[-5:-1] == animals

@@ -35,18 +35,8 @@ from diffusion_link import __version__
 from diffusion_link.evaluation.report import COLUMNS, gap_table_cells, read_gap_report
 from diffusion_link.export import kind_of
 from diffusion_link.files import write_atomic
+from diffusion_link.report.tables import caption_table_rows
 
-#: the caption metrics shown, in order (those that every system has)
-CAPTION_METRICS = [
-    ("bleu_1", "BLEU-1"),
-    ("bleu_4", "BLEU-4"),
-    ("meteor", "METEOR"),
-    ("rouge_l", "ROUGE-L"),
-    ("cider_d", "CIDEr-D"),
-    ("spice", "SPICE"),
-    ("spider", "SPIDEr"),
-    ("fense", "FENSE"),
-]
 AUDIO_MODES = ("auto", "link", "embed")
 EMBED_RATE = 16000
 _WORD = re.compile(r"[A-Za-z0-9']+")
@@ -204,25 +194,19 @@ def embedded_audio(path: Path, seconds: float = 30.0) -> str:
     return "data:audio/ogg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def caption_table_rows(systems: list[System]) -> dict:
-    """The captioning table: ``headers`` (the metrics every system has), ``rows`` (setting, system, cells
-    "value ± half-width", CIDEr-D relative to the setting's raw-audio row), ``skipped`` metric warnings."""
-    keys = [(k, t) for k, t in CAPTION_METRICS if systems and all(k in s.report.get("scores", {}) for s in systems)]
-    raw = {s.setting: s.report["scores"].get("cider_d") for s in systems if s.sort_key()[1:4] == (False, False, True)}
-    rows = []
-    for s in systems:
-        scores = s.report.get("scores", {})
-        cells = []
-        for key, _ in keys:
-            cell = f"{scores[key]:.4f}"
-            if f"{key}_lo" in scores:
-                cell += f" ± {(scores[f'{key}_hi'] - scores[f'{key}_lo']) / 2:.3f}"
-            cells.append(cell)
-        base, cider = raw.get(s.setting), scores.get("cider_d")
-        is_raw = raw.get(s.setting) is not None and s.sort_key()[1:4] == (False, False, True)
-        versus = f"{(cider - base) / base:+.1%}" if base and cider is not None and not is_raw else ""
-        rows.append({"setting": s.setting, "system": s.name, "cells": cells, "versus": versus, "folder": s.folder.as_posix()})
-    return {"headers": [t for _, t in keys], "rows": rows, "skipped": sorted({w for s in systems for w in s.report.get("skipped_metrics", [])})}
+def demo_clip_info(run: Run) -> dict | None:
+    """On the demo (its store's data source), each test clip's animals, from the manifest beside the
+    demo's audio files (for the captioning table's right-animals columns); else None."""
+    data = (run.store or {}).get("data") or {}
+    if "demo" not in (data.get("source"), (data.get("description") or {}).get("source")) or not (run.store_path / "audio.csv").is_file():
+        return None
+    with open(run.store_path / "audio.csv", newline="", encoding="utf-8") as f:
+        first = next(csv.DictReader(f), None)
+    manifest = next((p / "manifest.json" for p in Path(first["path"]).parents[:3] if (p / "manifest.json").is_file()), None) if first else None
+    if manifest is None:
+        return None
+    clips = json.loads(manifest.read_text()).get("clips") or {}
+    return clips if all(c in clips for s in run.systems for c in s.rows) else None
 
 
 def _gap_sections(run: Run) -> list[dict]:
@@ -313,7 +297,7 @@ def build_report(root: str | Path = "artifacts", out: str | Path | None = None, 
         provenance=_provenance(run),
         gap_sections=_gap_sections(run),
         sweeps=[(p.relative_to(run.root).as_posix(), _png(p)) for p in run.sweeps],
-        captioning=caption_table_rows(run.systems),
+        captioning=caption_table_rows(run.systems, demo_clip_info(run)),
         systems=[{"name": s.name, "setting": s.setting, "has_cider": any(r.get("cider_d") for r in s.rows.values())} for s in run.systems],
         clips=clips,
         embedded=sum(1 for a in sources.values() if a.get("kind") == "embedded"),

@@ -31,25 +31,41 @@ def demo_manifest(recipe: Recipe) -> dict | None:
 
 def caption_table(folders: list[Path], clip_info: dict | None) -> str:
     """Markdown of the report page's captioning table; on the demo, also how often each system names
-    exactly the right animals (all clips / single-animal clips) and how many distinct captions it gives."""
-    from diffusion_link.data.demo import animal_accuracy
+    exactly the right animals (all clips / single-animal clips) and how many distinct captions it gives.
+    Every row is compared with its setting's raw-audio row on the same clips (a paired bootstrap interval;
+    ** when it excludes 0), then a table of every per-clip metric's paired difference, the rows flagged
+    (a captioner that ignores its input) and the legend."""
     from diffusion_link.report import caption_table_rows, read_system
 
     systems = [s for s in (read_system(folder) for folder in folders) if s is not None]
     if not systems:
         return ""
-    table = caption_table_rows(systems)
-    animals = ["right animals", "right (single)", "distinct"] if clip_info else []
+    table = caption_table_rows(systems, clip_info)
+
+    def bold(text: str, flag: bool) -> str:
+        return f"**{text}**" if flag and text else text
+
+    animals = table["animal_headers"]
     lines = [
-        "| setting | system | " + " | ".join(table["headers"]) + " | CIDEr-D vs raw | " + " | ".join(animals) + " |",
+        "| setting | system | " + " | ".join(table["headers"]) + " | CIDEr-D vs raw [paired 95 %] (relative) | " + " | ".join(animals) + " |",
         "|---|---|" + "---:|" * (len(table["headers"]) + 1 + len(animals)),
     ]
-    for system, row in zip(systems, table["rows"]):
-        cells = [*row["cells"], row["versus"]]
-        if clip_info:
-            acc = animal_accuracy({c: r["candidate"] for c, r in system.rows.items()}, clip_info)
-            cells += [f"{acc['exact_animals_all']:.0%}", f"{acc['exact_animals_single']:.0%}", f"{acc['distinct_captions']} / {acc['distinct_combinations']}"]
-        lines.append(f"| {row['setting']} | {row['system']} | " + " | ".join(cells) + " |")
+    flagged = []
+    for row in table["rows"]:
+        cells = [*row["cells"], bold(row["versus"], row["bold"])]
+        if animals:
+            cells += [*row["animals"][:-1], bold(row["animals"][-1], row["animals_bold"])]
+        name = row["system"] + (" (ignores its input)" if row["flags"] else "")
+        flagged += [f"  {row['setting']} / {row['system']}: {flag}" for flag in row["flags"]]
+        lines.append(f"| {row['setting']} | {name} | " + " | ".join(cells) + " |")
+    paired = [r for r in table["rows"] if any(c["text"] for c in r["paired"])]
+    if paired:
+        lines += ["", "Paired differences with the setting's raw-audio row (same clips, same resamples; ** excludes 0):"]
+        lines += ["| setting | system | " + " | ".join(table["paired_headers"]) + " |", "|---|---|" + "---:|" * len(table["paired_headers"])]
+        lines += [f"| {r['setting']} | {r['system']} | " + " | ".join(bold(c["text"], c["bold"]) for c in r["paired"]) + " |" for r in paired]
+    if flagged:
+        lines += ["", "WARNING, degenerate results:", *flagged]
+    lines += ["", *table["warnings"], *(f"  {note}" for note in table["notes"])]
     return "\n".join(lines)
 
 
@@ -130,7 +146,11 @@ def summary(recipe: Recipe, steps: list[Step], records: list[dict], seconds: flo
         parts += [
             "",
             "Captioning, test split (aac-metrics; scores.json has the clip list and decoding settings;",
-            *(["'right animals': the caption names exactly the clip's animals; 'distinct': distinct captions / animal combinations;"] if clip_info else []),
+            *(
+                ["'right animals': the caption names exactly the clip's animals ('vs raw': in points); 'distinct': distinct captions / animal combinations;"]
+                if clip_info
+                else []
+            ),
             "±: half-width of a 95 % bootstrap interval over clips, every metric: docs/method.md):",
             table,
         ]
