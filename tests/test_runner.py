@@ -156,6 +156,21 @@ def test_a_changed_setting_reruns_exactly_the_steps_it_affects(tmp_path, monkeyp
     assert "reuse  bridge: Diffusion-Link  (unchanged)" in text and "$ diffusion-link fit --config bridge.yaml" in text
 
 
+def test_a_step_made_again_makes_every_step_that_reads_it_run_again(tmp_path, monkeypatch, fake_runner):
+    """Same settings, but the outputs were remade (here: one was lost; also a fit resumed after a kill):
+    what reads them runs again, since the remade outputs may differ."""
+    monkeypatch.chdir(tmp_path)
+    recipe = write_recipe(tmp_path)
+    run_all(recipe)
+    (tmp_path / "run" / "calls.jsonl").unlink()
+    (tmp_path / "run/bridge/db/export/config.json").unlink()
+    affected = ["cache: features", "bridge: Diffusion Bridge", "gap: modality-gap analysis", "caption: fit sup", "caption: test sup (1 row)"]
+    assert [n for n, a in actions(recipe).items() if a == "run"] == affected
+    assert run_all(recipe) == affected
+    (tmp_path / "run" / "calls.jsonl").unlink()
+    assert run_all(recipe) == ["cache: features"]  # and then all is reused
+
+
 def test_a_store_with_another_checksum_reruns_everything_that_reads_it(tmp_path, monkeypatch, fake_runner):
     monkeypatch.chdir(tmp_path)
     recipe = write_recipe(tmp_path)

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,13 @@ def store_identity(step: Step) -> str | None:
     return data.get("checksum") if data.get("status") == "complete" else None
 
 
+def made_by(record: dict) -> str:
+    """What a step's dependents hash for it: its key and the run that made its outputs. A step run again
+    with the same settings (a lost output, a resumed fit) remakes its outputs, which may differ (a
+    resumed fit does not replay the data order), so every step that reads them runs again too."""
+    return f"{record.get('key')}:{record.get('made', '')}"
+
+
 def step_key(step: Step, dep_keys: list[str]) -> str:
     digest = hashlib.sha256(json.dumps({"version": __version__, "command": step.command, "deps": dep_keys}).encode())
     for config in step.configs:
@@ -108,6 +116,7 @@ def plan(recipe: Recipe, steps: list[Step]) -> list[Plan]:
         record = read_record(recipe, step)
         upstream = [d for d in step.deps if d in runs]
         if record.get("status") == "done" and record.get("key") == key and all(p.exists() for p in step.outputs) and not upstream:
+            keys[step.name] = made_by(record)
             out.append(Plan(step, key, "reuse", "unchanged"))
             continue
         runs.add(step.name)
@@ -178,8 +187,9 @@ class Runner:
         label = f"[{index:2d}/{len(self.steps)}] {step.name}"
         record = read_record(self.recipe, step)
         if step.kind != "cache":
-            key = keys[step.name] = step_key(step, [keys[d] for d in step.deps])
+            key = step_key(step, [keys[d] for d in step.deps])
             if record.get("status") == "done" and record.get("key") == key and all(p.exists() for p in step.outputs):
+                keys[step.name] = made_by(record)
                 self.console.write(f"{label:{self.width}}  up to date, reused\n")
                 self.console.flush()
                 return
@@ -187,7 +197,8 @@ class Runner:
             key = "cache"
         command = list(step.command)
         checkpoint = resume_checkpoint(step)
-        if checkpoint is not None and record.get("key") == key and record.get("status") != "done" and not _slurm_requeue_checkpoint(step):
+        resumed = checkpoint is not None and record.get("key") == key and record.get("status") != "done" and not _slurm_requeue_checkpoint(step)
+        if resumed:
             command.append(f"--ckpt_path={checkpoint}")
             label += " (resumed)"
         elif checkpoint is not None:
@@ -212,7 +223,17 @@ class Runner:
             key = keys[step.name] = store_identity(step) or ""
             if not key:
                 raise StepFailed(f"the cache step finished but {step.outputs[0]} is not a complete store; see {log}", 1)
-        self._write_record(step, {"key": key, "status": "done", "seconds": round(seconds, 1), "log": str(log), "command": command})
+        record = {
+            "key": key,
+            "made": uuid.uuid4().hex[:12],
+            "status": "done",
+            "seconds": round(seconds, 1),
+            "resumed": resumed,
+            "log": str(log),
+            "command": command,
+        }
+        self._write_record(step, record)
+        keys[step.name] = made_by(record) if step.kind != "cache" else key
         self.console.write(f"{label:{self.width}}  {seconds / 60:5.1f} min\n")
         self.console.flush()
 
