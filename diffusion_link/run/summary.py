@@ -122,7 +122,8 @@ def step_times(records: list[tuple[Step, dict]]) -> str:
             continue
         total += seconds
         bound = f"  (bound: <= {BOUNDS_MIN[step.name]:.0f} min)" if step.name in BOUNDS_MIN else ""
-        lines.append(f"  [{i:2d}] {step.name:55} {seconds / 60:5.1f} min{bound}  log: {record.get('log', '')}")
+        resumed = "  (resumed: the time after the restart)" if record.get("resumed") else ""
+        lines.append(f"  [{i:2d}] {step.name:55} {seconds / 60:5.1f} min{bound}{resumed}  log: {record.get('log', '')}")
     lines.append(f"  all steps, from scratch: {total / 60:.1f} min   (the demo's bound: <= {DEMO_BOUND_MIN:.0f} min on 2 cores, plus the one-off venv install)")
     return "\n".join(lines)
 
