@@ -302,7 +302,7 @@ def test_the_dry_run_prints_each_steps_expected_time(tmp_path, monkeypatch, fake
     r = load_recipe(recipe)
     text = describe_plan(r, recipe_steps(r))
     line = next(x for x in text.splitlines() if "bridge: Diffusion-Link  (" in x)
-    assert line.endswith("~2.5 min (the recipe's estimate)")
+    assert line.endswith("~2.5 min (the recipe's estimate for a bridge step)")
     assert "Expected: about 7.0 min of steps, plus 4 step(s) with no estimate." in text  # 2 bridges, 2 captioner fits
     run_all(recipe)
     record = tmp_path / "run/.steps/bridge-diffusion-link.json"

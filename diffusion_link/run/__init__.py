@@ -28,7 +28,7 @@ def expected_minutes(recipe: Recipe, step: Step) -> tuple[float, str] | None:
         return seconds / 60, "its last run here"
     settings = recipe.steps.get(step.kind)
     if settings is not None and settings.minutes is not None:
-        return float(settings.minutes), "the recipe's estimate"
+        return float(settings.minutes), f"the recipe's estimate for a {step.kind} step"
     return None
 
 
