@@ -1,5 +1,6 @@
 """Modality-gap metrics over clips, as a torchmetrics ``Metric`` (accumulates over batches, gathers
-across processes), with bootstrap intervals over clips.
+across processes), with bootstrap intervals over clips, and the gap table: several rows (methods)
+compared on the same clips, with paired intervals of each row's difference from a baseline row.
 
 A clip brings one (raw or bridged) audio embedding x_i and its R_i reference text embeddings
 c_i1..c_iR. Every metric L2-normalises its inputs. Which set each metric compares:
@@ -8,21 +9,33 @@ c_i1..c_iR. Every metric L2-normalises its inputs. Which set each metric compare
 * **centroid distance, cone, Fréchet, MMD², probe** -- the *distinct* clips' audio {x_i} against all
   reference texts {c_ir}: a clip's audio is never repeated once per reference (that repetition
   biases MMD², the cone and the Fréchet floor, and lets a probe see the same vector on both sides);
-* MMD² leaves out same-clip pairs (x_i with its own c_ir, and c_ir with c_is), which are correlated
-  by construction, so identical distributions give ~0 whatever the number of references;
-* the **linear probe** is split by clip (a clip's audio and references fall on the same side) and
-  scored by balanced accuracy (0.5 = indistinguishable), with classes weighted in training;
-* **R@k** (audio -> text) ranks each clip's best own reference among all texts of the set.
+* MMD² and the centroid distance leave out same-clip pairs (x_i with its own c_ir, and c_ir with
+  c_is), which are correlated by construction, so identical distributions give ~0 whatever the number
+  of references. The centroid distance is the square root of the unbiased estimate of ‖μ_x − μ_c‖²
+  (the linear-kernel MMD², 0 where that estimate is negative): the plain ‖x̄ − c̄‖ is biased upward
+  by the clips' noise, by ~√(tr Σ / N), which is the whole value when the distributions are the same;
+* the **linear probe** is cross-fitted by clip: the clips are split into folds (a clip's audio and
+  references in the same fold), each fold is scored by a probe trained on the others whose C is chosen
+  by cross-validation (grouped by clip) on that training part, and the balanced accuracy is taken over
+  every clip's held-out prediction (0.5 = indistinguishable);
+* **R@k** (audio -> text) ranks each clip's best own reference among all texts of the set; a text that
+  is identical to one of the clip's own references (the same caption, given as text, or else the same
+  embedding) counts as its own, so template captions repeated word for word are not misses.
 
-Intervals: a percentile bootstrap over clips (``bootstrap`` resamples; clips, never pairs, are drawn).
-Every metric is recomputed on each resample, except two that keep a fitted part fixed: the probe
-(the interval covers its held-out clips for the fitted probe) and R@k (the gallery stays the full set).
-Clips are put in a canonical order (sorted by content; exact duplicates, such as the repeats a
-distributed sampler pads with, counted once), so the results do not depend on batching or processes.
+Intervals (:mod:`diffusion_link.evaluation.gap_intervals`): the *basic* bootstrap interval over clips
+(clips, never pairs, are drawn; every metric recomputed on each resample, except the probe, whose
+held-out predictions stay fixed, and R@k, whose gallery stays the full set). Fréchet's value is biased
+upward at small N; its basic interval corrects for that bias, so it may lie below the value.
+
+Clips are put in a canonical order: by a clip key when one is given (e.g. the store row; a key seen
+twice, as a distributed sampler's padding repeats, counted once), else by content. The rows of a gap
+table must carry the same keys: then they see the same clips in the same order, the same resamples and
+the same probe folds, and their differences are paired.
 """
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -31,44 +44,81 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
+from diffusion_link.evaluation.gap_intervals import basic_interval, bias_corrected, bootstrap_weights, mean_interval, median_sigma
+from diffusion_link.evaluation.gap_probe import CrossFittedProbe
+from diffusion_link.evaluation.gap_retrieval import RetrievalRecall, TextToAudioRecall
+
+__all__ = [
+    "GAP_METRICS",
+    "Clips",
+    "Estimate",
+    "GapMetrics",
+    "RetrievalRecall",
+    "TextToAudioRecall",
+    "bootstrap_weights",
+    "gap_statistics",
+    "gap_table",
+    "mean_interval",
+]
+
 #: the gap table's metrics, in column order
 GAP_METRICS = ("paired_cosine", "centroid_distance", "cone_cosine", "probe_accuracy", "frechet", "mmd", "R@1", "R@5", "R@10")
+#: metrics whose value is biased at small N and whose bias-corrected value the table records (``<name>_bc``)
+BIASED = ("frechet",)
+#: the range of a bounded metric (R@k: [0, 1]); a basic interval reaching past it is cut at it, which
+#: cannot lose coverage (Fréchet and MMD² are not cut: their estimates can fall below 0, and so may their intervals)
+BOUNDS = {"paired_cosine": (-1.0, 1.0), "cone_cosine": (-1.0, 1.0), "probe_accuracy": (0.0, 1.0)}
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x.double(), dim=-1)
 
 
+def text_ids(captions: list[list[str]]) -> torch.Tensor:
+    """An int64 identity per caption (equal texts, after whitespace is normalised, get equal ids), flat."""
+    digest = lambda t: int.from_bytes(hashlib.blake2b(" ".join(t.split()).encode(), digest_size=8).digest(), "little", signed=True)  # noqa: E731
+    return torch.tensor([digest(t) for caps in captions for t in caps], dtype=torch.long)
+
+
 @dataclass
 class Clips:
-    """Clips in canonical order: audio x (N, D), every reference c (M, D), the clip each reference belongs to."""
+    """Clips in canonical order: audio x (N, D), every reference c (M, D), the clip each reference belongs
+    to, and, where given, each clip's key (N,) and each reference's text id (M,)."""
 
     x: torch.Tensor
     c: torch.Tensor
     owner: torch.Tensor
+    key: torch.Tensor | None = None
+    text_id: torch.Tensor | None = None
 
     @classmethod
-    def from_padded(cls, x: torch.Tensor, refs: torch.Tensor, n_refs: torch.Tensor) -> "Clips":
+    def from_padded(cls, x: torch.Tensor, refs: torch.Tensor, n_refs: torch.Tensor, key: torch.Tensor | None = None) -> "Clips":
         valid = torch.arange(refs.shape[1], device=refs.device)[None] < n_refs[:, None]
-        return cls.from_flat(x, refs[valid], n_refs)
+        return cls.from_flat(x, refs[valid], n_refs, key)
 
     @classmethod
-    def from_flat(cls, x: torch.Tensor, c: torch.Tensor, n_refs: torch.Tensor) -> "Clips":
+    def from_flat(cls, x: torch.Tensor, c: torch.Tensor, n_refs: torch.Tensor, key: torch.Tensor | None = None, text_id: torch.Tensor | None = None) -> "Clips":
         x, c = _unit(x).cpu(), _unit(c).cpu()
         n_refs = n_refs.long().cpu()
         owner = torch.repeat_interleave(torch.arange(len(x)), n_refs)
-        first = torch.cumsum(n_refs, 0) - n_refs
-        # canonical order: by the audio vector, then its first reference; exact duplicates once
-        keys = torch.cat([x, c[first]], dim=1).numpy()
-        order = np.lexsort(keys.T[::-1])
-        keep = [order[0]] + [j for i, j in zip(order[:-1], order[1:]) if not np.array_equal(keys[i], keys[j])]
-        keep = torch.as_tensor(np.asarray(keep))
+        if key is not None:  # by key; a repeated key once
+            key = key.long().cpu()
+            order = np.argsort(key.numpy(), kind="stable")
+            sorted_keys = key.numpy()[order]
+            keep = order[np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]]
+        else:  # by the audio vector, then its first reference; exact duplicates once
+            first = torch.cumsum(n_refs, 0) - n_refs
+            keys = torch.cat([x, c[first]], dim=1).numpy()
+            order = np.lexsort(keys.T[::-1])
+            keep = [order[0]] + [j for i, j in zip(order[:-1], order[1:]) if not np.array_equal(keys[i], keys[j])]
+        keep = torch.as_tensor(np.asarray(keep), dtype=torch.long)
         rank = torch.full((len(x),), -1, dtype=torch.long)
         rank[keep] = torch.arange(len(keep))
         chosen = rank[owner] >= 0
         new_owner = rank[owner][chosen]
         ref_order = torch.argsort(new_owner, stable=True)
-        return cls(x[keep], c[chosen][ref_order], new_owner[ref_order])
+        ids = None if text_id is None else text_id.long().cpu()[chosen][ref_order]
+        return cls(x[keep], c[chosen][ref_order], new_owner[ref_order], None if key is None else key[keep], ids)
 
     @property
     def n(self) -> int:
@@ -84,6 +134,7 @@ class Estimate:
     value: float
     lo: float | None = None
     hi: float | None = None
+    bc: float | None = None  # the bootstrap bias-corrected value (metrics in BIASED)
 
 
 def paired_cosine(s: Clips, w: torch.Tensor) -> torch.Tensor:
@@ -91,9 +142,21 @@ def paired_cosine(s: Clips, w: torch.Tensor) -> torch.Tensor:
     return (w @ per_clip) / (w @ s.n_refs)
 
 
+def centroid_sq(s: Clips, w: torch.Tensor) -> torch.Tensor:
+    """Unbiased ‖μ_x − μ_c‖² over pairs from distinct clips (the linear-kernel MMD² with same-clip pairs
+    left out; a resample's copies of one clip count as that clip). It can be negative."""
+    summed = torch.zeros_like(s.x).index_add_(0, s.owner, s.c)  # each clip's references, summed
+    m, ww = s.n_refs, w * w
+    sx, sc = w @ s.x, w @ summed
+    n_x, n_c = w.sum(1), w @ m
+    xx = ((sx * sx).sum(-1) - ww @ (s.x * s.x).sum(-1)) / (n_x * n_x - ww.sum(1))
+    cc = ((sc * sc).sum(-1) - ww @ (summed * summed).sum(-1)) / (n_c * n_c - ww @ (m * m))
+    xc = ((sx * sc).sum(-1) - ww @ (s.x * summed).sum(-1)) / (n_x * n_c - ww @ m)
+    return xx + cc - 2 * xc
+
+
 def centroid_distance(s: Clips, w: torch.Tensor) -> torch.Tensor:
-    wc = w[:, s.owner]
-    return ((w @ s.x) / w.sum(1, keepdim=True) - (wc @ s.c) / wc.sum(1, keepdim=True)).norm(dim=-1)
+    return centroid_sq(s, w).clamp(min=0).sqrt()
 
 
 def cone_cosine(s: Clips, w: torch.Tensor) -> torch.Tensor:
@@ -129,14 +192,12 @@ def frechet(s: Clips, w: torch.Tensor) -> torch.Tensor:
 
 
 class _MMD:
-    """Unbiased RBF MMD² with same-clip pairs left out, for any clip weights (one kernel, many resamples).
-    Bandwidth: the median heuristic on the pooled full sample unless ``sigma`` is given."""
+    """Unbiased RBF MMD² with same-clip pairs left out, for any clip weights (one kernel, many resamples),
+    with the bandwidth ``sigma`` (k(a, b) = exp(-‖a − b‖² / 2σ²))."""
 
-    def __init__(self, s: Clips, sigma: float | None):
+    def __init__(self, s: Clips, sigma: float):
         pooled = torch.cat([s.x, s.c])
-        d2 = torch.cdist(pooled, pooled).pow(2)
-        sigma2 = sigma**2 if sigma else _median(d2[torch.triu_indices(len(pooled), len(pooled), 1).unbind()]) / 2
-        k = torch.exp(-d2 / (2 * sigma2))
+        k = torch.exp(-torch.cdist(pooled, pooled).pow(2) / (2 * sigma**2))
         n = s.n
         self.s, self.kxx, self.kcc, self.kxc = s, k[:n, :n], k[n:, n:], k[:n, n:]
         same = s.owner[:, None] == s.owner[None]
@@ -155,60 +216,22 @@ class _MMD:
         return xx + cc - 2 * xc
 
 
-def _median(values: torch.Tensor) -> torch.Tensor:
-    """The usual median (mean of the two middle values); torch.median returns the lower one."""
-    n = values.numel()
-    low = torch.kthvalue(values, (n - 1) // 2 + 1).values
-    return (low + torch.kthvalue(values, n // 2 + 1).values) / 2
-
-
-class _Probe:
-    """Logistic regression telling audio from text, trained on half the clips (a clip's audio and its
-    references on the same side), scored by balanced accuracy on the other half."""
-
-    def __init__(self, s: Clips, seed: int, max_iter: int = 1000):
-        from sklearn.linear_model import LogisticRegression
-
-        order = np.random.default_rng(seed).permutation(s.n)
-        train = np.zeros(s.n, dtype=bool)
-        train[order[::2]] = True
-        x, c, owner = s.x.numpy(), s.c.numpy(), s.owner.numpy()
-        features = np.concatenate([x[train], c[train[owner]]])
-        labels = np.r_[np.zeros(train.sum()), np.ones(train[owner].sum())]
-        probe = LogisticRegression(max_iter=max_iter, class_weight="balanced").fit(features, labels)
-        self.test = torch.from_numpy(~train)
-        self.x_right = torch.from_numpy(probe.predict(x) == 0).double()
-        self.c_right = torch.zeros(s.n, dtype=torch.float64).index_add_(0, s.owner, torch.from_numpy(probe.predict(c) == 1).double())
-        self.n_refs = s.n_refs
-
-    def __call__(self, w: torch.Tensor) -> torch.Tensor:
-        w = w * self.test
-        return 0.5 * ((w @ self.x_right) / w.sum(1) + (w @ self.c_right) / (w @ self.n_refs))
+def _same_text(s: Clips) -> torch.Tensor:
+    """(N, M): text j is one of clip i's references or identical to one (by text id, else by embedding)."""
+    ids = s.text_id if s.text_id is not None else torch.unique(s.c, dim=0, return_inverse=True)[1]
+    _, ids = torch.unique(ids, return_inverse=True)
+    own = torch.zeros(s.n, int(ids.max()) + 1 if len(ids) else 0, dtype=torch.bool)
+    own[s.owner, ids] = True
+    return own[:, ids]
 
 
 def _a2t_hits(s: Clips, k: int) -> torch.Tensor:
-    """Per clip: does its best own reference rank in the top k among every text of the set."""
+    """Per clip: does its best own reference rank in the top k among every text of the set (texts
+    identical to one of its references count as its own, not as competitors)."""
     sims = s.x @ s.c.T
-    own = s.owner[None] == torch.arange(s.n)[:, None]
+    own = _same_text(s)
     best_own = sims.masked_fill(~own, float("-inf")).max(dim=1).values
-    return ((sims > best_own[:, None]).sum(dim=1) < k).double()
-
-
-def bootstrap_weights(n: int, resamples: int, seed: int = 0) -> torch.Tensor:
-    """(resamples, n) counts: how often each of n items is drawn in each resample (with replacement)."""
-    if not resamples:
-        return torch.zeros(0, n, dtype=torch.float64)
-    draws = torch.from_numpy(np.random.default_rng(seed).integers(0, n, size=(resamples, n)))
-    return torch.stack([torch.bincount(d, minlength=n) for d in draws]).double()
-
-
-def mean_interval(values, resamples: int, seed: int = 0, confidence: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of per-item values (items resampled)."""
-    v = torch.as_tensor(np.asarray(values, dtype=np.float64))
-    w = bootstrap_weights(len(v), resamples, seed)
-    tail = (1 - confidence) / 2
-    lo, hi = np.quantile(((w @ v) / w.sum(1)).numpy(), [tail, 1 - tail])
-    return float(lo), float(hi)
+    return ((sims.masked_fill(own, float("-inf")) > best_own[:, None]).sum(dim=1) < k).double()
 
 
 @contextmanager
@@ -222,6 +245,41 @@ def _flush_denormals():
         torch.set_flush_denormal(False)
 
 
+def _functions(s: Clips, probe_seed: int, sigma: float, ks: tuple[int, ...]) -> dict:
+    """Each metric's maker: called, it returns a function of clip weights (R, N) -> (R,)."""
+    recall = lambda k: (lambda hits: lambda v: (v @ hits) / v.sum(1))(_a2t_hits(s, k))  # noqa: E731
+    return {  # built on first use: the kernel and the probe are the costly parts
+        "paired_cosine": lambda: lambda v: paired_cosine(s, v),
+        "centroid_distance": lambda: lambda v: centroid_distance(s, v),
+        "cone_cosine": lambda: lambda v: cone_cosine(s, v),
+        "probe_accuracy": lambda: CrossFittedProbe(s.x, s.c, s.owner, probe_seed),
+        "frechet": lambda: lambda v: frechet(s, v),
+        "mmd": lambda: _MMD(s, sigma),
+        **{f"R@{k}": (lambda k=k: recall(k)) for k in ks},
+    }
+
+
+def _replicates(s: Clips, w: torch.Tensor, probe_seed: int, sigma: float, ks: tuple[int, ...], only) -> dict[str, tuple[float, np.ndarray]]:
+    """Each metric's value and its replicates on the resamples ``w`` (NaN where a resample has too few clips)."""
+    functions = _functions(s, probe_seed, sigma, ks)
+    if unknown := set(only or ()) - set(functions):
+        raise ValueError(f"unknown gap metrics {sorted(unknown)}; known: {sorted(functions)}")
+    ones = torch.ones(1, s.n, dtype=torch.float64)
+    out = {}
+    for name, make in functions.items():
+        if only is None or name in only:
+            fn = make()
+            out[name] = (float(fn(ones)[0]), fn(w).numpy() if len(w) else np.zeros(0))
+    return out
+
+
+def _centroid_interval(s: Clips, w: torch.Tensor, confidence: float) -> tuple[float, float]:
+    """The basic interval of the unbiased square ‖μ_x − μ_c‖² (which can go below 0), then its root."""
+    ones = torch.ones(1, s.n, dtype=torch.float64)
+    lo, hi = basic_interval(float(centroid_sq(s, ones)[0]), centroid_sq(s, w).numpy(), confidence)
+    return float(np.sqrt(max(lo, 0.0))), float(np.sqrt(max(hi, 0.0)))
+
+
 def gap_statistics(
     s: Clips,
     bootstrap: int = 0,
@@ -232,69 +290,118 @@ def gap_statistics(
     ks: tuple[int, ...] = (1, 5, 10),
     only: tuple[str, ...] | None = None,
 ) -> dict[str, Estimate]:
-    """Every gap-table metric of a clip set (or ``only`` those named), with a percentile bootstrap
-    interval over clips when ``bootstrap`` > 0 (the same resamples for every metric)."""
-    if s.n < 2:
-        raise ValueError(f"the gap metrics need at least 2 distinct clips, got {s.n}")
-    ones = torch.ones(1, s.n, dtype=torch.float64)
-    w = bootstrap_weights(s.n, bootstrap, seed)
-    with _flush_denormals():
-        return _statistics(s, w, ones, (1 - confidence) / 2, probe_seed, mmd_sigma, ks, only)
-
-
-def _statistics(
-    s: Clips, w: torch.Tensor, ones: torch.Tensor, tail: float, probe_seed: int, mmd_sigma: float | None, ks: tuple[int, ...], only: tuple[str, ...] | None
-) -> dict[str, Estimate]:
-    recall = lambda k: (lambda hits: lambda v: (v @ hits) / v.sum(1))(_a2t_hits(s, k))  # noqa: E731
-    functions = {  # built on first use: the kernel and the probe are the costly parts
-        "paired_cosine": lambda: lambda v: paired_cosine(s, v),
-        "centroid_distance": lambda: lambda v: centroid_distance(s, v),
-        "cone_cosine": lambda: lambda v: cone_cosine(s, v),
-        "probe_accuracy": lambda: _Probe(s, probe_seed),
-        "frechet": lambda: lambda v: frechet(s, v),
-        "mmd": lambda: _MMD(s, mmd_sigma),
-        **{f"R@{k}": (lambda k=k: recall(k)) for k in ks},
+    """Every gap-table metric of a clip set (or ``only`` those named), with a basic bootstrap interval
+    over clips when ``bootstrap`` > 0 (the same resamples for every metric). ``mmd_sigma``: the RBF
+    bandwidth (default: the median heuristic on this set's pooled audio and text)."""
+    table = gap_table({"row": s}, bootstrap=bootstrap, seed=seed, probe_seed=probe_seed, mmd_sigma=mmd_sigma, confidence=confidence, ks=ks, only=only)
+    row = table["row"]
+    return {
+        name: Estimate(row[name], row.get(f"{name}_lo"), row.get(f"{name}_hi"), row.get(f"{name}_bc"))
+        for name in row
+        if not name.endswith(("_lo", "_hi", "_bc", "_diff")) and name != "mmd_sigma"
     }
-    if unknown := set(only or ()) - set(functions):
-        raise ValueError(f"unknown gap metrics {sorted(unknown)}; known: {sorted(functions)}")
-    return {name: _estimate(make(), ones, w, tail) for name, make in functions.items() if only is None or name in only}
 
 
-def _estimate(fn, ones: torch.Tensor, w: torch.Tensor, tail: float) -> Estimate:
-    value = float(fn(ones)[0])
-    if not len(w):
-        return Estimate(value)
-    replicates = fn(w).numpy()
-    replicates = replicates[np.isfinite(replicates)]  # a tiny set's resample can hold one distinct clip: no pairs
-    if not len(replicates):
-        return Estimate(value, float("nan"), float("nan"))
-    lo, hi = np.quantile(replicates, [tail, 1 - tail])
-    return Estimate(value, float(lo), float(hi))
+def gap_table(
+    rows: dict[str, Clips],
+    baseline: str | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
+    probe_seed: int = 0,
+    mmd_sigma: float | None = None,
+    confidence: float = 0.95,
+    ks: tuple[int, ...] = (1, 5, 10),
+    only: tuple[str, ...] | None = None,
+) -> dict[str, dict[str, float]]:
+    """The gap table: ``{row: {metric: value, <metric>_lo/_hi (with bootstrap), <metric>_bc (BIASED
+    metrics), <metric>_diff, _diff_lo, _diff_hi (each row minus ``baseline``, with the paired interval),
+    mmd_sigma}}``. Every row must carry the same clip keys (the same clips, in the same order); each row
+    then gets the same resamples, the same probe folds and one RBF bandwidth ``mmd_sigma`` (default: the
+    median heuristic on the baseline's pooled audio and text, else the first row's)."""
+    names = list(rows)
+    if not names:
+        raise ValueError("a gap table needs at least one row")
+    if baseline is not None and baseline not in rows:
+        raise ValueError(f"baseline {baseline!r} is not a row of the table ({names})")
+    base = rows[baseline or names[0]]
+    for name, s in rows.items():
+        if s.n < 2:
+            raise ValueError(f"the gap metrics need at least 2 distinct clips, got {s.n} ({name})")
+        if len(rows) > 1 and (s.key is None or base.key is None or not torch.equal(s.key, base.key)):
+            raise ValueError(f"row {name!r} is not evaluated on the baseline's clips (the same clip keys, in the same order): rows cannot be paired")
+    sigma = float(mmd_sigma) if mmd_sigma is not None else median_sigma(torch.cat([base.x, base.c]), limit=None)
+    if not sigma > 0:
+        raise ValueError(f"the MMD bandwidth must be positive, got {sigma}")
+    w = bootstrap_weights(base.n, bootstrap, seed)
+    with _flush_denormals():
+        reps = {name: _replicates(s, w, probe_seed, sigma, ks, only) for name, s in rows.items()}
+    out = {}
+    for name in names:
+        row = out[name] = {}
+        for metric, (value, r) in reps[name].items():
+            row[metric] = value
+            if bootstrap:
+                if metric == "centroid_distance":
+                    row[f"{metric}_lo"], row[f"{metric}_hi"] = _centroid_interval(rows[name], w, confidence)
+                else:
+                    lo, hi = basic_interval(value, r, confidence)
+                    low, high = BOUNDS.get(metric, (-np.inf, np.inf)) if not metric.startswith("R@") else (0.0, 1.0)
+                    row[f"{metric}_lo"], row[f"{metric}_hi"] = min(max(lo, low), high), max(min(hi, high), low)
+                if metric in BIASED:
+                    row[f"{metric}_bc"] = bias_corrected(value, r)
+            if baseline is not None:
+                d = value - reps[baseline][metric][0]
+                row[f"{metric}_diff"] = d
+                if bootstrap:
+                    with np.errstate(invalid="ignore"):  # a tiny set's resample can leave a metric undefined (NaN)
+                        diff_reps = r - reps[baseline][metric][1]
+                    row[f"{metric}_diff_lo"], row[f"{metric}_diff_hi"] = basic_interval(d, diff_reps, confidence)
+        row["mmd_sigma"] = sigma
+    return out
 
 
 class GapMetrics(Metric):
-    """Collects clips (audio or bridged audio, padded references, reference counts) and computes
-    :func:`gap_statistics`. ``compute()`` returns each metric's value and, with ``bootstrap`` > 0,
-    ``<name>_lo`` / ``<name>_hi``."""
+    """Collects clips (audio or bridged audio, padded references, reference counts; optionally each
+    clip's ``key`` and its references' ``captions``) and computes :func:`gap_statistics`. ``compute()``
+    returns each metric's value and, with ``bootstrap`` > 0, ``<name>_lo`` / ``<name>_hi``;
+    :meth:`synced_clips` gives the clips (gathered over processes) for :func:`gap_table`."""
 
     full_state_update = False
 
     def __init__(self, bootstrap: int = 0, seed: int = 0, probe_seed: int = 0, mmd_sigma: float | None = None, **kw):
         super().__init__(**kw)
         self.options = dict(bootstrap=bootstrap, seed=seed, probe_seed=probe_seed, mmd_sigma=mmd_sigma)
-        self.add_state("xs", [], dist_reduce_fx="cat")
-        self.add_state("cs", [], dist_reduce_fx="cat")
-        self.add_state("n_refs", [], dist_reduce_fx="cat")
+        for state in ("xs", "cs", "n_refs", "keys", "text_ids"):
+            self.add_state(state, [], dist_reduce_fx="cat")
 
-    def update(self, x: torch.Tensor, refs: torch.Tensor, n_refs: torch.Tensor) -> None:
+    def update(
+        self, x: torch.Tensor, refs: torch.Tensor, n_refs: torch.Tensor, key: torch.Tensor | None = None, captions: list[list[str]] | None = None
+    ) -> None:
         valid = torch.arange(refs.shape[1], device=refs.device)[None] < n_refs[:, None]
+        for name, given in (("keys", key), ("text_ids", captions)):
+            if self.xs and bool(getattr(self, name)) != (given is not None):
+                raise ValueError(f"GapMetrics.update: give {name} for every batch or for none")
         self.xs.append(_unit(x))
         self.cs.append(_unit(refs[valid]))
         self.n_refs.append(n_refs.long())
+        if key is not None:
+            self.keys.append(torch.as_tensor(key, device=x.device).long())
+        if captions is not None:
+            if [len(c) for c in captions] != n_refs.tolist():
+                raise ValueError("GapMetrics.update: captions must list each clip's references (n_refs of them)")
+            self.text_ids.append(text_ids(captions).to(x.device))
 
     def clips(self) -> Clips:
-        cat = lambda s: torch.cat(s) if isinstance(s, list) else s  # noqa: E731 (synced states are tensors)
-        return Clips.from_flat(cat(self.xs), cat(self.cs), cat(self.n_refs))
+        def cat(state):  # synced states are tensors; a state never given (keys, captions) is empty: None
+            state = torch.cat(state) if isinstance(state, list) and state else state
+            return state if isinstance(state, torch.Tensor) and state.numel() else None
+
+        return Clips.from_flat(cat(self.xs), cat(self.cs), cat(self.n_refs), cat(self.keys), cat(self.text_ids))
+
+    def synced_clips(self) -> Clips:
+        """The clips of every process (call it on every process, as ``compute``)."""
+        with self.sync_context():
+            return self.clips()
 
     def compute(self) -> dict[str, torch.Tensor]:
         out = {}
@@ -303,51 +410,3 @@ class GapMetrics(Metric):
             if e.lo is not None:
                 out[f"{name}_lo"], out[f"{name}_hi"] = torch.tensor(e.lo, dtype=torch.float64), torch.tensor(e.hi, dtype=torch.float64)
         return out
-
-
-class RetrievalRecall(Metric):
-    """x -> c recall@k against all texts: a query hits if any of its own references ranks in the
-    top k among every text of the set. References come padded: (B, R, D) with counts ``n_refs``."""
-
-    full_state_update = False
-
-    def __init__(self, ks: tuple[int, ...] = (1, 5, 10), **kw):
-        super().__init__(**kw)
-        self.ks = ks
-        self.add_state("xs", [], dist_reduce_fx="cat")
-        self.add_state("refs", [], dist_reduce_fx="cat")
-        self.add_state("n_refs", [], dist_reduce_fx="cat")
-
-    def update(self, x: torch.Tensor, refs: torch.Tensor, n_refs: torch.Tensor) -> None:
-        self.xs.append(_unit(x).float())
-        self.refs.append(_unit(refs).float())
-        self.n_refs.append(n_refs.long())
-
-    def _flat(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries x (N, D), every valid reference (M, D) and the clip each reference belongs to (M,)."""
-        cat = lambda s: torch.cat(s) if isinstance(s, list) else s  # noqa: E731
-        x, refs, n_refs = cat(self.xs), cat(self.refs), cat(self.n_refs)
-        r = refs.shape[1]
-        valid = torch.arange(r, device=x.device)[None] < n_refs[:, None]  # (N, R)
-        owner = torch.arange(len(x), device=x.device)[:, None].expand(-1, r)[valid]
-        return x, refs[valid], owner
-
-    def compute(self) -> dict[str, torch.Tensor]:
-        x, texts, owner = self._flat()
-        sims = x @ texts.T  # (N, M)
-        own = owner[None] == torch.arange(len(x), device=x.device)[:, None]
-        best_own = sims.masked_fill(~own, float("-inf")).max(dim=1).values
-        rank = (sims > best_own[:, None]).sum(dim=1)  # texts strictly better than the best own reference
-        return {f"R@{k}": (rank < k).double().mean() for k in self.ks}
-
-
-class TextToAudioRecall(RetrievalRecall):
-    """c -> x recall@k: each reference (every caption of every clip) queries all clips; it hits when
-    its own clip ranks in the top k. Same inputs as :class:`RetrievalRecall`."""
-
-    def compute(self) -> dict[str, torch.Tensor]:
-        x, texts, owner = self._flat()
-        sims = texts @ x.T  # (M, N)
-        own = sims.gather(1, owner[:, None])
-        rank = (sims > own).sum(dim=1)
-        return {f"R@{k}": (rank < k).double().mean() for k in self.ks}

@@ -32,65 +32,100 @@ BETTER = {
 }
 
 
-def write_gap_report(results: dict[str, dict[str, float]], out_dir: str | Path, notes: list[str] | None = None) -> tuple[Path, Path]:
-    """``gap_report.csv`` (each metric with ``_lo`` / ``_hi`` columns when intervals were computed) and
-    ``gap_report.md``, one row per method, in the given order."""
+#: the columns a gap table writes per metric, where every row has them: the value, its interval, the
+#: bias-corrected value (Fréchet), the difference from the baseline row and its paired interval
+SUFFIXES = ("", "_lo", "_hi", "_bc", "_diff", "_diff_lo", "_diff_hi")
+
+
+def check_one_kernel(results: dict[str, dict[str, float]]) -> float | None:
+    """The one RBF bandwidth every row's MMD² was computed with (``mmd_sigma``); rows computed with
+    different bandwidths (or some with a recorded one, some without) measure different things: refused."""
+    sigmas = {values.get("mmd_sigma") for values in results.values()}
+    if len(sigmas) > 1:
+        raise ValueError(f"the rows' MMD² were computed with different kernels (mmd_sigma {sorted(map(str, sigmas))}); one report needs one σ for every row")
+    return sigmas.pop() if sigmas else None
+
+
+def write_gap_report(
+    results: dict[str, dict[str, float]], out_dir: str | Path, notes: list[str] | None = None, baseline: str | None = None
+) -> tuple[Path, Path]:
+    """``gap_report.csv`` (each metric with ``_lo`` / ``_hi`` (its interval), ``_bc`` and ``_diff``,
+    ``_diff_lo``, ``_diff_hi`` (the paired difference from ``baseline``) where computed, and ``mmd_sigma``)
+    and ``gap_report.md`` (the table, the paired differences, the notes), one row per method, in order."""
+    sigma = check_one_kernel(results)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    keys = [k for key, _ in COLUMNS for k in (key, f"{key}_lo", f"{key}_hi") if all(k in v for v in results.values())]
+    keys = [k for key, _ in COLUMNS for k in (key + s for s in SUFFIXES) if all(k in v for v in results.values())]
+    keys += ["mmd_sigma"] if sigma is not None else []
     with open(out / "gap_report.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["method"] + keys)
         for method, values in results.items():
             writer.writerow([method] + [f"{values[key]:.6g}" for key in keys])
-    (out / "gap_report.md").write_text(format_gap_table(results) + "\n" + "".join(f"\n{n}" for n in notes or []) + "\n")
+    parts = [format_gap_table(results)]
+    if baseline is not None and any(f"{key}_diff_lo" in v for v in results.values() for key, _ in COLUMNS):
+        parts.append(
+            f"Paired difference from {baseline} (row − {baseline}; 95 % interval over the same resamples of the same clips):\n\n"
+            + format_paired_table(results, baseline)
+        )
+    (out / "gap_report.md").write_text("\n\n".join(parts) + "\n" + "".join(f"\n{n}" for n in notes or []) + "\n")
     return out / "gap_report.csv", out / "gap_report.md"
 
 
+def _interval(lo: float, hi: float) -> str:
+    return f"[{lo:.4f}, {hi:.4f}]"
+
+
+def better_than_baseline(values: dict[str, float], key: str) -> bool:
+    """The row's paired interval of its difference from the baseline excludes 0 on the better side
+    (probe accuracy: lower, i.e. closer to 0.5 from above)."""
+    order = BETTER.get(key)
+    if order is None or f"{key}_diff_lo" not in values:
+        return False
+    lo, hi = values[f"{key}_diff_lo"], values[f"{key}_diff_hi"]
+    return lo > 0 if order == "max" else hi < 0
+
+
 def gap_table_cells(results: dict[str, dict[str, float]]) -> list[tuple[str, list[tuple[str, bool]]]]:
-    """Each method's cells, in ``COLUMNS`` order: ("value ± half-width" where intervals exist, best), where a
-    column's best value is marked only when its interval does not overlap the runner-up's (without
-    intervals nothing is marked). The Markdown table and the HTML report both render these."""
-    best = {key: _clear_winner(results, key) for key, _ in COLUMNS}
+    """Each method's cells, in ``COLUMNS`` order: ("value [lo, hi]" where intervals exist, marked), where a
+    cell is marked when the row's paired interval of its difference from the baseline row excludes 0 on
+    the better side (without paired differences nothing is marked). The Markdown table and the HTML
+    report both render these."""
     rows = []
     for method, values in results.items():
         cells = []
         for key, _ in COLUMNS:
             cell = f"{values[key]:.4f}"
             if f"{key}_lo" in values:
-                cell += f" ± {(values[f'{key}_hi'] - values[f'{key}_lo']) / 2:.4f}"
-            cells.append((cell, best[key] == method))
+                cell += " " + _interval(values[f"{key}_lo"], values[f"{key}_hi"])
+            cells.append((cell, better_than_baseline(values, key)))
         rows.append((method, cells))
     return rows
 
 
 def format_gap_table(results: dict[str, dict[str, float]]) -> str:
-    """Markdown of :func:`gap_table_cells` (the best value in bold)."""
+    """Markdown of :func:`gap_table_cells` (marked cells in bold)."""
     header = "| method | " + " | ".join(title for _, title in COLUMNS) + " |"
     rule = "|---|" + "---:|" * len(COLUMNS)
     rows = ["| " + method + " | " + " | ".join(f"**{c}**" if bold else c for c, bold in cells) + " |" for method, cells in gap_table_cells(results)]
     return "\n".join([header, rule, *rows])
 
 
-def _clear_winner(results: dict[str, dict[str, float]], key: str) -> str | None:
-    """The method whose value is best on ``key`` when its interval and the runner-up's do not overlap."""
-    order = BETTER.get(key)
-    if order is None or len(results) < 2 or any(f"{key}_lo" not in v for v in results.values()):
-        return None
-    badness = {"max": lambda v: -v, "min": lambda v: v, "half": lambda v: abs(v - 0.5)}[order]
-    ranked = sorted(results, key=lambda m: badness(results[m][key]))
-    first, second = results[ranked[0]], results[ranked[1]]
-    if order == "half":  # compare the intervals of the distance from 0.5
-
-        def distance(values: dict) -> tuple[float, float]:
-            lo, hi = values[f"{key}_lo"], values[f"{key}_hi"]
-            near = 0.0 if lo <= 0.5 <= hi else min(abs(lo - 0.5), abs(hi - 0.5))
-            return near, max(abs(lo - 0.5), abs(hi - 0.5))
-
-        return ranked[0] if distance(first)[1] < distance(second)[0] else None
-    if order == "max":
-        return ranked[0] if first[f"{key}_lo"] > second[f"{key}_hi"] else None
-    return ranked[0] if first[f"{key}_hi"] < second[f"{key}_lo"] else None
+def format_paired_table(results: dict[str, dict[str, float]], baseline: str) -> str:
+    """Markdown: each row's difference from ``baseline`` with its paired interval (bold: excludes 0 on the better side)."""
+    header = "| method | " + " | ".join(title for _, title in COLUMNS) + " |"
+    rows = []
+    for method, values in results.items():
+        if method == baseline:
+            continue
+        cells = []
+        for key, _ in COLUMNS:
+            cell = f"{values.get(f'{key}_diff', float('nan')):+.4f}"
+            if f"{key}_diff_lo" in values:
+                cell += " " + _interval(values[f"{key}_diff_lo"], values[f"{key}_diff_hi"])
+            cells.append(f"**{cell}**" if better_than_baseline(values, key) else cell)
+        rows.append("| " + method + " | " + " | ".join(cells) + " |")
+    return "\n".join([header, "|---|" + "---:|" * len(COLUMNS), *rows])
 
 
 def _pyplot():
