@@ -82,11 +82,20 @@ def test_cli_test_writes_the_gap_report(trained, demo_store):
     for method in ("none (raw audio)", "mean shift", "projection decoding", "Diffusion Bridge", "Diffusion-Link"):
         assert f"| {method} |" in table
     lines = (report / "gap_report.csv").read_text().splitlines()
-    assert lines[0].startswith("method,paired_cosine,paired_cosine_lo,paired_cosine_hi,centroid_distance") and len(lines) == 6
+    assert lines[0].startswith("method,paired_cosine,paired_cosine_lo,paired_cosine_hi,paired_cosine_diff,") and len(lines) == 6
+    assert {"centroid_distance_lo", "frechet_bc", "frechet_diff_hi", "R@10_diff_lo", "mmd_sigma"} <= set(lines[0].split(","))
     for row in csv.DictReader(lines):  # every interval is ordered
         for key in ("paired_cosine", "frechet", "mmd", "probe_accuracy", "R@1"):
             assert float(row[f"{key}_lo"]) <= float(row[f"{key}_hi"]), (row["method"], key)
-    assert table.count(" ± ") >= 5 * 8 and "bootstrap interval over clips" in table
+    assert " ± " not in table and table.count(" [") >= 5 * 9 and "basic bootstrap interval over clips" in table
+    assert "Paired difference from none (raw audio)" in table and "one RBF kernel for every row, σ = " in table
+    rows = list(csv.DictReader(lines))
+    assert len({row["mmd_sigma"] for row in rows}) == 1  # one kernel, recorded
+    for row in rows:  # the paired differences from raw audio: raw audio's own is 0
+        for key in ("frechet", "mmd", "R@1"):
+            assert float(row[f"{key}_diff_lo"]) <= float(row[f"{key}_diff_hi"]), (row["method"], key)
+            if row["method"] == "none (raw audio)":
+                assert float(row[f"{key}_diff"]) == float(row[f"{key}_diff_lo"]) == 0.0
     for png in ("gap_pca.png", "gap_cosine_hist.png"):
         assert (report / png).stat().st_size > 10_000
     events = tensorboard_events(report / "logs")  # the test's numbers and figures, in TensorBoard too

@@ -20,11 +20,15 @@ from diffusion_link.bridge.losses import cross_sample_loss, eps_equivalent_weigh
 from diffusion_link.bridge.model import BridgeConfig, DiffusionLink, Sampling
 from diffusion_link.data.stage import FeatureStage
 from diffusion_link.data.store import StoreError, encoder_mismatch
-from diffusion_link.evaluation.gap import Clips, GapMetrics, cone_cosine
+from diffusion_link.evaluation.gap import Clips, GapMetrics, cone_cosine, gap_table
+from diffusion_link.evaluation.gap_intervals import median_sigma
 from diffusion_link.optim import adamw_with_warmup
 from diffusion_link.tracking import log_figure
 
 log = logging.getLogger(__name__)
+
+#: the gap table's baseline row: every other row's paired difference is taken from it
+RAW = "none (raw audio)"
 
 
 def _key(name: str) -> str:
@@ -52,9 +56,10 @@ class BridgeModule(FeatureStage):
         report_dir: where ``test`` writes gap_report.{csv,md} and figures (``None``: ``<run_dir>/report``, else ``artifacts/bridge/report``).
         projection_temperature: tau of the projection-decoding baseline.
         support_size: text embeddings of the training split used as its support set (``None``: all).
-        probe_seed: seed of the linear probe's train/test split (by clip).
-        bootstrap: resamples of clips for the 95 % intervals of the gap table (0: none). Each resample
-            recomputes every metric; the cost grows with clips x resamples (the demo's 100 clips: seconds).
+        probe_seed: seed of the linear probe's cross-fitting folds (by clip) and of the bootstrap resamples.
+        bootstrap: resamples of clips for the 95 % intervals of the gap table and the paired intervals of
+            each row's difference from raw audio (0: none). Every row gets the same resamples of the same
+            clips; each resample recomputes every metric; the cost grows with clips x resamples.
         sampling: overrides of the sampler for evaluation and prediction (:class:`Sampling`), e.g.
             ``{t_start: 400, steps: 10}``; applied to this bridge and to the compared ones, and checked
             like any bridge config when the module is built.
@@ -194,7 +199,7 @@ class BridgeModule(FeatureStage):
     # -- validation: a quick gap check of this bridge ---------------------------------------------
 
     def on_validation_start(self) -> None:
-        self._val = GapMetrics(probe_seed=self.hparams.probe_seed).to(self.device)
+        self._val = GapMetrics(probe_seed=self.hparams.probe_seed, mmd_sigma=self._mmd_sigma()).to(self.device)
         self._val_points: dict[str, list[torch.Tensor]] = {"text": [], "audio": [], "bridged": []}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -218,7 +223,7 @@ class BridgeModule(FeatureStage):
         mean_audio, mean_text = store.means(train)
         support = torch.from_numpy(store.text_matrix(train, self.hparams.support_size))
         methods: dict[str, nn.Module] = {
-            "none (raw audio)": Identity(),
+            RAW: Identity(),
             "mean shift": MeanShift(mean_audio, mean_text),
             "projection decoding": ProjectionDecoding(support, self.hparams.projection_temperature),
         }
@@ -230,14 +235,24 @@ class BridgeModule(FeatureStage):
         methods[self.hparams.name] = _Bridged(self.model)
         return methods
 
+    def _mmd_sigma(self) -> float | None:
+        """The one RBF bandwidth of every MMD² this module reports: the median heuristic on (a seeded sample
+        of 2,000 of) the training split's text embeddings; ``None`` (each set's own) without a training split."""
+        if not hasattr(self, "_sigma"):
+            self._sigma = None
+            train = self.split("fit", "train")
+            if self.data is not None and self.data.store is not None and train in self.store.splits:
+                texts = self.store.text_matrix(train, 2000)
+                self._sigma = median_sigma(torch.from_numpy(texts)) if len(texts) >= 2 else None
+        return self._sigma
+
     def on_test_start(self) -> None:
         split = self.split("test")
         self._check_store(split, fitting=False)
         methods = self._methods()  # in table order: baselines, compared bridges, this bridge
         self.methods = nn.ModuleDict({_key(n): m for n, m in methods.items()}).to(self.device)
         self.method_names = {_key(n): n for n in methods}
-        hp = self.hparams
-        self.gap = nn.ModuleDict({k: GapMetrics(hp.bootstrap, seed=hp.probe_seed, probe_seed=hp.probe_seed) for k in self.methods}).to(self.device)
+        self.gap = nn.ModuleDict({k: GapMetrics() for k in self.methods}).to(self.device)  # clips only: gap_table computes
         self.cosines = nn.ModuleDict({k: CatMetric() for k in self.methods}).to(self.device)
         self.points = nn.ModuleDict({k: CatMetric() for k in ("text", "audio", *self.methods)}).to(self.device)
 
@@ -247,17 +262,18 @@ class BridgeModule(FeatureStage):
         self.points["audio"].update(F.normalize(batch["audio_embedding"], dim=-1))
         for key, method in self.methods.items():
             out = method(batch["audio_embedding"])
-            self.gap[key].update(out, refs, n_refs)
+            self.gap[key].update(out, refs, n_refs, key=batch.get("row"), captions=batch.get("captions"))
             x, c = _pairs(out, refs, n_refs)
             self.cosines[key].update((F.normalize(x, dim=-1) * F.normalize(c, dim=-1)).sum(-1))
             self.points[key].update(out)
 
     def on_test_epoch_end(self) -> None:
-        results = {}
+        # every row on the same clips (keyed by store row), the same resamples, probe folds and kernel
+        hp = self.hparams
+        rows = {name: self.gap[key].synced_clips() for key, name in self.method_names.items()}
+        results = gap_table(rows, baseline=RAW, bootstrap=hp.bootstrap, seed=hp.probe_seed, probe_seed=hp.probe_seed, mmd_sigma=self._mmd_sigma())
         for key, name in self.method_names.items():
-            values = self.gap[key].compute()
-            results[name] = {k: float(v) for k, v in values.items()}
-            self.log_dict({f"test/{key}/{k}": float(v) for k, v in values.items()}, sync_dist=False)
+            self.log_dict({f"test/{key}/{k}": float(v) for k, v in results[name].items()}, sync_dist=False)
         # every rank takes part in the synchronisation of the metric states; rank 0 alone writes
         points = {k: v.compute().cpu().numpy() for k, v in self.points.items()}
         cosines = {self.method_names[k]: self.cosines[k].compute().cpu().numpy() for k in self.method_names}
@@ -274,14 +290,18 @@ class BridgeModule(FeatureStage):
         notes = [
             f"Split: {self.split('test')} of {self.store.path}; encoder weights: {self.store.encoder.get('weights')}.",
             f"Text cone (mean cosine between distinct text embeddings): {text_cone:.4f}.",
-            "Probe accuracy 0.5 = audio and text indistinguishable; R@k = audio->text retrieval against every reference.",
+            "Probe accuracy 0.5 = audio and text indistinguishable (a linear probe cross-fitted over two folds of clips, "
+            "C chosen by cross-validation grouped by clip, balanced accuracy over every clip's held-out prediction). "
+            "R@k = audio->text retrieval against every reference; a hit: the clip's best own reference ranks in the top k, "
+            "where a reference of another clip with the same caption text as one of the clip's own counts as its own.",
             "Paired cosine averages every (clip, reference) pair; centroid distance, cone, Fréchet, MMD² and the probe "
-            "compare the distinct clips' (bridged) audio with all reference texts (MMD² leaves out same-clip pairs; the "
-            "probe is trained and scored on disjoint clips, by balanced accuracy).",
+            "compare the distinct clips' (bridged) audio with all reference texts (MMD² and the centroid distance leave "
+            "out same-clip pairs; the centroid distance is the root of the unbiased squared distance, 0 where that is negative).",
+            _kernel_note(results, f"the '{self.split('fit', 'train')}' split's text embeddings" if self._mmd_sigma() else f"{RAW}'s audio and text"),
             _interval_note(self.hparams.bootstrap),
             _protocol_note(self.split("fit", "train")),
         ]
-        write_gap_report(results, out, notes)
+        write_gap_report(results, out, notes, baseline=RAW)
         bridges = [*(self.hparams.compare or {}), self.hparams.name]  # the diffusion bridges, raw audio drawn anyway
         shown = {name: points[_key(name)] for name in dict.fromkeys(bridges)}
         for name, figure in (("gap_pca", pca_figure(points["text"], points["audio"], shown)), ("gap_cosine_hist", cosine_figure(cosines))):
@@ -309,13 +329,21 @@ class BridgeModule(FeatureStage):
         }
 
 
+def _kernel_note(results: dict, source: str) -> str:
+    sigma = next(iter(results.values()))["mmd_sigma"]
+    return f"MMD²: one RBF kernel for every row, σ = {sigma:.4f} (mmd_sigma; the median heuristic on {source})."
+
+
 def _interval_note(bootstrap: int) -> str:
     if not bootstrap:
         return "No intervals (bootstrap: 0)."
     return (
-        f"± = half-width of a 95 % percentile bootstrap interval over clips ({bootstrap} resamples of the clips, "
-        "every metric recomputed on each; the probe's interval is over its held-out clips for the fitted probe, "
-        "R@k's over queries against the full gallery). Bold: best value whose interval does not overlap the runner-up's."
+        f"[lo, hi] = 95 % basic bootstrap interval over clips ({bootstrap} resamples of the clips, the same for every "
+        "row, every metric recomputed on each; the probe's held-out predictions and R@k's gallery stay fixed). The basic "
+        "interval corrects for a metric's small-sample bias, so Fréchet's (biased upward) can lie below its value; "
+        "frechet_bc in gap_report.csv is its bias-corrected value. Every row is evaluated on the same clips, in the same "
+        f"order; the paired differences from {RAW} use the same resamples for both rows. Bold: the row's paired interval "
+        "of its difference from raw audio excludes 0 on the better side (probe: lower)."
     )
 
 
