@@ -407,3 +407,17 @@ def test_right_animals_are_compared_in_pairs_on_the_demo(tmp_path):
     headers = [th.get_text() for th in soup.select("table.caption-table th")]
     cells = [td.get_text() for td in soup.select("table.caption-table tr")[2].select("td")]
     assert headers[-5:] == ["right animals", "right (single)", "distinct", "right animals vs raw", "flags"] and cells[-5:-1] == animals
+
+
+def test_a_gap_reports_paired_table_is_a_table_on_the_page_not_text():
+    from diffusion_link.report.page import _md_blocks
+
+    text = (
+        "Paired difference from raw (row − raw; 95 % interval):\n\n"
+        "| method | Fréchet ↓ | MMD² ↓ |\n|---|---:|---:|\n| bridge | **-0.2509 [-0.2787, -0.1609]** | -0.0001 [-0.0003, 0.0002] |\n\n"
+        "Intervals: basic bootstrap.\nBold: the paired interval excludes 0."
+    )
+    blocks = _md_blocks(text)
+    assert blocks[0] == {"text": "Paired difference from raw (row − raw; 95 % interval):"}
+    assert blocks[1] == {"headers": ["Fréchet ↓", "MMD² ↓"], "rows": [("bridge", [("-0.2509 [-0.2787, -0.1609]", True), ("-0.0001 [-0.0003, 0.0002]", False)])]}
+    assert [b["text"] for b in blocks[2:]] == ["Intervals: basic bootstrap.", "Bold: the paired interval excludes 0."]

@@ -340,8 +340,9 @@ def _interval_note(bootstrap: int) -> str:
     return (
         f"[lo, hi] = 95 % basic bootstrap interval over clips ({bootstrap} resamples of the clips, the same for every "
         "row, every metric recomputed on each; the probe's held-out predictions and R@k's gallery stay fixed). The basic "
-        "interval corrects for a metric's small-sample bias, so Fréchet's (biased upward) can lie below its value; "
-        "frechet_bc in gap_report.csv is its bias-corrected value. Every row is evaluated on the same clips, in the same "
+        "interval corrects for a metric's small-sample bias; Fréchet (biased upward) is shown by its bias-corrected value "
+        "2θ̂ − mean(θ*), which lies inside that interval (the plug-in value is 'frechet' in gap_report.csv, 'frechet_bc' the "
+        "shown one). Every row is evaluated on the same clips, in the same "
         f"order; the paired differences from {RAW} use the same resamples for both rows. Bold: the row's paired interval "
         "of its difference from raw audio excludes 0 on the better side (probe: lower)."
     )

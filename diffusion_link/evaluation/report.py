@@ -95,7 +95,7 @@ def gap_table_cells(results: dict[str, dict[str, float]]) -> list[tuple[str, lis
     for method, values in results.items():
         cells = []
         for key, _ in COLUMNS:
-            cell = f"{values[key]:.4f}"
+            cell = f"{values.get(f'{key}_bc', values[key]):.4f}"  # a biased metric (Fréchet): its bias-corrected value, inside its interval
             if f"{key}_lo" in values:
                 cell += " " + _interval(values[f"{key}_lo"], values[f"{key}_hi"])
             cells.append((cell, better_than_baseline(values, key)))

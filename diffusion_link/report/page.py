@@ -209,12 +209,28 @@ def demo_clip_info(run: Run) -> dict | None:
     return clips if all(c in clips for s in run.systems for c in s.rows) else None
 
 
+def _md_blocks(text: str) -> list[dict]:
+    """What follows a gap report's main table: notes (``{"text"}``, one per line) and further Markdown tables
+    (``{"headers", "rows"}``, e.g. the paired differences from raw audio; ``**bold**`` cells marked)."""
+    blocks: list[dict] = []
+    for block in text.split("\n\n"):
+        lines = [line for line in block.splitlines() if line.strip()]
+        if len(lines) >= 2 and all(line.startswith("|") for line in lines):
+            cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if not set(line) <= set("|-: ")]
+            rows = [(row[0], [(c.strip("*"), c.startswith("**")) for c in row[1:]]) for row in cells[1:]]
+            blocks.append({"headers": cells[0][1:], "rows": rows})
+        else:
+            blocks += [{"text": line} for line in lines]
+    return blocks
+
+
 def _gap_sections(run: Run) -> list[dict]:
     sections = []
     for csv_path in run.gap_reports:
         folder = csv_path.parent
         md = folder / "gap_report.md"
-        notes = [line for line in md.read_text().split("\n\n", 1)[1].splitlines() if line.strip()] if md.is_file() and "\n\n" in md.read_text() else []
+        text = md.read_text() if md.is_file() else ""
+        notes = _md_blocks(text.split("\n\n", 1)[1]) if "\n\n" in text else []
         figures = [(p.stem.replace("_", " "), _png(p)) for p in sorted(folder.glob("*.png"))]
         sections.append(
             {
