@@ -243,7 +243,10 @@ class BridgeModule(FeatureStage):
             train = self.split("fit", "train")
             if self.data is not None and self.data.store is not None and train in self.store.splits:
                 texts = self.store.text_matrix(train, 2000)
-                self._sigma = median_sigma(torch.from_numpy(texts)) if len(texts) >= 2 else None
+                try:
+                    self._sigma = median_sigma(torch.from_numpy(texts))
+                except ValueError:  # fewer than 2 distinct texts: each set's own
+                    self._sigma = None
         return self._sigma
 
     def on_test_start(self) -> None:

@@ -64,12 +64,14 @@ def bias_corrected(value: float, replicates) -> float:
 
 def median_sigma(points: torch.Tensor, limit: int | None = 2000, seed: int = 0) -> float:
     """The median-heuristic RBF bandwidth of a set of (L2-normalised) embeddings: σ² = median(‖a − b‖²) / 2
-    over distinct pairs (of a seeded sample of ``limit`` points when there are more; ``None``: all)."""
-    z = torch.nn.functional.normalize(torch.as_tensor(points).double(), dim=-1)
+    over pairs of distinct points (of a seeded sample of ``limit`` points when there are more; ``None``: all).
+    Repeated points (template captions repeat word for word) count once: with more than half the pairs
+    identical, the median would be 0."""
+    z = torch.unique(torch.nn.functional.normalize(torch.as_tensor(points).double(), dim=-1), dim=0)
     if limit is not None and len(z) > limit:
         z = z[torch.from_numpy(np.sort(np.random.default_rng(seed).choice(len(z), limit, replace=False)))]
     if len(z) < 2:
-        raise ValueError(f"the median heuristic needs at least 2 points, got {len(z)}")
+        raise ValueError(f"the median heuristic needs at least 2 distinct points, got {len(z)}")
     d2 = torch.cdist(z, z).pow(2)
     values = d2[torch.triu_indices(len(z), len(z), 1).unbind()]
     n = values.numel()  # the usual median (mean of the two middle values)

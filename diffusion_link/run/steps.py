@@ -215,7 +215,8 @@ def recipe_steps(recipe: Recipe) -> list[Step]:
                     bridged = test.bridge not in (None, MEAN_SHIFT)
                     rows[test.key] = {"name": test.name, "bridge": str(exports[test.bridge]) if bridged else test.bridge, "input": test.input}
                     test_deps += [bridge_steps[test.bridge]] if bridged and bridge_steps[test.bridge] not in test_deps else []
-                args = {**common, **flat(cap.args), "model.init_args.pretrained": str(folder / "export"), "model.init_args.rows": rows}
+                # the captioner's own bridge as in its fit (a config's default path must not be loaded); the rows say what each test feeds
+                args = {**common, **train_bridge, **flat(cap.args), "model.init_args.pretrained": str(folder / "export"), "model.init_args.rows": rows}
                 outputs = [folder / "test" / key / "scores.json" for key in rows]
                 b.add(
                     f"caption: test {cap.key} ({len(rows)} row{'s' * (len(rows) > 1)}){tag}",
