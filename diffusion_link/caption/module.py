@@ -151,12 +151,17 @@ class CaptionerModule(FeatureStage):
 
     # -- inputs ------------------------------------------------------------------------------------
 
-    def _audio(self, audio: torch.Tensor, bridge: str | None = None, row: bool = False) -> torch.Tensor:
-        """The audio embedding the LLM sees: bridged when a bridge is given, else raw (normalised). ``bridge``
-        is the module's own (``row=False``) or a test row's."""
-        module = (self.row_bridges[self._row_bridge[bridge]] if bridge in self._row_bridge else None) if row else self.bridge
-        if not row:
-            bridge = self.hparams.bridge
+    def _bridge_of(self, setting: str | None) -> DiffusionLink | None:
+        """The loaded bridge of a bridge setting (an export folder): a test row's, or the module's own."""
+        if setting in self._row_bridge:
+            return self.row_bridges[self._row_bridge[setting]]
+        return self.bridge if setting == self.hparams.bridge else None
+
+    def _audio(self, audio: torch.Tensor, bridge: str | None | object = ...) -> torch.Tensor:
+        """The audio embedding the LLM sees: through ``bridge`` (a setting: an export folder, ``mean-shift`` or
+        None; default the module's own ``bridge``), else raw (normalised)."""
+        bridge = self.hparams.bridge if bridge is ... else bridge
+        module = self._bridge_of(bridge)
         if module is not None:
             return module.bridge(audio)
         if bridge == MEAN_SHIFT:
@@ -278,7 +283,7 @@ class CaptionerModule(FeatureStage):
                 if row.input == "text":  # the ceiling: the first reference's own text embedding
                     inputs = F.normalize(batch["text_embeddings"][:, 0].float(), dim=-1)
                 else:
-                    inputs = self._audio(batch["audio_embedding"], row.bridge, row=bool(self.rows))
+                    inputs = self._audio(batch["audio_embedding"], row.bridge)
                 candidates = self.model.generate(inputs, self.decoding)
             self._results[key] += list(zip(batch["clip_id"], candidates, batch["captions"]))
 
@@ -328,9 +333,7 @@ class CaptionerModule(FeatureStage):
             "encoder_weights": store.encoder.get("weights"),
             # protocol: what each part was trained on (the captioner's and the bridge's export records)
             "captioner_training": {k: getattr(self.model, "meta", {}).get(k) for k in ("mode", "split", "store", "steps", "precision", "noise_std")},
-            "bridge_training": _training(
-                self.bridge if not self.rows else (self.row_bridges[self._row_bridge[row.bridge]] if row.bridge in self._row_bridge else None)
-            ),
+            "bridge_training": _training(self._bridge_of(row.bridge)),
             "precision": str(self.trainer.precision),
             "clips": [r[0] for r in rows],
         }
