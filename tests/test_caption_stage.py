@@ -109,6 +109,7 @@ def test_one_test_run_makes_several_rows_each_as_a_one_row_run_would(zero_shot, 
     rows = {
         "raw": {"name": "raw"},
         "ms": {"name": "mean shift", "bridge": "mean-shift"},
+        "pd": {"name": "projection decoding", "bridge": "projection-decoding"},
         "noisy-a": {"name": "noisy a", "bridge": str(tmp_path / "noisy")},
         "dl": {"name": "bridged", "bridge": str(bridge_export)},
         "noisy-b": {"name": "noisy b", "bridge": str(tmp_path / "noisy")},
@@ -143,6 +144,78 @@ def test_one_test_run_makes_several_rows_each_as_a_one_row_run_would(zero_shot, 
         assert predictions(alone) == predictions(tmp_path / "all" / key), key
     with pytest.raises(SystemExit):  # a row's input is audio or text
         main([*common, "--model.init_args.rows", json.dumps({"x": {"name": "x", "input": "video"}})])
+
+
+def test_projection_decoding_is_the_gap_tables_baseline_over_the_training_texts(demo_store):
+    """A ``projection-decoding`` row feeds the LLM softmax(cos(a, T) / tau) @ T over the training split's text
+    embeddings, as the gap table's row (same support set and tau); it cannot run without a store."""
+    from diffusion_link.bridge.baselines import ProjectionDecoding
+    from diffusion_link.caption.inputs import PROJECTION, Bridges
+    from diffusion_link.data.store import StoreError
+
+    store = FeatureStore(demo_store)
+    audio = torch.from_numpy(np.stack([np.asarray(a) for a in store.split("test")["audio_embedding"]])).float()
+    bridges = Bridges([PROJECTION, None], projection_temperature=0.05, support_size=7)
+    with pytest.raises(StoreError, match="projection-decoding baseline is fitted on a feature store"):
+        bridges(audio, PROJECTION)
+    bridges.fit(store, "train", [PROJECTION])
+    expected = ProjectionDecoding(torch.from_numpy(store.text_matrix("train", 7)), 0.05)(audio)
+    assert torch.allclose(bridges(audio, PROJECTION), expected) and not torch.allclose(expected, bridges(audio, None))
+    with pytest.raises(ValueError, match="projection_temperature must be positive"):
+        Bridges([PROJECTION], projection_temperature=0)
+
+
+def _module(**kwargs) -> CaptionerModule:
+    return CaptionerModule(captioner=CaptionerConfig(llm="tiny-gpt2", dim=16, prefix_tokens=2, use_chat_template=False), **kwargs)
+
+
+def test_noise_injection_adds_capdecs_noise_to_the_unit_text_and_does_not_renormalise():
+    text = torch.randn(6, 16) * 3
+    module = _module(noise_std=0.25)
+    torch.manual_seed(3)
+    got = module._training_input({"text_embedding": text})
+    torch.manual_seed(3)
+    assert torch.allclose(got, torch.nn.functional.normalize(text, dim=-1) + 0.25 * torch.randn(6, 16))
+    assert not torch.allclose(got.norm(dim=-1), torch.ones(6))  # CapDec does not project back to the sphere
+    assert torch.allclose(_module()._training_input({"text_embedding": text}), torch.nn.functional.normalize(text, dim=-1))
+    with pytest.raises(ValueError, match="set mode: zero-shot"):
+        _module(mode="supervised", noise_std=0.1)
+
+
+def test_diffusion_bridges_captioner_trains_on_text_noised_to_400_and_taken_back_by_the_raw_weights(bridge_export, tmp_path):
+    """``train_through``: each training text is preprocessed as text, forward-noised to t = 400 and run back by
+    the bridge's DDIM chain with its raw weights (``bridge_weights: raw``), as make_dataset_with_diffusion_text.py does."""
+    from diffusion_link.bridge.model import DiffusionLink
+    from diffusion_link.bridge.schedule import sample
+
+    text = torch.nn.functional.normalize(torch.randn(5, 512), dim=-1)
+    module = CaptionerModule(
+        captioner=CaptionerConfig(llm="tiny-gpt2", prefix_tokens=2, use_chat_template=False),
+        train_through={"bridge": str(bridge_export), "t_start": 400},
+        bridge_weights="raw",
+    )
+    torch.manual_seed(5)
+    got = module._training_input({"text_embedding": text})
+    raw = DiffusionLink.from_pretrained(bridge_export, weights="raw")
+    torch.manual_seed(5)
+    source = raw.preprocess(text, "text")
+    chain = sample(raw.schedule, lambda x, t: raw.denoiser(x, t, source), source, 400, raw.config.steps, "ddim", True, project=raw.network_input)
+    assert torch.allclose(got, raw.preprocess.inverse(chain), atol=1e-5)
+    torch.manual_seed(5)
+    assert not torch.allclose(got, raw.bridge(text), atol=1e-3)  # not the audio path (no noise, audio mean, t* 600)
+    with pytest.raises(ValueError, match="steps in 1..t_start"):
+        _module(train_through={"bridge": str(bridge_export), "t_start": 400, "steps": 500})
+
+
+def test_diffusion_bridges_captioner_fits_from_the_cli_and_records_its_recipe(tmp_path, demo_store, bridge_export):
+    updates = caption_updates(tmp_path, demo_store, "dbcap", steps=2)
+    config = repo_config("configs/caption/zero-shot.yaml", tmp_path, updates)
+    variant = "configs/caption/variants/diffusion-bridge.yaml"
+    through = json.dumps({"bridge": str(bridge_export), "t_start": 400})  # as the recipe's steps pass it
+    main(["fit", "--config", str(config), "--config", variant, f"--model.init_args.train_through={through}", f"--run_dir={tmp_path / 'dbcap'}"])
+    meta = json.loads((tmp_path / "dbcap" / "export" / "config.json").read_text())
+    assert meta["train_through"] == {"bridge": str(bridge_export), "t_start": 400, "steps": None} and meta["bridge_weights"] == "raw"
+    assert meta["noise_std"] == 0.0 and meta["steps"] == 2
 
 
 def test_supervised_fit_and_test_from_the_cli(tmp_path, demo_store, bridge_export):

@@ -179,3 +179,34 @@ def test_the_writer_is_atomic_and_keeps_its_own_keys(tmp_path):
         (draft.root / "sub").mkdir()
         (draft.root / "sub" / "notes.txt").write_text("data")
     assert set(read_export(tmp_path / "export", "encoder")["files"]) == {"sub/notes.txt"}
+
+
+def test_a_bridge_export_keeps_its_raw_weights_beside_the_ema_and_loads_either(tmp_path):
+    """Diffusion Bridge's captioner samples with the raw (non-EMA) weights: the export keeps both sets,
+    ``weights="raw"`` loads the trained ones, and an export without them is refused with what to do."""
+    from safetensors.torch import load_file, save_file
+
+    from diffusion_link.bridge.model import BridgeConfig, DiffusionLink
+
+    torch.manual_seed(0)
+    model = DiffusionLink(BridgeConfig(dim=16, hidden=32, ema_decay=0.9))
+    model.update_ema()
+    for p in model.denoiser.parameters():  # trained further than the average has followed
+        p.data.normal_()
+    folder = model.save_pretrained(tmp_path / "export")
+    audio = torch.nn.functional.normalize(torch.randn(5, 16), dim=-1)
+    ema, raw = DiffusionLink.from_pretrained(folder), DiffusionLink.from_pretrained(folder, weights="raw")
+    assert torch.allclose(ema.bridge(audio), model.bridge(audio, use_ema=True)) and torch.allclose(raw.bridge(audio), model.bridge(audio, use_ema=False))
+    assert not torch.allclose(ema.bridge(audio), raw.bridge(audio)) and raw.weights == "raw"
+    tensors = load_file(folder / "model.safetensors")
+    old = tmp_path / "old"
+    with write_export(old, "bridge") as draft:  # an export written before the raw weights were kept
+        save_file({k: v for k, v in tensors.items() if not k.startswith("raw.")}, str(draft.root / "model.safetensors"))
+        draft.config.update(json.loads((folder / "config.json").read_text()) | {"files": None, "format": None, "format_version": None})
+        for key in ("files", "format", "format_version"):
+            draft.config.pop(key)
+    assert torch.allclose(DiffusionLink.from_pretrained(old).bridge(audio), ema.bridge(audio))
+    with pytest.raises(ExportError, match="no raw .non-EMA. weights.*refit the bridge"):
+        DiffusionLink.from_pretrained(old, weights="raw")
+    with pytest.raises(ValueError, match="'ema' or 'raw'"):
+        DiffusionLink.from_pretrained(folder, weights="last")

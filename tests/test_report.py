@@ -380,6 +380,21 @@ def test_the_text_ceiling_is_not_paired_and_the_legend_says_it_is_scored_leave_o
     assert "leave-one-out" in caption_table([*folders, ceiling], None)
 
 
+def test_the_legend_says_what_each_of_the_fields_baselines_is(tmp_path):
+    clips = [f"c{i}" for i in range(10)]
+    folders = _toy_run(tmp_path, {c: 1.0 for c in clips}, {c: 1.5 for c in clips})
+    assert not any("Diffusion Bridge's captioner" in n or "noise injection" in n or "projection decoding" in n for n in _table(folders)["notes"])
+    db = {"train_through": {"bridge": "b", "t_start": 400, "steps": None}, "noise_std": 0.0, "bridge_weights": "raw"}
+    folders += [
+        _system(tmp_path / "db", "DB's captioner + Diffusion Bridge", {c: 1.1 for c in clips}, bridge="b", captioner_training=db),
+        _system(tmp_path / "ni", "noise injection", {c: 1.1 for c in clips}, captioner_training={"noise_std": 0.02}),
+        _system(tmp_path / "pd", "projection decoding", {c: 1.1 for c in clips}, bridge="projection-decoding"),
+    ]
+    notes = " ".join(_table(folders)["notes"])
+    assert "noised to t = 400" in notes and "raw (not EMA) weights" in notes and "1-D U-Net" in notes
+    assert "N(0, 0.02^2 I)" in notes and "softmax(cos(a, T) / tau)" in notes
+
+
 def test_right_animals_are_compared_in_pairs_on_the_demo(tmp_path):
     clips = [f"c{i}" for i in range(40)]
     info = {c: {"animals": ["dog"] if i % 2 else ["cat"], "held_out_pair": False} for i, c in enumerate(clips)}

@@ -102,6 +102,35 @@ def test_a_recipe_becomes_its_steps(tmp_path, monkeypatch):
     }
 
 
+def test_the_captioning_baselines_become_steps(tmp_path, monkeypatch):
+    """A projection-decoding test row (fitted by the captioner: no bridge step) and Diffusion Bridge's own
+    captioner, whose fit passes its training texts through a bridge row's export and waits for it."""
+    monkeypatch.chdir(tmp_path)
+    extra = """\
+      pd:
+        config: [caption.yaml]
+        tests: {pd: {name: projection decoding, bridge: projection-decoding}}
+      db-captioner:
+        config: [caption.yaml]
+        train_through: {bridge: db, t_start: 400}
+        tests: {db: {name: DB's captioner, bridge: db}}
+    """
+    recipe = write_recipe(tmp_path)
+    recipe.write_text(recipe.read_text() + textwrap.indent(textwrap.dedent(extra), "  "))
+    steps = {s.name: s for s in recipe_steps(load_recipe(recipe))}
+    assert steps["caption: test pd (1 row)"].deps == ["cache: features", "caption: fit pd"]
+    rows = next(a for a in steps["caption: test pd (1 row)"].command if a.startswith("--model.init_args.rows="))
+    assert json.loads(rows.split("=", 1)[1]) == {"pd": {"name": "projection decoding", "bridge": "projection-decoding", "input": "audio"}}
+    fit = steps["caption: fit db-captioner"]
+    assert '--model.init_args.train_through={"bridge": "run/bridge/db/export", "t_start": 400}' in fit.command
+    assert fit.deps == ["cache: features", "bridge: Diffusion Bridge"]
+    for bad in ("{bridge: nope}", "{bridge: db, t: 3}", "db"):
+        recipe.write_text(recipe.read_text().replace("train_through: {bridge: db, t_start: 400}", f"train_through: {bad}"))
+        with pytest.raises(RecipeError, match="train_through is {bridge: a bridge row's key"):
+            load_recipe(recipe)
+        recipe.write_text(recipe.read_text().replace(f"train_through: {bad}", "train_through: {bridge: db, t_start: 400}"))
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

@@ -20,10 +20,11 @@ from torch import nn
 
 from diffusion_link.bridge.network import Denoiser
 from diffusion_link.bridge.schedule import NoiseSchedule, sample
-from diffusion_link.export import format_tag, load_tensors, read_export, write_export
+from diffusion_link.export import ExportError, format_tag, load_tensors, read_export, write_export
 
 EXPORT_FORMAT = format_tag("bridge")
 WEIGHTS = "model.safetensors"
+RAW = "raw."  # prefix of the raw (non-EMA) weights in WEIGHTS
 
 
 @dataclass
@@ -196,17 +197,25 @@ class DiffusionLink(nn.Module):
         self.ema.update_parameters(self.denoiser)
 
     @torch.no_grad()
-    def bridge(self, audio: torch.Tensor, use_ema: bool = True, generator: torch.Generator | None = None, **overrides) -> torch.Tensor:
+    def bridge(
+        self,
+        audio: torch.Tensor,
+        use_ema: bool = True,
+        generator: torch.Generator | None = None,
+        modality: Literal["audio", "text"] = "audio",
+        **overrides,
+    ) -> torch.Tensor:
         """Map (N, D) audio embeddings into the text-embedding distribution; returns unit vectors.
 
         ``overrides`` replace sampling settings for this call (``t_start``, ``steps``, ``sampler``,
-        ``noise_start``).
+        ``noise_start``). ``modality="text"`` preprocesses the input as text (its own training mean):
+        Diffusion Bridge's captioner augmentation passes text embeddings through the chain this way.
         """
         if audio.ndim != 2 or audio.shape[1] != self.config.dim:
             raise ValueError(f"expected audio embeddings of shape (N, {self.config.dim}), got {tuple(audio.shape)}")
         cfg = {k: overrides.get(k, getattr(self.config, k)) for k in ("t_start", "steps", "sampler", "noise_start")}
         device = self.mean_device
-        source = self.preprocess(audio.to(device), "audio")
+        source = self.preprocess(audio.to(device), modality)
         network = self.ema.module if use_ema else self.denoiser
         was_training = network.training
         network.eval()
@@ -236,9 +245,11 @@ class DiffusionLink(nn.Module):
     # -- export ------------------------------------------------------------------------------------
 
     def save_pretrained(self, folder: str | Path, extra: dict | None = None) -> Path:
-        """``model.safetensors`` (EMA weights + preprocessing means) and ``config.json`` (the settings, the
-        encoder's description, ``extra``; the export format of :mod:`diffusion_link.export`)."""
+        """``model.safetensors`` (EMA weights ``denoiser.*``, the raw trained weights ``raw.denoiser.*`` and the
+        preprocessing means) and ``config.json`` (the settings, the encoder's description, ``extra``; the
+        export format of :mod:`diffusion_link.export`)."""
         weights = {f"denoiser.{k}": v for k, v in self.ema.module.state_dict().items()}
+        weights |= {f"{RAW}denoiser.{k}": v for k, v in self.denoiser.state_dict().items()}
         weights["preprocess.mean_audio"] = self.preprocess.mean_audio
         weights["preprocess.mean_text"] = self.preprocess.mean_text
         with write_export(folder, "bridge") as draft:
@@ -247,13 +258,23 @@ class DiffusionLink(nn.Module):
         return Path(folder)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> "DiffusionLink":
-        """Load an export, after checking its kind and every file's checksum (:func:`~diffusion_link.export.read_export`)."""
+    def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu", weights: Literal["ema", "raw"] = "ema") -> "DiffusionLink":
+        """Load an export, after checking its kind and every file's checksum (:func:`~diffusion_link.export.read_export`).
+
+        ``weights``: ``ema`` (default, what every table uses) or ``raw``, the trained weights without the
+        average (Diffusion Bridge's captioning recipe samples with them); both sets then hold them.
+        """
+        if weights not in ("ema", "raw"):
+            raise ValueError(f"a bridge's weights are 'ema' or 'raw', not {weights!r}")
         meta = read_export(folder, "bridge", required=(WEIGHTS,))
         model = cls(BridgeConfig.from_dict(meta["config"]), meta.get("encoder"))
         model.meta = meta
-        weights = load_tensors(folder, WEIGHTS, map_location)
-        model.denoiser.load_state_dict({k.removeprefix("denoiser."): v for k, v in weights.items() if k.startswith("denoiser.")})
-        model.preprocess.set_means(weights["preprocess.mean_audio"], weights["preprocess.mean_text"])
+        tensors = load_tensors(folder, WEIGHTS, map_location)
+        prefix = f"{RAW}denoiser." if weights == "raw" else "denoiser."
+        if not any(k.startswith(prefix) for k in tensors):
+            raise ExportError(f"{folder} holds no raw (non-EMA) weights: it was exported before they were kept; refit the bridge, or load weights='ema'")
+        model.denoiser.load_state_dict({k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)})
+        model.preprocess.set_means(tensors["preprocess.mean_audio"], tensors["preprocess.mean_text"])
+        model.weights = weights
         model.ema.module.load_state_dict(copy.deepcopy(model.denoiser.state_dict()))
         return model.eval()

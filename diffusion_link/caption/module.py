@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -15,8 +14,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from diffusion_link.bridge.baselines import MeanShift
-from diffusion_link.bridge.model import DiffusionLink
+from diffusion_link.caption.inputs import FITTED, MEAN_SHIFT, PROJECTION, Bridges, TestRow, TrainThrough, rng_state, rng_stream, training_record
 from diffusion_link.caption.model import CaptionerConfig, CaptionModel, DecodingOptions
 from diffusion_link.data.stage import FeatureStage
 from diffusion_link.data.store import StoreError, encoder_mismatch
@@ -27,7 +25,8 @@ from diffusion_link.optim import adamw_with_warmup
 from diffusion_link.tracking import log_table
 
 log = logging.getLogger(__name__)
-MEAN_SHIFT = "mean-shift"
+TRAINING_RECORD = ("mode", "split", "store", "steps", "precision", "noise_std", "train_through", "bridge_weights")  # a row's captioner_training
+__all__ = ["MEAN_SHIFT", "PROJECTION", "CaptionerModule", "MetricOptions", "TestRow", "TrainThrough"]
 
 
 @dataclass
@@ -45,22 +44,6 @@ class MetricOptions:
     bootstrap: int = 1000
 
 
-@dataclass
-class TestRow:
-    """One row of the captioning table, made by ``test`` with the other rows of the same captioner.
-
-    Args:
-        name: the row's name in reports.
-        bridge: an exported bridge folder, ``mean-shift``, or ``None`` (raw audio).
-        input: ``audio`` (through ``bridge``) or ``text`` (the first reference's text embedding, the ceiling;
-            scored against the other references, leave-one-out).
-    """
-
-    name: str
-    bridge: str | None = None
-    input: Literal["audio", "text"] = "audio"
-
-
 class CaptionerModule(FeatureStage):
     """LoRA-tuned LLM captioner over CLAP embeddings, zero-shot or supervised.
 
@@ -71,10 +54,17 @@ class CaptionerModule(FeatureStage):
         bridge: an exported Diffusion-Link folder applied to audio embeddings (frozen), at test and
             predict time and, in supervised mode, in training. ``None``: raw audio (the baseline).
             ``mean-shift``: the training-free baseline a - mean(audio) + mean(text), means of the
-            store's training split.
+            store's training split; ``projection-decoding``: DeCap / DRCap's decoding without retrieval,
+            softmax(cos(a, T) / tau) @ T over the training split's text embeddings T.
         test_input: ``audio`` (default) or ``text``: feed the text embedding of each clip's first
             reference instead of its audio, the ceiling that a perfect bridge could reach (scored leave-one-out).
-        noise_std: Gaussian noise added to training text embeddings in zero-shot mode (CapDec-style injection).
+        noise_std: zero-shot mode: Gaussian noise N(0, noise_std^2 I) added to each unit training text
+            embedding, not re-normalised (CapDec's injection; WSAC's for audio).
+        train_through: zero-shot mode: pass every training text embedding through a bridge's chain first
+            (:class:`TrainThrough`, Diffusion Bridge's captioner recipe: noised to ``t_start`` 400, DDIM back).
+        bridge_weights: ``ema`` (default) or ``raw``: the weights every bridge of this captioner is loaded
+            with (Diffusion Bridge's recipe augments and infers with the raw, not EMA, weights).
+        projection_temperature, support_size: tau and the support set size (training texts) of ``projection-decoding``.
         decoding: beam search / greedy settings.
         lr, weight_decay, warmup_steps: AdamW over the projector and the adapter, linear warm-up.
         lr_schedule: after the warm-up, ``constant`` (DRCap's recipe) or ``cosine`` decay to zero at
@@ -104,6 +94,10 @@ class CaptionerModule(FeatureStage):
         bridge: str | None = None,
         test_input: Literal["audio", "text"] = "audio",
         noise_std: float = 0.0,
+        train_through: TrainThrough | None = None,
+        bridge_weights: Literal["ema", "raw"] = "ema",
+        projection_temperature: float = 0.01,
+        support_size: int | None = 50_000,
         decoding: DecodingOptions = DecodingOptions(),
         lr: float = 1e-4,
         weight_decay: float = 0.0,
@@ -134,55 +128,41 @@ class CaptionerModule(FeatureStage):
         self.encoder_description = getattr(self.model, "meta", {}).get("encoder", {})
         if test_input not in ("audio", "text"):
             raise ValueError(f"test_input must be 'audio' or 'text', not {test_input!r}")
-        self.bridge = _load_bridge(bridge)
         self.rows = {k: r if isinstance(r, TestRow) else TestRow(**r) for k, r in (rows or {}).items()}
         for key, row in self.rows.items():
             if row.input not in ("audio", "text"):
                 raise ValueError(f"rows.{key}.input must be 'audio' or 'text', not {row.input!r}")
-        # the bridges of the test rows, one module per folder (a frozen submodule: it follows the device)
-        self.row_bridges = torch.nn.ModuleList()
-        self._row_bridge: dict[str, int] = {}
-        for folder in dict.fromkeys(r.bridge for r in self.rows.values() if r.bridge and r.bridge != MEAN_SHIFT):
-            self._row_bridge[folder] = len(self.row_bridges)
-            self.row_bridges.append(_load_bridge(folder))
-        self.mean_shift: MeanShift | None = None  # fitted on the store's training split when a row uses mean-shift
+        if isinstance(train_through, dict):
+            train_through = TrainThrough(**train_through)
+        if (train_through or noise_std) and mode != "zero-shot":
+            raise ValueError("noise_std and train_through change the text a zero-shot captioner trains on; set mode: zero-shot or leave them out")
+        self.train_through = train_through
+        # every bridge this captioner uses, one frozen module per folder; the baselines are fitted on the store
+        settings = [bridge, *(r.bridge for r in self.rows.values()), *([train_through.bridge] if train_through else [])]
+        self.bridges = Bridges(settings, bridge_weights, projection_temperature, support_size)
         self.strict_loading = False  # checkpoints hold only what trains (projector + adapter), not the frozen LM
         self.audio_encoder = None  # loaded for predict on audio files (data_needs)
 
     # -- inputs ------------------------------------------------------------------------------------
 
-    def _bridge_of(self, setting: str | None) -> DiffusionLink | None:
-        """The loaded bridge of a bridge setting (an export folder): a test row's, or the module's own."""
-        if setting in self._row_bridge:
-            return self.row_bridges[self._row_bridge[setting]]
-        return self.bridge if setting == self.hparams.bridge else None
-
     def _audio(self, audio: torch.Tensor, bridge: str | None | object = ...) -> torch.Tensor:
-        """The audio embedding the LLM sees: through ``bridge`` (a setting: an export folder, ``mean-shift`` or
-        None; default the module's own ``bridge``), else raw (normalised)."""
-        bridge = self.hparams.bridge if bridge is ... else bridge
-        module = self._bridge_of(bridge)
-        if module is not None:
-            return module.bridge(audio)
-        if bridge == MEAN_SHIFT:
-            if self.mean_shift is None:
-                raise StoreError("the mean-shift baseline takes its means from a feature store's training split; it cannot caption audio files directly")
-            return self.mean_shift(audio.to(self.mean_shift.shift.device))
-        return F.normalize(audio.float(), dim=-1)
+        """The audio embedding the LLM sees: through ``bridge`` (a setting: an export folder, a fitted baseline
+        or None; default the module's own ``bridge``), else raw (normalised)."""
+        return self.bridges(audio, self.hparams.bridge if bridge is ... else bridge)
 
     def _check_store(self, fitting: bool) -> None:
         store = self.store
-        bridges = [self.bridge] if fitting or not self.rows else list(self.row_bridges)
-        bridges = [b for b in bridges if b is not None]
+        uses = [self.hparams.bridge] if fitting or not self.rows else [r.bridge for r in self.rows.values()]
+        bridges = self.bridges.loaded(uses + ([self.train_through.bridge] if fitting and self.train_through else []))
         if bridges and "bridge" in store.meta:
             raise StoreError(f"{store.path} is already a bridged store; do not also pass a bridge to the captioner")
         trained_on = {f"bridge {b.source}" if len(bridges) > 1 else "bridge": b.encoder for b in bridges}
         if not fitting and self.encoder_description:
             trained_on["captioner"] = self.encoder_description
         self.check_store(self.model.config.dim, "model.init_args.captioner.dim", trained_on=trained_on)
-        uses = [self.hparams.bridge] if fitting or not self.rows else [r.bridge for r in self.rows.values()]
-        if MEAN_SHIFT in uses:
-            self.mean_shift = MeanShift(*store.means(self.split("fit", "train"))).to(self.device)
+        if any(u in FITTED for u in uses):
+            self.bridges.fit(store, self.split("fit", "train"), uses)
+            self.bridges.fitted.to(self.device)
         if fitting:
             self.encoder_description = dict(store.encoder)
 
@@ -210,7 +190,9 @@ class CaptionerModule(FeatureStage):
     def _training_input(self, batch: dict) -> torch.Tensor:
         if self.hparams.mode == "zero-shot":
             text = F.normalize(batch["text_embedding"].float(), dim=-1)
-            if self.hparams.noise_std:
+            if self.train_through is not None:
+                text = self.train_through.apply(self.bridges.module(self.train_through.bridge), text)
+            if self.hparams.noise_std:  # CapDec: noise on the unit embedding, not re-normalised
                 text = text + self.hparams.noise_std * torch.randn_like(text)
             return text
         return self._audio(batch["audio_embedding"])
@@ -255,6 +237,8 @@ class CaptionerModule(FeatureStage):
             "mode": hp.mode,
             "bridge": hp.bridge,
             "noise_std": hp.noise_std,
+            "train_through": asdict(self.train_through) if self.train_through else None,
+            "bridge_weights": hp.bridge_weights,
             "encoder": self.encoder_description,
             "store": str(self.store.path),
             "split": self.split("fit"),
@@ -275,11 +259,11 @@ class CaptionerModule(FeatureStage):
         rows = self._test_rows()
         self._results: dict[str | None, list[tuple[str, str, list[str]]]] = {key: [] for key in rows}
         # every row starts from the random state a one-row run would have, and keeps its own stream
-        self._rng = {key: _rng_state(self.device) for key in rows}
+        self._rng = {key: rng_state(self.device) for key in rows}
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         for key, row in self._test_rows().items():
-            with _rng_stream(self._rng, key, self.device):
+            with rng_stream(self._rng, key, self.device):
                 if row.input == "text":  # the ceiling: the first reference's own text embedding
                     inputs = F.normalize(batch["text_embeddings"][:, 0].float(), dim=-1)
                 else:
@@ -332,8 +316,8 @@ class CaptionerModule(FeatureStage):
             "split": self.split("test"),
             "encoder_weights": store.encoder.get("weights"),
             # protocol: what each part was trained on (the captioner's and the bridge's export records)
-            "captioner_training": {k: getattr(self.model, "meta", {}).get(k) for k in ("mode", "split", "store", "steps", "precision", "noise_std")},
-            "bridge_training": _training(self._bridge_of(row.bridge)),
+            "captioner_training": {k: getattr(self.model, "meta", {}).get(k) for k in TRAINING_RECORD},
+            "bridge_training": training_record(self.bridges.module(row.bridge)),
             "precision": str(self.trainer.precision),
             "clips": [r[0] for r in rows],
         }
@@ -359,7 +343,8 @@ class CaptionerModule(FeatureStage):
         self.audio_encoder = load_encoder(hp.clap, hp.encoder_export)
         if isinstance(self.audio_encoder, torch.nn.Module):
             self.audio_encoder.to(self.device)
-        expected = self.encoder_description or (self.bridge.encoder if self.bridge is not None else {})
+        own = self.bridges.loaded([self.hparams.bridge])
+        expected = self.encoder_description or (own[0].encoder if own else {})
         if expected and (diff := encoder_mismatch(expected, self.audio_encoder.describe())):
             raise StoreError("the encoder given for prediction is not the one the captioner/bridge was trained with: " + "; ".join(diff))
 
@@ -378,34 +363,3 @@ class CaptionerModule(FeatureStage):
             return {"id": batch["path"], "caption": captions, "error": batch["error"]}
         captions = self.model.generate(self._audio(batch["audio_embedding"]), self.decoding)
         return {"id": batch["clip_id"], "caption": captions, "error": [""] * len(captions)}
-
-
-def _load_bridge(folder: str | None) -> DiffusionLink | None:
-    """A frozen exported bridge, or None for raw audio and the mean shift (fitted on the store)."""
-    if not folder or folder == MEAN_SHIFT:
-        return None
-    bridge = DiffusionLink.from_pretrained(folder)
-    bridge.requires_grad_(False)
-    bridge.source = folder
-    return bridge
-
-
-def _training(bridge: DiffusionLink | None) -> dict | None:
-    return bridge.meta.get("training") if bridge is not None and hasattr(bridge, "meta") else None
-
-
-def _rng_state(device: torch.device) -> tuple:
-    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-
-
-@contextmanager
-def _rng_stream(states: dict, key, device: torch.device):
-    """Run the block on row ``key``'s own random stream (CPU, and the device's on CUDA), then keep where it got to."""
-    cpu, cuda = states[key]
-    torch.set_rng_state(cpu)
-    if cuda is not None:
-        torch.cuda.set_rng_state(cuda, device)
-    try:
-        yield
-    finally:
-        states[key] = _rng_state(device)

@@ -239,5 +239,23 @@ def legend(systems: list) -> list[str]:
             "(leave-one-out: one reference fewer per clip, and CIDEr-D's IDF over those references), so its caption metrics "
             "are not paired with the audio rows'."
         )
+    notes += _baseline_notes(systems)
     notes.append(f"ignores its input: one caption for every clip, or distinct captions at most {IGNORES_INPUT_FRACTION:.0%} of the clips.")
+    return notes
+
+
+def _baseline_notes(systems: list) -> list[str]:
+    """What the field's baselines among the rows are, and where they differ from their sources."""
+    trained = [s.report.get("captioner_training") or {} for s in systems]
+    notes = []
+    if through := next((t["train_through"] for t in trained if t.get("train_through")), None):
+        notes.append(
+            f"Diffusion Bridge's captioner: trained on its text embeddings passed through the bridge (noised to t = {through['t_start']}, "
+            "DDIM back) and tested through it, with the raw (not EMA) weights, as the source does; the network differs: "
+            "our residual MLP denoiser where the source has a 1-D U-Net."
+        )
+    if noise := next((t["noise_std"] for t in trained if t.get("noise_std")), None):
+        notes.append(f"noise injection (CapDec; WSAC for audio): the zero-shot captioner trained on unit text embeddings plus N(0, {noise:g}^2 I) noise.")
+    if any(s.report.get("bridge") == "projection-decoding" for s in systems):
+        notes.append("projection decoding (DeCap; DRCap without retrieval): softmax(cos(a, T) / tau) @ T over the training split's text embeddings.")
     return notes

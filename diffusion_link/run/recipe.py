@@ -33,6 +33,8 @@ import yaml
 #: the kinds of step; ``steps.<kind>`` in a recipe sets options for every step of that kind
 STEP_KINDS = ("encoder-fit", "encoder-test", "cache", "bridge", "gap", "sweep", "caption-fit", "caption-test")
 MEAN_SHIFT = "mean-shift"  # a test row's bridge that is not trained: the training split's mean difference
+PROJECTION = "projection-decoding"  # another: DeCap / DRCap's decoding over the training split's texts
+FITTED = (MEAN_SHIFT, PROJECTION)
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -64,7 +66,7 @@ class BridgeRow:
 class CaptionTest:
     key: str  # folder name under the captioner's folder
     name: str  # the row's name in the captioning table
-    bridge: str | None = None  # a bridge row's key, "mean-shift" or None (raw audio)
+    bridge: str | None = None  # a bridge row's key, "mean-shift", "projection-decoding" or None (raw audio)
     input: str = "audio"  # or "text": the reference's text embedding (the ceiling)
 
 
@@ -75,6 +77,7 @@ class Captioner:
     bridge: str | None = None  # supervised: the bridge its training audio goes through (a bridge row's key)
     tests: list[CaptionTest] = field(default_factory=list)
     args: dict[str, Any] = field(default_factory=dict)
+    train_through: dict[str, Any] | None = None  # zero-shot: {bridge: a bridge row's key, t_start, steps} (Diffusion Bridge's captioner)
 
 
 @dataclass
@@ -233,16 +236,21 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         for test_key, test in (cap.get("tests") or {}).items():
             test = test or {}
             bridge = test.get("bridge", cap.get("bridge"))
-            if bridge not in (None, MEAN_SHIFT) and bridge not in keys:
+            if bridge not in (None, *FITTED) and bridge not in keys:
                 raise RecipeError(
-                    f"{path}: captioners.{key}.tests.{test_key}.bridge '{bridge}' is not a bridge row ({', '.join(keys) or 'none'}) nor mean-shift"
+                    f"{path}: captioners.{key}.tests.{test_key}.bridge '{bridge}' is not a bridge row ({', '.join(keys) or 'none'}) nor {' or '.join(FITTED)}"
                 )
             if test.get("input", "audio") not in ("audio", "text"):
                 raise RecipeError(f"{path}: captioners.{key}.tests.{test_key}.input is 'audio' or 'text'")
             tests.append(CaptionTest(str(test_key), str(test.get("name", f"{key}, {test_key}")), bridge, test.get("input", "audio")))
         if cap.get("bridge") not in (None, *keys):
             raise RecipeError(f"{path}: captioners.{key}.bridge '{cap.get('bridge')}' is not a bridge row ({', '.join(keys) or 'none'})")
-        recipe.captioners.append(Captioner(str(key), _list(cap["config"]), cap.get("bridge"), tests, dict(cap.get("args") or {})))
+        through = cap.get("train_through")
+        if through is not None and (not isinstance(through, dict) or through.get("bridge") not in keys or set(through) - {"bridge", "t_start", "steps"}):
+            raise RecipeError(
+                f"{path}: captioners.{key}.train_through is {{bridge: a bridge row's key ({', '.join(keys) or 'none'}), t_start, steps}}, not {through!r}"
+            )
+        recipe.captioners.append(Captioner(str(key), _list(cap["config"]), cap.get("bridge"), tests, dict(cap.get("args") or {}), through))
     sweeps = dict(raw.get("sweeps") or {})
     recipe.sweep_split = sweeps.pop("split", "val")
     for setting, values in sweeps.items():

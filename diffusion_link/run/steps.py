@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from diffusion_link.run.recipe import MEAN_SHIFT, Recipe
+from diffusion_link.run.recipe import FITTED, Recipe
 
 
 @dataclass
@@ -199,6 +199,9 @@ def recipe_steps(recipe: Recipe) -> list[Step]:
             folder = base / "caption" / cap.key
             train_bridge = {"model.init_args.bridge": str(exports[cap.bridge]) if cap.bridge else None}
             deps = [cache.name] + ([bridge_steps[cap.bridge]] if cap.bridge else [])
+            if cap.train_through:  # Diffusion Bridge's captioner: its training texts go through a bridge row's chain
+                train_bridge["model.init_args.train_through"] = {**cap.train_through, "bridge": str(exports[cap.train_through["bridge"]])}
+                deps += [bridge_steps[cap.train_through["bridge"]]] if bridge_steps[cap.train_through["bridge"]] not in deps else []
             fit = b.add(
                 f"caption: fit {cap.key}{tag}",
                 "caption-fit",
@@ -212,7 +215,7 @@ def recipe_steps(recipe: Recipe) -> list[Step]:
             if cap.tests:  # one test run makes all of this captioner's rows (one LLM load, one METEOR scorer)
                 rows, test_deps = {}, [cache.name, fit.name]
                 for test in cap.tests:
-                    bridged = test.bridge not in (None, MEAN_SHIFT)
+                    bridged = test.bridge not in (None, *FITTED)
                     rows[test.key] = {"name": test.name, "bridge": str(exports[test.bridge]) if bridged else test.bridge, "input": test.input}
                     test_deps += [bridge_steps[test.bridge]] if bridged and bridge_steps[test.bridge] not in test_deps else []
                 # the captioner's own bridge as in its fit (a config's default path must not be loaded); the rows say what each test feeds
