@@ -93,6 +93,19 @@ def _seeds(args) -> int:
     return 0
 
 
+def _caption_seeds_arguments(parser) -> None:
+    parser.add_argument("folders", nargs="+", help="one folder of caption tests per seed (e.g. artifacts/seed-0/caption)")
+    parser.add_argument("--out", required=True, help="folder for caption_seeds.{csv,md}")
+    parser.add_argument("--manifest", help="the demo's manifest.json: adds the right-animals rate and its paired difference")
+
+
+def _caption_seeds(args) -> int:
+    from diffusion_link.report.seeds import summarise_caption_seeds
+
+    print(summarise_caption_seeds(args.folders, args.out, args.manifest)[1].read_text())
+    return 0
+
+
 def _sweep(args) -> int:
     from diffusion_link.evaluation.report import plot_sweep
 
@@ -144,6 +157,12 @@ def tools():
         "report": Tool(page.DESCRIPTION, page.arguments, page.report),
         "doctor": Tool("List the offline assets that are present, and how to get the missing ones.", doctor.arguments, doctor.report),
         "seeds": Tool("Mean ± std across seeds of the gap table: one gap-report folder per seed.", _seeds_sweep_arguments("seeds"), _seeds),
+        "caption-seeds": Tool(
+            "Mean ± std across seeds of the captioning table, beside how many seeds' paired interval vs raw audio excludes 0: "
+            "one folder of caption tests per seed.",
+            _caption_seeds_arguments,
+            _caption_seeds,
+        ),
         "sweep": Tool(
             "Plot the gap metrics against one swept setting (t_start, steps, ...): gap-report folders named <setting>-<value>.",
             _seeds_sweep_arguments("sweep"),

@@ -96,10 +96,11 @@ def test_cli_test_writes_the_gap_report(trained, demo_store):
             assert float(row[f"{key}_diff_lo"]) <= float(row[f"{key}_diff_hi"]), (row["method"], key)
             if row["method"] == "none (raw audio)":
                 assert float(row[f"{key}_diff"]) == float(row[f"{key}_diff_lo"]) == 0.0
-    for png in ("gap_pca.png", "gap_cosine_hist.png"):
+    for png in ("gap_pca.png", "gap_paired_diff.png", "gap_cosine_hist.png"):
         assert (report / png).stat().st_size > 10_000
+    assert {"mean_cosine", "variance_ratio", "collapsed"} <= set(rows[0])  # each row's spread, and whether it collapsed
     events = tensorboard_events(report / "logs")  # the test's numbers and figures, in TensorBoard too
-    assert "test/diffusion_link/frechet" in events["scalars"] and {"test/gap_pca", "test/gap_cosine_hist"} <= set(events["images"])
+    assert "test/diffusion_link/frechet" in events["scalars"] and {"test/gap_pca", "test/gap_paired_diff", "test/gap_cosine_hist"} <= set(events["images"])
 
 
 def test_cli_predict_writes_a_bridged_store_the_later_stages_accept(trained, demo_store, tmp_path):

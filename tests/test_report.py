@@ -436,3 +436,47 @@ def test_a_gap_reports_paired_table_is_a_table_on_the_page_not_text():
     assert blocks[0] == {"text": "Paired difference from raw (row − raw; 95 % interval):"}
     assert blocks[1] == {"headers": ["Fréchet ↓", "MMD² ↓"], "rows": [("bridge", [("-0.2509 [-0.2787, -0.1609]", True), ("-0.0001 [-0.0003, 0.0002]", False)])]}
     assert [b["text"] for b in blocks[2:]] == ["Intervals: basic bootstrap.", "Bold: the paired interval excludes 0."]
+
+
+def test_the_captioning_table_across_seeds_gives_mean_std_and_how_many_seeds_paired_intervals_exclude_zero(tmp_path, capsys):
+    import numpy as np
+
+    from diffusion_link.report.seeds import summarise_caption_seeds
+
+    clips = [f"c{i}" for i in range(30)]
+    info = {c: {"animals": ["dog"] if i % 2 else ["cat"]} for i, c in enumerate(clips)}
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"clips": info}))
+    right = {c: ("a dog barks" if i % 2 else "a cat meows") for i, c in enumerate(clips)}
+    gains = {0: 0.5, 1: 0.3, 2: 0.0}  # Diffusion-Link's CIDEr-D gain over raw audio, per seed: two seeds above 0, one not
+    folders = []
+    for seed, gain in gains.items():
+        root = tmp_path / f"seed-{seed}" / "caption"
+        raw = {c: 1.0 + 0.1 * seed + (0.2 if i % 3 else 0.0) for i, c in enumerate(clips)}
+        _system(root / "zero-shot" / "test" / "raw", "zero-shot, raw audio", raw, {c: "a dog barks" for c in clips})  # right on half
+        _system(root / "zero-shot" / "test" / "dl", "zero-shot + Diffusion-Link", {c: v + gain for c, v in raw.items()}, right, bridge="x")
+        folders.append(root)
+    csv_path, md_path = summarise_caption_seeds(folders, tmp_path / "seeds", manifest)
+    rows = {r["row"]: r for r in csv.DictReader(open(csv_path, encoding="utf-8"))}
+    dl, raw_row = rows["zero-shot / zero-shot + Diffusion-Link"], rows["zero-shot / zero-shot, raw audio"]
+    raw_means = [float(np.mean([1.0 + 0.1 * s + (0.2 if i % 3 else 0.0) for i in range(30)])) for s in gains]
+    assert float(raw_row["cider_d_mean"]) == pytest.approx(np.mean(raw_means), abs=1e-5)
+    assert float(raw_row["cider_d_std"]) == pytest.approx(np.std(raw_means, ddof=1), abs=1e-5)
+    assert float(dl["cider_d_diff_mean"]) == pytest.approx(np.mean(list(gains.values())), abs=1e-5)
+    assert float(dl["cider_d_diff_std"]) == pytest.approx(np.std(list(gains.values()), ddof=1), abs=1e-5)
+    assert (dl["cider_d_above"], dl["cider_d_below"], dl["seeds"]) == ("2", "0", "3")  # the same shift on every clip: exact intervals
+    assert float(dl["right_animals_mean"]) == 1.0 and float(raw_row["right_animals_mean"]) == 0.5
+    assert (dl["right_animals_above"], float(dl["right_animals_diff_mean"])) == ("3", 0.5)
+    assert raw_row["cider_d_diff_mean"] == "nan"  # the raw row is not compared with itself
+    md = md_path.read_text()
+    assert "| zero-shot / zero-shot + Diffusion-Link |" in md and "2 / 0 of 3" in md and "3 / 0 of 3" in md and "Mean ± standard deviation over 3 seeds" in md
+    # one seed is no spread; seeds that test other rows are refused
+    with pytest.raises(ValueError, match="at least two"):
+        summarise_caption_seeds(folders[:1], tmp_path / "one")
+    shutil.rmtree(folders[2] / "zero-shot" / "test" / "dl")
+    with pytest.raises(ValueError, match="compares other methods"):
+        summarise_caption_seeds(folders, tmp_path / "other")
+    with pytest.raises(SystemExit) as done:
+        main(["caption-seeds", *map(str, folders[:2]), "--out", str(tmp_path / "cli")])
+    assert done.value.code == 0
+    assert "| zero-shot / zero-shot, raw audio |" in capsys.readouterr().out

@@ -136,7 +136,7 @@ def test_the_captioning_baselines_become_steps(tmp_path, monkeypatch):
     [
         ("seeds: []\n", "seeds is empty"),
         ("sweeps: {t_start: [600]}\n", "at least two values"),
-        ("sweeps: {hidden: [1, 2]}\n", "only the sampling settings"),
+        ("sweeps: {hidden: [1, 2]}\n", "the sampling settings t_start and steps and the retrained blocks"),
         ("steps: {bridges: {}}\n", "not a kind of step"),
         ("colour: blue\n", "unknown key"),
     ],
@@ -340,3 +340,61 @@ def test_the_dry_run_prints_each_steps_expected_time(tmp_path, monkeypatch, fake
     assert "bridge: Diffusion-Link  (its settings or inputs changed)  ~1.5 min (its last run here)" in text
     with pytest.raises(RecipeError, match="minutes is a number"):
         load_recipe(write_recipe(tmp_path, "steps: {bridge: {minutes: soon}}\n"))
+
+
+# -- the Makefile's seed and ablation targets, as the steps they make (no step runs) ----------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_overrides(target: str, **variables) -> tuple[str, list[str]]:
+    """The recipe and overrides a Makefile target passes to `diffusion-link run` (make -n: nothing runs)."""
+    import shlex
+
+    settings = [f"{k}={v}" for k, v in variables.items()]
+    out = subprocess.run(["make", "-n", target, "VENV=/nonexistent", *settings], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    line = next(x for x in out.replace("\\\n", " ").splitlines() if "diffusion-link run " in x)
+    words = shlex.split(line)
+    return words[words.index("run") + 1], words[words.index("run") + 2 :]
+
+
+def test_demo_caption_seeds_makes_every_captioning_row_per_seed_and_the_table_across_them(monkeypatch):
+    monkeypatch.chdir(REPO)
+    recipe, overrides = make_overrides("demo-caption-seeds", SEEDS="0 1 2")
+    assert recipe == "recipes/demo.yaml" and overrides == ["seeds=[0, 1, 2]", "gap=null"]
+    steps = recipe_steps(load_recipe(recipe, overrides))
+    assert not [s for s in steps if s.kind in ("gap", "seeds")]  # the captioning side only
+    tests = [s for s in steps if s.kind == "caption-test"]
+    assert len(tests) == 3 * 3 and all(f"(seed {seed})" in s.name for s, seed in zip(tests, [0] * 3 + [1] * 3 + [2] * 3))
+    last = steps[-1]
+    assert last.kind == "caption-seeds" and last.deps == [s.name for s in tests]
+    assert last.command == [
+        "caption-seeds",
+        "artifacts/seed-0/caption",
+        "artifacts/seed-1/caption",
+        "artifacts/seed-2/caption",
+        "--out",
+        "artifacts/seeds",
+        "--manifest",
+        "data/demo/manifest.json",
+    ]
+
+
+def test_audiocaps_ablations_select_every_setting_on_val(monkeypatch):
+    monkeypatch.chdir(REPO)
+    recipe, overrides = make_overrides("ablations", SEEDS="0", BLOCKS="1 2", T_STARTS="200 600", KS="1 5")
+    steps = recipe_steps(load_recipe(recipe, overrides))
+    sweeps = [s for s in steps if s.kind == "sweep"]
+    swept = {"t_start": (200, 600), "steps": (1, 5), "blocks": (1, 2)}
+    assert sorted(s.name for s in sweeps) == sorted(f"sweep: {k} = {v}" for k, vs in swept.items() for v in vs)
+    assert all("--data.init_args.test_split=val" in s.command for s in sweeps)  # t*, K and blocks: each on val
+    blocks = {s.name: s for s in steps if s.name.startswith("sweep: fit blocks")}
+    assert [s.name for s in blocks.values()] == ["sweep: fit blocks = 1", "sweep: fit blocks = 2"]
+    assert "--model.init_args.bridge.blocks=2" in blocks["sweep: fit blocks = 2"].command
+    b2 = next(s for s in sweeps if s.name == "sweep: blocks = 2")
+    assert "sweep: fit blocks = 2" in b2.deps and "--model.init_args.pretrained=artifacts/audiocaps/bridge/ablations/blocks-2/bridge/export" in b2.command
+    # the test split's gap table compares the recipe's rows only: no ablation is read off test
+    (gap,) = [s for s in steps if s.kind == "gap"]
+    assert not any("test_split" in a for a in gap.command) and "blocks" not in " ".join(gap.command)
+    plots = [s.command[-1] for s in steps if s.kind == "sweep-plot"]
+    assert plots == ["artifacts/audiocaps/bridge/ablations"] * 3

@@ -20,6 +20,7 @@ from diffusion_link.bridge.losses import cross_sample_loss, eps_equivalent_weigh
 from diffusion_link.bridge.model import BridgeConfig, DiffusionLink, Sampling
 from diffusion_link.data.stage import FeatureStage
 from diffusion_link.data.store import StoreError, encoder_mismatch
+from diffusion_link.evaluation.degenerate import collapse_flags
 from diffusion_link.evaluation.gap import Clips, GapMetrics, cone_cosine, gap_table
 from diffusion_link.evaluation.gap_intervals import median_sigma
 from diffusion_link.optim import adamw_with_warmup
@@ -282,12 +283,15 @@ class BridgeModule(FeatureStage):
         cosines = {self.method_names[k]: self.cosines[k].compute().cpu().numpy() for k in self.method_names}
         text = F.normalize(torch.from_numpy(points["text"]).double(), dim=-1)
         text_cone = float(cone_cosine(Clips(text, text, torch.arange(len(text))), torch.ones(1, len(text), dtype=torch.float64))[0])
+        for name, flags in collapse_flags({n: points[k] for k, n in self.method_names.items()}, points["text"]).items():
+            results[name].update(flags)  # a row collapsed to one point: flagged in the report, the log, the summary, the page
         self.gap_results = results
         if self.trainer.is_global_zero:
             self._write_report(results, text_cone, points, cosines)
 
     def _write_report(self, results: dict, text_cone: float, points: dict, cosines: dict) -> None:
-        from diffusion_link.evaluation.report import cosine_figure, format_gap_table, pca_figure, save_figure, write_gap_report
+        from diffusion_link.evaluation.gap_figures import paired_difference_figure, pca_panels
+        from diffusion_link.evaluation.report import cosine_figure, format_gap_table, save_figure, write_gap_report
 
         out = Path(self.hparams.report_dir or "artifacts/bridge/report")
         notes = [
@@ -305,9 +309,9 @@ class BridgeModule(FeatureStage):
             _protocol_note(self.split("fit", "train")),
         ]
         write_gap_report(results, out, notes, baseline=RAW)
-        bridges = [*(self.hparams.compare or {}), self.hparams.name]  # the diffusion bridges, raw audio drawn anyway
-        shown = {name: points[_key(name)] for name in dict.fromkeys(bridges)}
-        for name, figure in (("gap_pca", pca_figure(points["text"], points["audio"], shown)), ("gap_cosine_hist", cosine_figure(cosines))):
+        panels = pca_panels(points["text"], points["audio"], {n: points[k] for k, n in self.method_names.items()})  # one per row
+        figures = [("gap_pca", panels), ("gap_paired_diff", paired_difference_figure(results, RAW)), ("gap_cosine_hist", cosine_figure(cosines))]
+        for name, figure in figures:
             save_figure(figure, out / f"{name}.png", close=False)
             log_figure(self.trainer, f"test/{name}", figure)
         print(f"\nModality-gap analysis ({out}):\n{format_gap_table(results)}\n", flush=True)

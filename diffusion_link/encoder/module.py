@@ -22,6 +22,7 @@ from torch import nn
 
 from diffusion_link.encoder.contrastive import ContrastiveEncoder
 from diffusion_link.encoder.towers import AudioTower, LogMelCNN, SentenceEncoderText, TextTower
+from diffusion_link.evaluation.degenerate import recall_flags
 from diffusion_link.evaluation.gap import GapMetrics, TextToAudioRecall
 from diffusion_link.files import write_atomic
 from diffusion_link.optim import adamw_with_warmup
@@ -203,6 +204,7 @@ class EncoderModule(L.LightningModule):
                 "encoder": self.encoder.describe() if self.encoder.weights_sha256 else None,
                 "trained_on": self.encoder.meta.get("trained_on"),
                 "selected_on": self.encoder.meta.get("selected_on"),
+                "flags": recall_flags(values),  # recall not above chance (evaluation/degenerate.py)
             }
             write_atomic(out / "scores.json", json.dumps(report, indent=2, default=str))
         if self.trainer.is_global_zero:
@@ -213,6 +215,8 @@ class EncoderModule(L.LightningModule):
                 f"{values['test/paired_cosine']:.3f}; modality probe {values['test/probe_accuracy']:.3f}",
                 flush=True,
             )
+            for flag in recall_flags(values):  # degenerate: the run goes on, the summary and the page say so
+                log.warning(flag)
 
     # -- export -----------------------------------------------------------------------------------------
 

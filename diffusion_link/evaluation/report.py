@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from diffusion_link.evaluation.degenerate import collapsed_rows
+
 COLUMNS = [
     ("paired_cosine", "paired cos ↑"),
     ("centroid_distance", "centroid dist ↓"),
@@ -35,6 +37,8 @@ BETTER = {
 #: the columns a gap table writes per metric, where every row has them: the value, its interval, the
 #: bias-corrected value (Fréchet), the difference from the baseline row and its paired interval
 SUFFIXES = ("", "_lo", "_hi", "_bc", "_diff", "_diff_lo", "_diff_hi")
+#: each row's spread and whether it collapsed (:func:`diffusion_link.evaluation.degenerate.collapse_flags`), where given
+SPREAD_COLUMNS = ("mean_cosine", "variance_ratio", "collapsed")
 
 
 def check_one_kernel(results: dict[str, dict[str, float]]) -> float | None:
@@ -50,13 +54,15 @@ def write_gap_report(
     results: dict[str, dict[str, float]], out_dir: str | Path, notes: list[str] | None = None, baseline: str | None = None
 ) -> tuple[Path, Path]:
     """``gap_report.csv`` (each metric with ``_lo`` / ``_hi`` (its interval), ``_bc`` and ``_diff``,
-    ``_diff_lo``, ``_diff_hi`` (the paired difference from ``baseline``) where computed, and ``mmd_sigma``)
-    and ``gap_report.md`` (the table, the paired differences, the notes), one row per method, in order."""
+    ``_diff_lo``, ``_diff_hi`` (the paired difference from ``baseline``) where computed, ``mmd_sigma``, and
+    ``SPREAD_COLUMNS`` where given) and ``gap_report.md`` (the table, the paired differences, a warning per
+    collapsed row, the notes), one row per method, in order."""
     sigma = check_one_kernel(results)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     keys = [k for key, _ in COLUMNS for k in (key + s for s in SUFFIXES) if all(k in v for v in results.values())]
     keys += ["mmd_sigma"] if sigma is not None else []
+    keys += [k for k in SPREAD_COLUMNS if all(k in v for v in results.values())]
     with open(out / "gap_report.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["method"] + keys)
@@ -68,7 +74,8 @@ def write_gap_report(
             f"Paired difference from {baseline} (row − {baseline}; 95 % interval over the same resamples of the same clips):\n\n"
             + format_paired_table(results, baseline)
         )
-    (out / "gap_report.md").write_text("\n\n".join(parts) + "\n" + "".join(f"\n{n}" for n in notes or []) + "\n")
+    notes = [*(f"WARNING: {w}." for w in collapsed_rows(results)), *(notes or [])]
+    (out / "gap_report.md").write_text("\n\n".join(parts) + "\n" + "".join(f"\n{n}" for n in notes) + "\n")
     return out / "gap_report.csv", out / "gap_report.md"
 
 
@@ -188,19 +195,25 @@ def read_gap_report(path: str | Path) -> dict[str, dict[str, float]]:
         return {row.pop("method"): {k: float(v) for k, v in row.items()} for row in csv.DictReader(f)}
 
 
+def across_seeds(tables: list[tuple[Path, dict[str, dict[str, float]]]], keys: list[str], what: str = "tables") -> dict[str, dict[str, np.ndarray]]:
+    """``{method: {key: values, one per seed}}`` from one ``{method: {key: value}}`` table per seed (its
+    path first, for the errors); every seed's table must hold the same methods, in the same order."""
+    if len(tables) < 2:
+        raise ValueError(f"a spread across seeds needs at least two {what}, got {len(tables)}")
+    first_path, first = tables[0]
+    for path, table in tables[1:]:
+        if list(table) != list(first):
+            raise ValueError(f"{path} compares other methods than {first_path}: {list(table)} vs {list(first)}")
+    return {method: {key: np.array([float(t[method].get(key, np.nan)) for _, t in tables]) for key in keys} for method in first}
+
+
 def summarise_seeds(report_dirs: list[str | Path], out_dir: str | Path) -> tuple[Path, Path]:
     """Mean ± standard deviation across seeds of each method's gap metrics, from the ``gap_report.csv``
     of one gap analysis per seed (bridges trained with that seed). Writes ``gap_report_seeds.csv``
     (``<metric>_mean``, ``<metric>_std``, ``seeds``) and ``gap_report_seeds.md``."""
     tables = [(Path(folder), read_gap_report(folder)) for folder in report_dirs]
-    if len(tables) < 2:
-        raise ValueError(f"a spread across seeds needs at least two gap reports, got {len(tables)}")
-    first_path, first = tables[0]
-    for path, table in tables[1:]:
-        if list(table) != list(first):
-            raise ValueError(f"{path} compares other methods than {first_path}: {list(table)} vs {list(first)}")
     keys = [key for key, _ in COLUMNS]
-    stats = {method: {key: np.array([float(t[method][key]) for _, t in tables]) for key in keys} for method in first}
+    stats = across_seeds(tables, keys, "gap reports")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "gap_report_seeds.csv", "w", newline="") as f:

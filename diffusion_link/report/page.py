@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from diffusion_link import __version__
+from diffusion_link.evaluation.degenerate import collapsed_rows, recall_flags
 from diffusion_link.evaluation.report import COLUMNS, gap_table_cells, read_gap_report
 from diffusion_link.export import kind_of
 from diffusion_link.files import write_atomic
@@ -232,16 +233,27 @@ def _gap_sections(run: Run) -> list[dict]:
         text = md.read_text() if md.is_file() else ""
         notes = _md_blocks(text.split("\n\n", 1)[1]) if "\n\n" in text else []
         figures = [(p.stem.replace("_", " "), _png(p)) for p in sorted(folder.glob("*.png"))]
+        results = read_gap_report(csv_path)
         sections.append(
             {
                 "title": folder.relative_to(run.root).as_posix(),
                 "headers": [t for _, t in COLUMNS],
-                "rows": gap_table_cells(read_gap_report(csv_path)),
-                "notes": notes,
+                "rows": gap_table_cells(results),
+                "notes": [n for n in notes if not n.get("text", "").startswith("WARNING: ")],  # shown as warnings instead
+                "warnings": collapsed_rows(results),
                 "figures": figures,
             }
         )
     return sections
+
+
+def degenerate_results(run: Run, gap_sections: list[dict], captioning: dict) -> list[str]:
+    """Every result the run flags as degenerate (evaluation/degenerate.py): an encoder's recall not above
+    chance, a collapsed gap-table row, a captioner that ignores its input."""
+    out = [f"{t.parent.relative_to(run.root).as_posix()}: {f}" for t in run.encoder_tests for f in recall_flags(json.loads(t.read_text())["scores"])]
+    out += [f"{g['title']}: {w}" for g in gap_sections for w in g["warnings"]]
+    out += [f"captioning, {r['setting']} / {r['system']}: {f}" for r in captioning.get("rows", []) for f in r["flags"]]
+    return out
 
 
 def _provenance(run: Run) -> dict:
@@ -307,13 +319,15 @@ def build_report(root: str | Path = "artifacts", out: str | Path | None = None, 
             )
         distinct = len({c["text"].strip().lower() for c in captions})
         clips.append({"id": clip, "audio": sources[clip], "references": references, "captions": captions, "distinct": distinct})
+    gap_sections, captioning = _gap_sections(run), caption_table_rows(run.systems, demo_clip_info(run))
     env = Environment(loader=PackageLoader("diffusion_link.report", "templates"), autoescape=select_autoescape(["html", "j2"]))
     page = env.get_template("index.html.j2").render(
         title=title or f"diffusion-link report: {run.root.resolve().parent.name}/{run.root.name}",
         provenance=_provenance(run),
-        gap_sections=_gap_sections(run),
+        gap_sections=gap_sections,
         sweeps=[(p.relative_to(run.root).as_posix(), _png(p)) for p in run.sweeps],
-        captioning=caption_table_rows(run.systems, demo_clip_info(run)),
+        captioning=captioning,
+        degenerate=degenerate_results(run, gap_sections, captioning),
         systems=[{"name": s.name, "setting": s.setting, "has_cider": any(r.get("cider_d") for r in s.rows.values())} for s in run.systems],
         clips=clips,
         embedded=sum(1 for a in sources.values() if a.get("kind") == "embedded"),

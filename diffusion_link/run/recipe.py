@@ -32,6 +32,8 @@ import yaml
 
 #: the kinds of step; ``steps.<kind>`` in a recipe sets options for every step of that kind
 STEP_KINDS = ("encoder-fit", "encoder-test", "cache", "bridge", "gap", "sweep", "caption-fit", "caption-test")
+#: settings a sweep retrains the main bridge for (its stage's option); t_start and steps are sampling only
+RETRAINED = {"blocks": "model.init_args.bridge.blocks"}
 MEAN_SHIFT = "mean-shift"  # a test row's bridge that is not trained: the training split's mean difference
 PROJECTION = "projection-decoding"  # another: DeCap / DRCap's decoding over the training split's texts
 FITTED = (MEAN_SHIFT, PROJECTION)
@@ -254,8 +256,11 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     sweeps = dict(raw.get("sweeps") or {})
     recipe.sweep_split = sweeps.pop("split", "val")
     for setting, values in sweeps.items():
-        if setting not in ("t_start", "steps"):
-            raise RecipeError(f"{path}: sweeps.{setting}: only the sampling settings t_start and steps are swept (retrain other settings as bridge rows)")
+        if setting not in ("t_start", "steps", *RETRAINED):
+            raise RecipeError(
+                f"{path}: sweeps.{setting}: the sampling settings t_start and steps and the retrained {', '.join(RETRAINED)} are swept "
+                "(retrain other settings as bridge rows)"
+            )
         if len(_list(values)) < 2:
             raise RecipeError(f"{path}: sweeps.{setting} needs at least two values to draw a curve (got {values!r})")
         recipe.sweeps[setting] = _list(values)

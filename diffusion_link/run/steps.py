@@ -10,7 +10,7 @@ The folders under a recipe's ``run_dir`` (with several seeds, the per-seed folde
     bridge/report/      gap_report.{csv,md}, figures            the gap analysis
     bridge/ablations/   <setting>-<value>/, sweep_<setting>.{png,csv}
     caption/<cap>/      export/, checkpoints/, logs/, test/<row>/{scores.json,predictions.csv}
-    seeds/              gap_report_seeds.{csv,md}               (several seeds)
+    seeds/              gap_report_seeds.{csv,md}, caption_seeds.{csv,md}   (several seeds)
     report/index.html   the run's page;  logs/NN-<step>.log;  .steps/<step>.json (what made each output)
 """
 
@@ -23,13 +23,13 @@ from typing import Any
 
 import yaml
 
-from diffusion_link.run.recipe import FITTED, Recipe
+from diffusion_link.run.recipe import FITTED, RETRAINED, Recipe
 
 
 @dataclass
 class Step:
     name: str
-    kind: str  # a recipe.STEP_KINDS kind, or "seeds" / "sweep-plot" (report commands)
+    kind: str  # a recipe.STEP_KINDS kind, or "seeds" / "caption-seeds" / "sweep-plot" (report commands)
     command: list[str]  # the diffusion-link command line, without the program name
     run_dir: Path
     deps: list[str] = field(default_factory=list)  # names of the steps whose outputs it reads
@@ -86,6 +86,17 @@ def store_name(cache_config: str) -> str:
         if isinstance(callback, dict) and str(callback.get("class_path", "")).endswith("FeatureStoreWriter"):
             return (callback.get("init_args") or {}).get("name", "store")
     return "store"
+
+
+def demo_manifest_path(recipe: Recipe) -> Path | None:
+    """The demo's manifest.json (each clip's animals) when the recipe's data is the embedded demo, else None."""
+    source = recipe.data
+    if source is None:
+        config = yaml.safe_load(Path(recipe.cache).read_text()) or {}
+        source = ((config.get("data") or {}).get("init_args") or {}).get("source")
+    if not isinstance(source, dict) or not str(source.get("class_path", "")).endswith("DemoAudioCaps"):
+        return None
+    return Path((source.get("init_args") or {}).get("root", "data/demo")) / "manifest.json"
 
 
 class StepBuilder:
@@ -180,8 +191,17 @@ def recipe_steps(recipe: Recipe) -> list[Step]:
                         "model.init_args.report_dir": str(folder),
                         "trainer.logger": False,
                     }
+                    deps = [cache.name, *bridge_steps.values()]
+                    if setting in RETRAINED:  # the main bridge retrained with the value, then compared on the sweep's split
+                        train = folder / "bridge"
+                        fit_args = {**common, "model.init_args.name": main.name, **flat(main.args), RETRAINED[setting]: value}
+                        outputs = [train / "export" / "config.json"]
+                        fit = b.add(f"sweep: fit {setting} = {value}{tag}", "bridge", "fit", main.config, train, fit_args, [cache.name], outputs)
+                        del args["model.init_args.sampling"]
+                        args["model.init_args.pretrained"] = str(train / "export")
+                        deps.append(fit.name)
                     name = f"sweep: {setting} = {value}{tag}"
-                    b.add(name, "sweep", "test", [recipe.gap], folder, args, [cache.name, *bridge_steps.values()], [folder / "gap_report.csv"])
+                    b.add(name, "sweep", "test", [recipe.gap], folder, args, deps, [folder / "gap_report.csv"])
                     folders.append((name, folder))
                 out = base / "bridge" / "ablations"
                 b.steps.append(
@@ -231,6 +251,22 @@ def recipe_steps(recipe: Recipe) -> list[Step]:
                     test_deps,
                     outputs,
                 )
+    caption_tests = [s for s in b.steps if s.kind == "caption-test"]
+    if many and caption_tests:
+        out = root / "seeds"
+        manifest = demo_manifest_path(recipe)
+        b.steps.append(
+            Step(
+                "seeds: captioning table across seeds",
+                "caption-seeds",
+                ["caption-seeds", *(str(root / f"seed-{s}" / "caption") for s in recipe.seeds), "--out", str(out)]
+                + (["--manifest", str(manifest)] if manifest else []),
+                out,
+                [s.name for s in caption_tests],
+                [],
+                [out / "caption_seeds.md"],
+            )
+        )
     if many and gap_reports:
         out = root / "seeds"
         gap_names = [s.name for s in b.steps if s.kind == "gap"]

@@ -7,10 +7,11 @@ import csv
 import json
 from pathlib import Path
 
-import yaml
 
+from diffusion_link.evaluation.degenerate import collapsed_rows, recall_flags
+from diffusion_link.evaluation.report import read_gap_report
 from diffusion_link.run.recipe import Recipe
-from diffusion_link.run.steps import Step
+from diffusion_link.run.steps import Step, demo_manifest_path
 
 #: figures the project commits to on 2 cores (minutes), by step name
 BOUNDS_MIN = {"encoder: fit": 4.0}
@@ -19,14 +20,8 @@ DEMO_BOUND_MIN = 20.0
 
 def demo_manifest(recipe: Recipe) -> dict | None:
     """The demo's clip list (animals per clip) when the recipe's data is the embedded demo, else None."""
-    source = recipe.data
-    if source is None:
-        config = yaml.safe_load(Path(recipe.cache).read_text()) or {}
-        source = ((config.get("data") or {}).get("init_args") or {}).get("source")
-    if not isinstance(source, dict) or not str(source.get("class_path", "")).endswith("DemoAudioCaps"):
-        return None
-    manifest = Path((source.get("init_args") or {}).get("root", "data/demo")) / "manifest.json"
-    return json.loads(manifest.read_text()).get("clips") if manifest.is_file() else None
+    manifest = demo_manifest_path(recipe)
+    return json.loads(manifest.read_text()).get("clips") if manifest is not None and manifest.is_file() else None
 
 
 def caption_table(folders: list[Path], clip_info: dict | None) -> str:
@@ -110,6 +105,7 @@ def encoder_lines(store: dict, encoder_test: Path | None) -> list[str]:
             f"(chance {s['test/chance_R@1']:.3f}), paired cosine {s['test/paired_cosine']:.3f}, "
             f"modality probe {s['test/probe_accuracy']:.3f} (0.5 = no gap)"
         )
+        lines += [f"  WARNING, degenerate result: {flag}" for flag in recall_flags(s)]
     return lines
 
 
@@ -138,7 +134,8 @@ def summary(recipe: Recipe, steps: list[Step], records: list[dict], seconds: flo
     for step in steps:
         if step.kind == "gap" and (md := step.outputs[0].with_suffix(".md")).is_file():
             parts += ["", f"Modality gap ({md}):", md.read_text().split("\n\n")[0]]
-        if step.kind == "seeds" and step.outputs[0].is_file():
+            parts += [f"WARNING, degenerate result: {w}" for w in collapsed_rows(read_gap_report(step.outputs[0]))]
+        if step.kind in ("seeds", "caption-seeds") and step.outputs[0].is_file():
             parts += ["", f"Across seeds ({step.outputs[0]}):", step.outputs[0].read_text().strip()]
     tests = [s for s in steps if s.kind == "caption-test"]
     clip_info = demo_manifest(recipe)
