@@ -221,7 +221,8 @@ class AudioCapsHF(AudioSource):
 
     def _files(self, ds) -> list[str]:
         """Each row's audio file when the audio column is a path, or a ``datasets.Audio`` whose ``path`` is a
-        file here (read from Arrow: no audio bytes are loaded); "" otherwise."""
+        file here (read from Arrow: no audio bytes are loaded; ``save_to_disk`` keeps only a file's name, so
+        this is rarely so); "" otherwise."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
