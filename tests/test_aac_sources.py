@@ -50,6 +50,11 @@ def test_clotho_layout_through_aac_datasets(tmp_path, tiny_demo):
     assert source.records("train") == source.records("dev")  # train/test name dev/eval
     assert "CLOTHO_v2.1/clotho_audio_files/development/dev clip 0.wav" in source.records("dev")[0].audio
     assert source.describe()["source"] == "aac-datasets:clotho"
+    assert source.check() == [  # what `run --dry-run` says of it
+        (True, "AACDatasetsSource train: 3 clips listed, 3 with their audio file"),
+        (True, "AACDatasetsSource val: 2 clips listed, 2 with their audio file"),
+        (True, "AACDatasetsSource test: 2 clips listed, 2 with their audio file"),
+    ]
 
 
 def test_audiocaps_layout_through_aac_datasets(tmp_path, tiny_demo):
@@ -75,6 +80,8 @@ def test_an_aac_layout_that_is_not_there_says_what_it_expected(tmp_path):
     import_aac_datasets()
     with pytest.raises(FileNotFoundError, match="Clotho subset 'val' \\(split 'val'\\) is not in aac-datasets' layout"):
         AACDatasetsSource("clotho", str(tmp_path)).records("val")
+    [(ok, note), *_] = AACDatasetsSource("clotho", str(tmp_path)).check()
+    assert not ok and "is not in aac-datasets' layout" in note
     with pytest.raises(ValueError, match="unknown aac-datasets dataset 'esc50'"):
         AACDatasetsSource("esc50", str(tmp_path))
 
@@ -106,6 +113,8 @@ def test_corpus_csv_per_split_with_caption_columns_and_symlinked_folders(tmp_pat
         source.load(records[2], "dev", 16_000)
     with pytest.raises(KeyError, match="no file for split 'val'"):
         source.records("val")
+    note = f"CaptionCorpus dev: 3 clips listed, 2 with their audio file; 1 missing (e.g. {real / 'gone.wav'})"
+    assert source.check(("dev",)) == [(True, note)]
 
 
 def test_corpus_jsonl_one_file_with_a_split_column_and_an_audio_dir(tmp_path, tiny_demo):

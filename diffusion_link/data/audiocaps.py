@@ -48,6 +48,23 @@ class AudioSource:
     def describe(self) -> dict:
         raise NotImplementedError
 
+    def check(self, splits: tuple[str, ...] = ("train", "val", "test")) -> list[tuple[bool, str]]:
+        """What ``run --dry-run`` says of this source: per split, the clips listed and the audio files found
+        (an error for a split that cannot be read or has no file found)."""
+        out, name = [], type(self).__name__
+        for split in splits:
+            try:
+                records = self.records(split)
+            except (OSError, ValueError, KeyError, ImportError) as err:
+                out.append((False, f"{name} {split}: {err}"))
+                continue
+            missing = [r.audio for r in records if isinstance(r.audio, str) and not Path(r.audio).is_file()]
+            note = f"{name} {split}: {len(records)} clips listed, {len(records) - len(missing)} with their audio file"
+            if missing:
+                note += f"; {len(missing)} missing (e.g. {missing[0]})"
+            out.append((len(records) > len(missing), note))
+        return out
+
 
 def _fingerprint(records: list[ClipRecord]) -> str:
     """Of each clip's id, captions and where its audio is (the resolved file; a row of a dataset): another
