@@ -1,8 +1,8 @@
 """The shipped recipes run end to end through the runner, every step a real stage in its own process:
-recipes/audiocaps.yaml on a small AudioCaps-layout fixture (and recipes/clotho.yaml on a Clotho-layout one, read through aac-datasets) (the official CSV columns, real clips in
+recipes/audiocaps.yaml on a small AudioCaps-layout fixture (the official CSV columns, real clips in
 per-split folders, renamed to the AudioCaps pattern `{youtube_id}_{start_time}`) with a random-init
-laion-clap HTSAT-tiny (the CLAP architecture; no real weights are here) and a tiny GPT-2 for the LLM; and
-recipes/smoke.yaml on CPU (the check `make gpu-check` runs on a GPU machine)."""
+laion-clap HTSAT-tiny (the CLAP architecture; no real weights are here) and a tiny GPT-2 for the LLM;
+recipes/clotho.yaml on real clips in aac-datasets' Clotho layout; and recipes/smoke.yaml on CPU (the check `make gpu-check` runs on a GPU machine)."""
 
 from __future__ import annotations
 
