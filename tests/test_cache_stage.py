@@ -135,6 +135,11 @@ def test_bad_audio_goes_to_failures_csv(tmp_path, tiny_demo):
     data = yaml.safe_load(config.read_text())
     data["data"]["init_args"]["splits"] = ["train"]
     config.write_text(yaml.safe_dump(data))
+    with pytest.raises(RuntimeError, match=r"3 of 6 clips of split 'train' failed \(50%\), above max_failure_rate 25%"):
+        main(["predict", "--config", str(config)])  # the default bound: a run that loses half its clips fails
+    assert not _store(tmp_path, "bad").exists()  # the link is not moved to a failed store
+    data["trainer"]["callbacks"][0]["init_args"]["max_failure_rate"] = 0.5
+    config.write_text(yaml.safe_dump(data))
     main(["predict", "--config", str(config)])
     store = FeatureStore(_store(tmp_path, "bad"))
     assert sorted(store.split("train")["clip_id"]) == ["good0_0", "good1_0", "good2_0"]
@@ -144,6 +149,7 @@ def test_bad_audio_goes_to_failures_csv(tmp_path, tiny_demo):
     assert "unreadable" in failures["corrupt_0"]["reason"]
     assert "empty" in failures["empty_0"]["reason"]
     assert "not found" in failures["missing_0"]["reason"] and failures["missing_0"]["path"].endswith("missing")
+    assert "no file named missing{.wav,.flac," in failures["missing_0"]["reason"] and str(clips) in failures["missing_0"]["reason"]
     assert store.meta["failures"] == 3
     with open(store.path / "audio.csv") as f:  # every cached clip's audio file, for the report's players
         located = {r["clip_id"]: r["path"] for r in csv.DictReader(f)}
@@ -172,3 +178,44 @@ def test_ddp_two_processes_equal_one(tmp_path, tiny_demo):
     assert_same_store(_store(tmp_path / "one"), _store(tmp_path / "two"))
     # 6 train clips in 3 shards over 2 ranks: the sampler pads rank 1 with a repeated shard
     assert FeatureStore(_store(tmp_path / "two")).meta["rows"] == {"train": 6, "val": 3, "test": 3}
+
+
+def test_all_clips_missing_fails_and_a_corrected_folder_gives_a_new_store(tmp_path, tiny_demo):
+    """The new user's path: split folders given as symlinks; first the wrong audio folder (every clip
+    missing: the run fails and leaves no reusable store), then the right one (a new store, not the empty one)."""
+    real = tmp_path / "real"
+    (real / "train").mkdir(parents=True)
+    rows = []
+    for i, path in enumerate(sorted((tiny_demo / "audio" / "train").glob("*.flac"))[:3]):
+        (real / "train" / f"clip{i}.flac").write_bytes(path.read_bytes())
+        rows.append([i, f"clip{i}", 0, f"clip {i}"])
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "audio" / "train").symlink_to(real / "train", target_is_directory=True)  # a symlinked split folder
+    (tmp_path / "csv").mkdir()
+    with open(tmp_path / "csv" / "train.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["audiocap_id", "youtube_id", "start_time", "caption"])
+        w.writerows(rows)
+
+    def config(audio_dir):
+        source = {"class_path": "diffusion_link.data.AudioCapsCSV", "init_args": {"csv_dir": str(tmp_path / "csv"), "audio_dir": str(audio_dir)}}
+        path = cache_config(tmp_path, tiny_demo, source=source, name="own")
+        data = yaml.safe_load(path.read_text())
+        data["data"]["init_args"]["splits"] = ["train"]
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    with pytest.raises(RuntimeError, match="split 'train' has no usable clip: 3 of 3 failed"):
+        main(["predict", "--config", str(config(tmp_path / "wrong"))])
+    [failed] = (tmp_path / "stores").glob("own-*")
+    meta = json.loads((failed / "store.json").read_text())
+    assert meta["status"] == "failed" and "no usable clip" in meta["reason"] and not (failed / "train").exists()
+    assert not _store(tmp_path, "own").exists()
+    with pytest.raises(ValueError, match="failed store, not for use"):
+        FeatureStore(failed)
+    with open(failed / "failures.csv") as f:
+        assert all("does not exist" in r["reason"] for r in csv.DictReader(f))  # names the folder looked in
+    main(["predict", "--config", str(config(tmp_path / "audio"))])
+    store = FeatureStore(_store(tmp_path, "own"))
+    assert store.path != failed and store.meta["status"] == "complete" and store.meta["rows"] == {"train": 3}
+    assert store.meta["failures"] == 0

@@ -1,8 +1,8 @@
 """The shipped recipes run end to end through the runner, every step a real stage in its own process:
 recipes/audiocaps.yaml on a small AudioCaps-layout fixture (the official CSV columns, real clips in
 per-split folders, renamed to the AudioCaps pattern `{youtube_id}_{start_time}`) with a random-init
-laion-clap HTSAT-tiny (the CLAP architecture; no real weights are here) and a tiny GPT-2 for the LLM; and
-recipes/smoke.yaml on CPU (the check `make gpu-check` runs on a GPU machine)."""
+laion-clap HTSAT-tiny (the CLAP architecture; no real weights are here) and a tiny GPT-2 for the LLM;
+recipes/clotho.yaml on real clips in aac-datasets' Clotho layout; and recipes/smoke.yaml on CPU (the check `make gpu-check` runs on a GPU machine)."""
 
 from __future__ import annotations
 
@@ -80,6 +80,59 @@ def test_the_audiocaps_recipe_runs_end_to_end(tmp_path, tiny_demo, monkeypatch, 
     # a second run reuses every step but the cache, which finds its store complete
     assert run_recipe("recipes/audiocaps.yaml", overrides) == 0
     assert capsys.readouterr().err.count("up to date, reused") == 11
+
+
+@pytest.mark.slow  # 5 CPU-min (15 min wall on 2 shared cores): chunk_average encodes every 10 s window; the AudioCaps test above covers every kind of step
+def test_the_clotho_recipe_runs_end_to_end(tmp_path, tiny_demo, monkeypatch, capsys):
+    """recipes/clotho.yaml on the tiny demo's real clips written in aac-datasets' Clotho layout (read through
+    aac_datasets.Clotho): dev / val / eval, five captions per clip, the split folders given as symlinks."""
+    from aac_layouts import demo_clips, write_clotho
+
+    monkeypatch.chdir(REPO)
+    clips = demo_clips(tiny_demo, 12)
+    written = write_clotho(tmp_path / "elsewhere", {"dev": clips[:6], "val": clips[6:9], "eval": clips[9:12]})
+    root = tmp_path / "aac"
+    (root / "CLOTHO_v2.1" / "clotho_audio_files").mkdir(parents=True)
+    (root / "CLOTHO_v2.1" / "clotho_csv_files").symlink_to(tmp_path / "elsewhere" / "CLOTHO_v2.1" / "clotho_csv_files", target_is_directory=True)
+    for folder in ("development", "validation", "evaluation"):
+        target = tmp_path / "elsewhere" / "CLOTHO_v2.1" / "clotho_audio_files" / folder
+        (root / "CLOTHO_v2.1" / "clotho_audio_files" / folder).symlink_to(target, target_is_directory=True)
+    run = tmp_path / "run"
+    overrides = [
+        f"run_dir={run}",
+        "CLAP=null",
+        f"CLOTHO_ROOT={root}",
+        "LLM=tiny-gpt2",
+        "LORA_TARGETS=null",
+        "PRECISION=32",
+        "WORKERS=0",
+        "BRIDGE_STEPS=3",
+        "BRIDGE_WARMUP=1",
+        "BRIDGE_EMA=0.5",
+        "CAPTION_EPOCHS=1",
+        "CAPTION_WARMUP=1",
+        "trainer.accelerator=cpu",
+        "steps.caption-test.args.model.init_args.decoding.max_new_tokens=6",
+        "steps.caption-test.args.model.init_args.decoding.num_beams=1",
+    ]
+    assert run_recipe("recipes/clotho.yaml", overrides) == 0
+    recipe = load_recipe("recipes/clotho.yaml", overrides)
+    steps = recipe_steps(recipe)
+    assert len(steps) == 7 and all(read_record(recipe, s).get("status") == "done" for s in steps)
+    store = json.loads((run / "stores" / "clotho" / "store.json").read_text())
+    assert store["status"] == "complete" and store["rows"] == {"train": 6, "val": 3, "test": 3} and store["failures"] == 0
+    assert store["data"]["source"] == "aac-datasets:clotho" and store["encoder"]["crop"] == "chunk_average"
+    with open(run / "stores" / "clotho" / "audio.csv", newline="") as f:
+        assert sum(1 for r in csv.DictReader(f) if Path(r["path"]).is_file()) == 12  # the page's players
+    from datasets import load_from_disk
+
+    test = load_from_disk(str(run / "stores" / "clotho" / "test"))
+    assert {c: list(caps) for c, caps in zip(test["clip_id"], test["captions"])} == written["eval"]
+    systems = sorted(json.loads(p.read_text())["name"] for p in run.glob("caption/*/test/*/scores.json"))
+    zero_shot = ["zero-shot, raw audio", "zero-shot + mean shift", "zero-shot + Diffusion-Link", "zero-shot, text embedding (ceiling)"]
+    assert systems == sorted(zero_shot + ["supervised + Diffusion-Link"])
+    assert "zero-shot + Diffusion-Link" in (run / "report" / "index.html").read_text()
+    assert "Captioning, test split" in capsys.readouterr().out
 
 
 @pytest.mark.slow  # ~5 min on 2 cores: the AudioCaps test above already runs every kind of stage step through the runner

@@ -7,7 +7,10 @@ Layout while running (``<root>/<name>-<checksum>/``)::
                                renamed into place atomically: a shard either exists whole or not
     shards/<split>/.000012.tmp-*  a shard being written (left over by a killed run: ignored)
 
-When every shard exists, rank 0 concatenates each split in shard order into ``<split>/``, merges
+When every shard exists, rank 0 checks the failures: a split that ends with no clip, or one whose share of
+failed clips is above ``max_failure_rate``, fails the run (``store.json`` status "failed" with the reason,
+``failures.csv`` kept to read; no split is written, the link is not moved, the run exits non-zero, and the
+same command computes everything again). Otherwise it concatenates each split in shard order into ``<split>/``, merges
 the failures into ``failures.csv`` and each clip's audio file into ``audio.csv`` (what the report's
 players link to), marks ``store.json`` complete, removes ``shards/`` and points
 the link ``<root>/<name>`` at the store. A killed run started again recomputes only the shards
@@ -38,10 +41,15 @@ class FeatureStoreWriter(BasePredictionWriter):
     Args:
         root: folder that holds stores.
         name: the store's name; the folder is ``<name>-<checksum>`` and ``<root>/<name>`` links to it.
+        max_failure_rate: the largest share of a split's clips that may fail (missing, undecodable, no
+            caption) for the store to be complete; above it, or with no clip left in a split, the run fails.
     """
 
-    def __init__(self, root: str = "artifacts/stores", name: str = "store"):
+    def __init__(self, root: str = "artifacts/stores", name: str = "store", max_failure_rate: float = 0.25):
         super().__init__(write_interval="batch")
+        if not 0.0 <= max_failure_rate <= 1.0:
+            raise ValueError(f"max_failure_rate must lie in [0, 1], got {max_failure_rate}")
+        self.max_failure_rate = max_failure_rate
         from datasets.utils.logging import disable_progress_bar
 
         disable_progress_bar()  # one bar per shard write would bury Lightning's own progress bar
@@ -126,9 +134,32 @@ class FeatureStoreWriter(BasePredictionWriter):
         if trainer.is_global_zero:
             if finalise:
                 self._finalise(self.plan)
-            self._link()
-            self._summary()
+            if self._status()[0] == "complete":
+                self._link()
+                self._summary()
         trainer.strategy.barrier("feature-store-final")
+        status, reason = self._status()
+        if status != "complete":
+            raise RuntimeError(f"Feature store {self.path} failed: {reason}")
+
+    def _status(self) -> tuple[str, str]:
+        meta = json.loads((self.path / "store.json").read_text())
+        return meta.get("status", ""), meta.get("reason", "")
+
+    def _verdict(self, tried: dict[str, int], failures: list[tuple]) -> str:
+        """Why the store must not be complete ("" when it may be): a split with no clip, or too many failures."""
+        failed = {s: sum(1 for f in failures if f[1] == s) for s in tried}
+        for split, n in tried.items():
+            if n - failed[split] <= 0:
+                first = next((f for f in sorted(failures) if f[1] == split), None)
+                example = f" (first: {first[0]} at {first[2]}: {first[3]})" if first else " (the source lists no clip for it)"
+                return f"split '{split}' has no usable clip: {failed[split]} of {n} failed{example}. See {self.path / 'failures.csv'}"
+            if failed[split] / n > self.max_failure_rate:
+                return (
+                    f"{failed[split]} of {n} clips of split '{split}' failed ({failed[split] / n:.0%}), above max_failure_rate "
+                    f"{self.max_failure_rate:.0%}; see {self.path / 'failures.csv'} (raise the bound on FeatureStoreWriter to accept it)"
+                )
+        return ""
 
     def _finalise(self, plan: dict[str, int]) -> None:
         from datasets import concatenate_datasets, load_from_disk
@@ -139,21 +170,28 @@ class FeatureStoreWriter(BasePredictionWriter):
                 f"{len(missing)} shard(s) of {self.path} were not written (first: {missing[0]}). "
                 "Run the same command again to compute them; finished shards are kept."
             )
-        failures, audio, counts = [], [], {}
+        failures, audio, counts, parts_of = [], [], {}, {}
         for split, n in plan.items():
             parts = [load_from_disk(str(d)) for i in range(n) if ((d := self._shard_dir(split, i)) / "state.json").is_file()]
             for i in range(n):
                 failures += [(c, split, p, r) for c, p, r in json.loads((self._shard_dir(split, i) / "failures.json").read_text())]
                 if (located := self._shard_dir(split, i) / "audio.json").is_file():
                     audio += [(c, split, p) for c, p in json.loads(located.read_text())]
-            merged = concatenate_datasets(parts) if parts else rows_to_dataset({c: [] for c in COLUMNS}, self.header["dim"])
-            with atomic_folder(self.path / split) as tmp:
-                merged.save_to_disk(str(tmp))
-            counts[split] = len(merged)
+            parts_of[split] = parts
+            counts[split] = sum(len(p) for p in parts)
         with open(self.path / "failures.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["clip_id", "split", "path", "reason"])
             writer.writerows(sorted(failures))
+        tried = {s: counts[s] + sum(1 for f in failures if f[1] == s) for s in plan}
+        if reason := self._verdict(tried, failures):
+            write_json(self.path / "store.json", {**self.header, "status": "failed", "reason": reason, "rows": counts, "failures": len(failures)})
+            shutil.rmtree(self.path / "shards", ignore_errors=True)  # the same command computes everything again
+            return
+        for split, parts in parts_of.items():
+            merged = concatenate_datasets(parts) if parts else rows_to_dataset({c: [] for c in COLUMNS}, self.header["dim"])
+            with atomic_folder(self.path / split) as tmp:
+                merged.save_to_disk(str(tmp))
         with open(self.path / "audio.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["clip_id", "split", "path"])

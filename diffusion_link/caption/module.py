@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from diffusion_link.caption.inputs import FITTED, MEAN_SHIFT, PROJECTION, Bridges, TestRow, TrainThrough, rng_state, rng_stream, training_record
+from diffusion_link.caption.labels import row_label
 from diffusion_link.caption.model import CaptionerConfig, CaptionModel, DecodingOptions
 from diffusion_link.data.stage import FeatureStage
 from diffusion_link.data.store import StoreError, encoder_mismatch
@@ -69,7 +70,8 @@ class CaptionerModule(FeatureStage):
         lr, weight_decay, warmup_steps: AdamW over the projector and the adapter, linear warm-up.
         lr_schedule: after the warm-up, ``constant`` (DRCap's recipe) or ``cosine`` decay to zero at
             the trainer's last step.
-        name: this system's name in reports.
+        name: this system's name in reports; ``None``: what the row is (``zero-shot + Diffusion-Link``,
+            ``supervised, raw audio``, ``zero-shot, text embedding (ceiling)``: :func:`~diffusion_link.caption.labels.row_label`).
         pretrained: a saved captioner folder to start from / to evaluate.
         export_dir: where ``fit`` saves adapter + projector + config; ``None``: no export.
         output_dir: where ``test`` writes predictions.csv and scores.json (``None``: ``<run_dir>/test``, else ``artifacts/caption/test``).
@@ -103,7 +105,7 @@ class CaptionerModule(FeatureStage):
         weight_decay: float = 0.0,
         warmup_steps: int = 100,
         lr_schedule: Literal["constant", "cosine"] = "constant",
-        name: str = "captioner",
+        name: str | None = None,
         pretrained: str | None = None,
         export_dir: str | None = None,
         output_dir: str | None = None,
@@ -244,7 +246,7 @@ class CaptionerModule(FeatureStage):
             "split": self.split("fit"),
             "precision": str(self.trainer.precision),
             "steps": self.global_step,
-            "name": hp.name,
+            "name": hp.name or row_label(hp.mode, hp.bridge, hp.test_input),
         }
 
     # -- test: caption the split, score the corpus once ---------------------------------------------
@@ -252,7 +254,7 @@ class CaptionerModule(FeatureStage):
     def _test_rows(self) -> dict[str | None, TestRow]:
         """The rows this test makes: ``rows``, or the one row of ``name``/``bridge``/``test_input`` (key None)."""
         hp = self.hparams
-        return dict(self.rows) or {None: TestRow(hp.name, hp.bridge, hp.test_input)}
+        return dict(self.rows) or {None: TestRow(hp.name or row_label(hp.mode, hp.bridge, hp.test_input), hp.bridge, hp.test_input)}
 
     def on_test_start(self) -> None:
         self._check_store(fitting=False)

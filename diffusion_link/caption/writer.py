@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 class CaptionWriter(BasePredictionWriter):
     """Args:
     output: the CSV to write (columns ``id, caption``; ``id`` is the clip id or the file path); an
-        existing file is overwritten. Beside it: ``<name>.failures.csv`` (every input that could not be
-        captioned, with the reason) and ``<name>.json``, the provenance (encoder, bridge, captioner,
+        existing file is overwritten. Beside it, written by every run: ``<name>.failures.csv`` (every input
+        that could not be captioned, with the reason; only its header when none failed, so a list from an
+        earlier run never stays beside new captions) and ``<name>.json``, the provenance (encoder, bridge, captioner,
         decoding, counts), so a CSV never travels without what made it.
     """
 
@@ -45,14 +46,12 @@ class CaptionWriter(BasePredictionWriter):
             writer.writerow(["id", "caption"])
             writer.writerows((r[0], r[1]) for r in good)
         bad = [r for r in rows if r[2]]
-        if bad:
-            failures = self.output.with_name(self.output.stem + ".failures.csv")
-            with open(failures, "w", newline="", encoding="utf-8") as f:
-                writer = csv.writer(f)
-                writer.writerow(["path", "reason"])
-                writer.writerows((r[0], r[2]) for r in bad)
-            for path, _, reason in bad:
-                log.warning("skipped %s: %s", path, reason)
+        with open(self.output.with_name(self.output.stem + ".failures.csv"), "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "reason"])
+            writer.writerows((r[0], r[2]) for r in bad)
+        for path, _, reason in bad:
+            log.warning("skipped %s: %s", path, reason)
         self.output.with_suffix(".json").write_text(json.dumps(_provenance(pl_module, len(good), len(bad)), indent=2, default=str))
         print(
             f"Captions: {self.output} ({len(good)} captioned, {len(bad)} unreadable" + (f", listed in {self.output.stem}.failures.csv" if bad else "") + ")",

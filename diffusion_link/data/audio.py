@@ -33,7 +33,8 @@ def load_audio(source: str | Path | bytes, sample_rate: int = 48_000, where: str
 
     where = where or (str(source) if not isinstance(source, bytes) else "<bytes>")
     if not isinstance(source, bytes) and not Path(source).is_file():
-        raise AudioDecodeError(where, "file not found")
+        folder = Path(source).parent
+        raise AudioDecodeError(where, f"file not found: {source}" + ("" if folder.is_dir() else f" (the folder {folder} does not exist)"))
     try:
         data, rate = sf.read(io.BytesIO(source) if isinstance(source, bytes) else str(source), dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError...

@@ -36,8 +36,9 @@ def _rate(datamodule, needs: DataNeeds, stage: str) -> int:
 
 
 def _audio_file(record: ClipRecord) -> str:
-    """Where a clip's audio file is (absolute), for the report's players; "" when it lives inside a dataset."""
-    return str(Path(record.audio).resolve()) if isinstance(record.audio, str) else ""
+    """Where a clip's audio file is (absolute), for the report's players: its path, or the file its dataset row
+    names; "" when the audio lives only inside a dataset (bytes)."""
+    return str(Path(record.audio).resolve()) if isinstance(record.audio, str) else record.file
 
 
 def _identity(item):

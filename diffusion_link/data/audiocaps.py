@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,11 +27,13 @@ from diffusion_link.data.audio import AUDIO_EXTENSIONS, AudioDecodeError, load_a
 
 @dataclass
 class ClipRecord:
-    """One clip: its id, where its audio is (a path, or a row of a dataset) and its captions."""
+    """One clip: its id, where its audio is (a path, or a row of a dataset), its captions, and the audio file
+    a dataset's row names when it names one (``file``: what the report's players link to)."""
 
     clip_id: str
     audio: str | int
     captions: list[str] = field(default_factory=list)
+    file: str = ""
 
 
 class AudioSource:
@@ -45,11 +48,31 @@ class AudioSource:
     def describe(self) -> dict:
         raise NotImplementedError
 
+    def check(self, splits: tuple[str, ...] = ("train", "val", "test")) -> list[tuple[bool, str]]:
+        """What ``run --dry-run`` says of this source: per split, the clips listed and the audio files found
+        (an error for a split that cannot be read or has no file found)."""
+        out, name = [], type(self).__name__
+        for split in splits:
+            try:
+                records = self.records(split)
+            except (OSError, ValueError, KeyError, ImportError) as err:
+                out.append((False, f"{name} {split}: {err}"))
+                continue
+            missing = [r.audio for r in records if isinstance(r.audio, str) and not Path(r.audio).is_file()]
+            note = f"{name} {split}: {len(records)} clips listed, {len(records) - len(missing)} with their audio file"
+            if missing:
+                note += f"; {len(missing)} missing (e.g. {missing[0]})"
+            out.append((len(records) > len(missing), note))
+        return out
+
 
 def _fingerprint(records: list[ClipRecord]) -> str:
+    """Of each clip's id, captions and where its audio is (the resolved file; a row of a dataset): another
+    audio folder, or a file found where none was, is another store."""
     digest = hashlib.sha256()
     for r in records:
-        digest.update(repr((r.clip_id, r.captions)).encode())
+        audio = str(Path(r.audio).resolve()) if isinstance(r.audio, str) else r.audio
+        digest.update(repr((r.clip_id, r.captions, audio)).encode())
     return digest.hexdigest()[:16]
 
 
@@ -72,8 +95,9 @@ class AudioCapsCSV(AudioSource):
     def _file_index(self) -> dict[str, Path]:
         if self._index is None:
             index: dict[str, Path] = {}
-            if self.audio_dir.is_dir():
-                for path in sorted(self.audio_dir.rglob("*")):
+            if self.audio_dir.is_dir():  # os.walk follows symlinked split folders (Path.rglob does not)
+                found = [Path(d) / n for d, _, names in os.walk(self.audio_dir, followlinks=True) for n in names]
+                for path in sorted(found):
                     if path.suffix.lower() in AUDIO_EXTENSIONS:
                         index.setdefault(path.stem, path)
             self._index = index
@@ -102,6 +126,12 @@ class AudioCapsCSV(AudioSource):
         return sorted(clips.values(), key=lambda r: r.clip_id)
 
     def load(self, record: ClipRecord, split: str, sample_rate: int) -> np.ndarray:
+        if not Path(record.audio).is_file():
+            stem = Path(record.audio).name
+            where = f"under {self.audio_dir} (every sub-folder, symlinks followed)" if self.audio_dir.is_dir() else f"in {self.audio_dir}, which does not exist"
+            raise AudioDecodeError(
+                record.audio, f"file not found: no file named {stem}{{{','.join(AUDIO_EXTENSIONS)}}} {where} (name pattern '{self.filename}')"
+            )
         return load_audio(record.audio, sample_rate)
 
     def inventory(self, split: str) -> tuple[int, int, list[str]]:
@@ -191,6 +221,7 @@ class AudioCapsHF(AudioSource):
             if column not in ds.column_names:
                 raise KeyError(f"column '{column}' not in {self.path} [{split}]: {ds.column_names}")
         meta = ds.select_columns([c for c in ds.column_names if c != self.audio_column])
+        files = self._files(ds)
         clips: dict[str, ClipRecord] = {}
         for row_index, row in enumerate(meta):
             if self.id_column:
@@ -201,9 +232,25 @@ class AudioCapsHF(AudioSource):
                 clip_id = f"{row_index:08d}"
             captions = row[self.caption_column]
             captions = [captions] if isinstance(captions, str) else list(captions)
-            record = clips.setdefault(clip_id, ClipRecord(clip_id, row_index))
+            record = clips.setdefault(clip_id, ClipRecord(clip_id, row_index, file=files[row_index]))
             record.captions.extend(" ".join(c.split()) for c in captions)
         return sorted(clips.values(), key=lambda r: r.clip_id)
+
+    def _files(self, ds) -> list[str]:
+        """Each row's audio file when the audio column is a path, or a ``datasets.Audio`` whose ``path`` is a
+        file here (read from Arrow: no audio bytes are loaded; ``save_to_disk`` keeps only a file's name, so
+        this is rarely so); "" otherwise."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        column = ds.data.table.column(self.audio_column)
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            paths = column.to_pylist()
+        elif pa.types.is_struct(column.type) and column.type.get_field_index("path") >= 0:
+            paths = pc.struct_field(column, "path").to_pylist()
+        else:
+            paths = [None] * len(column)
+        return [str(Path(p).resolve()) if p and Path(p).is_file() else "" for p in paths]
 
     def load(self, record: ClipRecord, split: str, sample_rate: int) -> np.ndarray:
         value = self._dataset(split)[int(record.audio)][self.audio_column]

@@ -123,6 +123,8 @@ class FeatureStore:
         version = self.meta.get("format_version")
         if version != FORMAT_VERSION:
             raise StoreError(f"{meta}: format_version {version!r}; this package reads version {FORMAT_VERSION}")
+        if self.meta.get("status") == "failed":
+            raise StoreError(f"{self.path} is a failed store, not for use: {self.meta.get('reason', '?')}. Fix the data and run the cache command again.")
         if self.meta.get("status", "complete") != "complete":
             raise StoreError(
                 f"{self.path} is incomplete (status {self.meta.get('status')!r}): the run that writes it was "

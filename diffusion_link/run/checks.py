@@ -38,6 +38,11 @@ def _data(recipe: Recipe) -> list[tuple[bool, str]]:
         from diffusion_link.data.audiocaps import AudioCapsCSV
 
         return AudioCapsCSV(**init).check()
+    if kind.endswith(("AACDatasetsSource", "CaptionCorpus")):
+        from diffusion_link.data import AACDatasetsSource, CaptionCorpus
+
+        cls = AACDatasetsSource if kind.endswith("AACDatasetsSource") else CaptionCorpus
+        return cls(**init).check()
     if kind.endswith("DemoAudioCaps"):
         return [(True, f"the demo's data: built in {init.get('root', 'data/demo')} on first use")]
     return [(True, f"data {kind}: not checked before the run (its cache step reports missing clips in failures.csv)")]
