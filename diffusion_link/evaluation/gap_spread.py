@@ -43,9 +43,9 @@ def clip_spread(samples: torch.Tensor, refs: torch.Tensor, n_refs: torch.Tensor)
     ref_cos = ((r @ r.transpose(1, 2)) * pairs).sum((1, 2)) / pairs.sum((1, 2))  # NaN (0/0) with one reference
     cos = r @ s.transpose(1, 2)  # (N, M, n)
     count = valid.sum(-1)
-    return {
-        "spread_samples": spread_samples,
-        "spread_refs": 1 - ref_cos,
+    return {  # a distance of equal points can round to -1e-16: clamped at 0
+        "spread_samples": spread_samples.clamp(min=0),
+        "spread_refs": (1 - ref_cos).clamp(min=0),
         "cover_1": (cos.mean(-1) * valid).sum(-1) / count,
         "cover_n": (cos.amax(-1) * valid).sum(-1) / count,
     }
