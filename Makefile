@@ -16,7 +16,7 @@ NODEPS := aac-datasets==0.7.0
 
 DL     := $(BIN)/diffusion-link
 
-.PHONY: venv demo demo-ablations demo-gap-seeds demo-caption-seeds gpu-check test test-full lint format bench doctor clean
+.PHONY: venv demo demo-baselines demo-ablations demo-gap-seeds demo-caption-seeds gpu-check test test-full lint format bench doctor clean
 comma := ,
 space := $(subst ,, )
 SEEDS    ?= 0 1 2
@@ -38,6 +38,11 @@ $(STAMP): pyproject.toml Makefile
 # settings and inputs are unchanged are reused, a stopped fit resumes. RUN="--dry-run" shows the plan.
 demo: venv
 	$(DL) run recipes/demo.yaml $(RUN)
+
+# The demo with its baselines (recipes/demo-baselines.yaml: regressor, K = 1, noise start): reuses the demo's
+# finished steps, trains the three rows, writes the superset gap table to artifacts/bridge/report-baselines/
+demo-baselines: venv
+	$(DL) run recipes/demo-baselines.yaml $(RUN)
 
 # The demo's ablations: the gap metrics against t* and K on val (sampling only, the demo's trained bridges),
 # plotted in artifacts/bridge/ablations/sweep_{t_start,steps}.{png,csv}

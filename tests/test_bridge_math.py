@@ -204,3 +204,32 @@ def test_bridge_is_batched_and_deterministic():
     assert torch.allclose(model.bridge(audio[:3]), out[:3], atol=1e-6)
     with pytest.raises(ValueError, match="shape"):
         model.bridge(torch.randn(3, 8))
+
+
+def test_regressor_is_one_call_of_the_network_without_noise_or_timestep():
+    model = DiffusionLink(BridgeConfig(dim=16, hidden=32, kind="regressor"))
+    for p in model.ema.module.parameters():
+        p.data.normal_(0, 0.1)
+    audio = F.normalize(torch.randn(10, 16), dim=-1)
+    source = model.preprocess(audio, "audio")
+    expected = model.preprocess.inverse(model.ema.module(source, torch.zeros(10, dtype=torch.long)))
+    assert torch.allclose(model.bridge(audio), expected, atol=1e-6)
+    # the sampling settings do not apply: noise at entry, other K, DDPM give the same point
+    for overrides in ({"noise_start": True}, {"steps": 1}, {"sampler": "ddpm"}):
+        assert torch.equal(model.bridge(audio, **overrides), model.bridge(audio))
+    with pytest.raises(ValueError, match="kind"):
+        BridgeConfig(dim=8, hidden=16, kind="gan")
+
+
+def test_a_regressor_trains_only_on_the_losses_without_noise():
+    with pytest.raises(ValueError, match="denoise_weight: 0"):
+        BridgeModule(BridgeConfig(dim=8, hidden=16, kind="regressor"))  # the defaults weight the denoising loss
+    with pytest.raises(ValueError, match="nothing would train"):
+        BridgeModule(BridgeConfig(dim=8, hidden=16, kind="regressor"), denoise_weight=0.0, cross_weight=0.0)
+    module = BridgeModule(BridgeConfig(dim=8, hidden=16, kind="regressor"), denoise_weight=0.0)
+    module.log = module.log_dict = lambda *a, **k: None
+    audio, text = F.normalize(torch.randn(6, 8), dim=-1), F.normalize(torch.randn(6, 8), dim=-1)
+    loss = module.training_step({"audio_embedding": audio, "text_embedding": text}, 0)
+    a, c = module.model.preprocess(audio, "audio"), module.model.preprocess(text, "text")
+    pred = module.model.denoiser(a, torch.zeros(6, dtype=torch.long))
+    assert loss.item() == pytest.approx((prediction_loss(pred, c) + topology_loss(pred, c)).item(), rel=1e-6)

@@ -41,6 +41,9 @@ def trained(tmp_path_factory, demo_store):
             str(tmp / "db"),
         ]
     )
+    regressor = repo_config("configs/bridge/variants/regressor.yaml", tmp, {"run_dir": str(tmp / "reg")})
+    base = repo_config("configs/bridge/demo.yaml", tmp, bridge_updates(tmp, demo_store, "reg"), "reg.yaml")
+    main(["fit", "--config", str(base), "--config", str(regressor), "--model.init_args.export_dir", str(tmp / "reg" / "export")])
     return tmp
 
 
@@ -75,14 +78,23 @@ def test_cli_test_writes_the_gap_report(trained, demo_store):
         },
     )
     data = yaml.safe_load(config.read_text())
-    data["model"]["init_args"]["compare"] = {"Diffusion Bridge": str(trained / "db" / "export")}  # replaces the recipe's list
+    data["model"]["init_args"]["compare"] = {  # replaces the recipe's list
+        "Diffusion Bridge": str(trained / "db" / "export"),
+        "regressor": str(trained / "reg" / "export"),
+    }
     config.write_text(yaml.safe_dump(data))
     main(["test", "--config", str(config)])
     table = (report / "gap_report.md").read_text()
-    for method in ("none (raw audio)", "mean shift", "projection decoding", "Diffusion Bridge", "Diffusion-Link"):
+    for method in ("none (raw audio)", "mean shift", "projection decoding", "Diffusion Bridge", "regressor", "Diffusion-Link"):
         assert f"| {method} |" in table
     lines = (report / "gap_report.csv").read_text().splitlines()
-    assert lines[0].startswith("method,paired_cosine,paired_cosine_lo,paired_cosine_hi,paired_cosine_diff,") and len(lines) == 6
+    assert lines[0].startswith("method,paired_cosine,paired_cosine_lo,paired_cosine_hi,paired_cosine_diff,") and len(lines) == 7
+    # the sample-spread table, every row: these rows are all deterministic (no noise_start), so spread 0, gain 0
+    assert "Sample spread (n = 5 bridged samples per clip" in table and table.count(" | +0.0000 |") == 6
+    spread = list(csv.DictReader((report / "sample_spread.csv").read_text().splitlines()))
+    assert [r["method"] for r in spread] == [r["method"] for r in csv.DictReader(lines)]
+    for r in spread:
+        assert r["samples"] == "5" and abs(float(r["spread_samples"])) < 1e-9 and float(r["spread_refs"]) > 0, r
     assert {"centroid_distance_lo", "frechet_bc", "frechet_diff_hi", "R@10_diff_lo", "mmd_sigma"} <= set(lines[0].split(","))
     for row in csv.DictReader(lines):  # every interval is ordered
         for key in ("paired_cosine", "frechet", "mmd", "probe_accuracy", "R@1"):
@@ -219,6 +231,24 @@ def test_sampling_overrides_are_typed_checked_and_leave_the_export_alone(tmp_pat
         BridgeModule(pretrained=export, sampling={"t_star": 300})
     with pytest.raises(ValueError, match="does not apply to a pretrained bridge"):  # once silently ignored
         BridgeModule(BridgeConfig(dim=8, hidden=16, blocks=6), pretrained=export)
+
+
+def test_sampling_settings_train_the_same_weights(tmp_path):
+    """K and noise_start are read only when sampling: the K = 1 and noise-start rows (configs/bridge/variants/
+    k1.yaml, noise-start.yaml) trained with the same seed are Diffusion-Link's weights, sampled otherwise."""
+    store = _store(tmp_path / "s", n=8)
+    weights = []
+    for sampling in ({}, {"steps": 1}, {"noise_start": True}):
+        L.seed_everything(0)
+        module = BridgeModule(BridgeConfig(dim=8, hidden=16, **sampling), warmup_steps=1)
+        trainer = L.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+        run_stage(trainer, "fit", module, FeatureDataModule(str(store), batch_size=4, val_split=None))
+        weights.append(module.model.ema.module.state_dict())
+    for other in weights[1:]:
+        assert all(torch.equal(weights[0][k], other[k]) for k in weights[0])
+    audio = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    noisy = module.model  # noise_start: every call draws fresh noise at t*, so a clip gets several text embeddings
+    assert not torch.allclose(noisy.bridge(audio), noisy.bridge(audio))
 
 
 def test_store_of_another_encoder_is_refused(tmp_path):

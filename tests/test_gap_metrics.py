@@ -446,3 +446,59 @@ def test_sweep_across_seeds_gives_mean_and_spread(tmp_path):
     ]
     with pytest.raises(ValueError, match="same number of reports"):
         plot_sweep(folders[:-1], tmp_path / "x")
+
+
+# --- sample spread (evaluation/gap_spread.py) ---------------------------------------------------------
+
+
+def test_sample_spread_known_answers():
+    from diffusion_link.evaluation.gap_spread import SampleSpread, clip_spread
+
+    g = torch.Generator().manual_seed(0)
+    refs = torch.nn.functional.normalize(torch.randn(20, 5, D, generator=g), dim=-1)
+    n_refs = torch.tensor([5, 3, 1, 2] * 5)
+    one = torch.nn.functional.normalize(torch.randn(20, 1, D, generator=g), dim=-1)
+    same = clip_spread(one.expand(-1, 4, -1), refs, n_refs)  # a deterministic bridge: n copies of one point
+    assert torch.allclose(same["spread_samples"], torch.zeros(20, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(same["cover_n"], same["cover_1"])
+    own = clip_spread(refs, refs, torch.full((20,), 5))  # the references as the samples: each covered exactly
+    assert torch.allclose(own["cover_n"], torch.ones(20, dtype=torch.float64)) and torch.allclose(own["spread_samples"], own["spread_refs"])
+    # by hand, one clip: refs e1, e2 (cos 0); samples e1, (e1 + e2)/sqrt 2
+    e = torch.eye(D, dtype=torch.float64)
+    s = torch.stack([e[0], (e[0] + e[1]) / 2**0.5])[None]
+    r = torch.stack([e[0], e[1], e[2]])[None]
+    v = clip_spread(s, r, torch.tensor([2]))
+    h = 2**-0.5
+    assert v["spread_samples"].item() == pytest.approx(1 - h) and v["spread_refs"].item() == pytest.approx(1.0)
+    assert v["cover_n"].item() == pytest.approx((1 + h) / 2) and v["cover_1"].item() == pytest.approx(((1 + h) / 2 + h / 2) / 2)
+    assert torch.isnan(clip_spread(s, r, torch.tensor([1]))["spread_refs"]).all()  # one reference: no spread
+    metric = SampleSpread()  # batched = at once; clips with one reference left out of spread_refs only
+    for i in range(0, 20, 7):
+        metric.update(one[i : i + 7].expand(-1, 4, -1), refs[i : i + 7], n_refs[i : i + 7])
+    out = metric.compute()
+    assert out["samples"] == 4 and out["spread_samples"] == pytest.approx(0.0, abs=1e-12)
+    assert out["spread_refs"] == pytest.approx(same["spread_refs"][n_refs > 1].mean().item())
+    assert out["cover_1"] == pytest.approx(same["cover_1"].mean().item())
+
+
+def test_samples_from_the_references_distribution_cover_them_better_than_one_point():
+    """Each clip's references come from a mixture of three directions; n = 5 samples from the same mixture
+    cover the references better than any one point can: the best single point for MSE (the references'
+    mean direction, what a regressor learns) and one of the samples alone."""
+    from diffusion_link.evaluation.gap_spread import clip_spread
+
+    g = torch.Generator().manual_seed(1)
+    modes = torch.nn.functional.normalize(torch.randn(200, 3, D, generator=g), dim=-1)
+
+    def draw(k):
+        pick = torch.randint(0, 3, (200, k), generator=g)
+        x = modes.gather(1, pick[..., None].expand(-1, -1, D)) + 0.05 * torch.randn(200, k, D, generator=g)
+        return torch.nn.functional.normalize(x, dim=-1)
+
+    refs, samples, n_refs = draw(5), draw(5), torch.full((200,), 5)
+    mean = torch.nn.functional.normalize(refs.mean(1, keepdim=True), dim=-1)
+    drawn, centre = clip_spread(samples, refs, n_refs), clip_spread(mean, refs, n_refs)
+    assert drawn["cover_n"].mean() > centre["cover_n"].mean() + 0.1
+    assert drawn["cover_n"].mean() > drawn["cover_1"].mean() + 0.2
+    assert drawn["spread_samples"].mean().item() == pytest.approx(drawn["spread_refs"].mean().item(), abs=0.05)  # the same spread
+    assert centre["spread_samples"].abs().max() == 0

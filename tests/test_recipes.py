@@ -142,3 +142,77 @@ def test_slurm_script_runs_the_recipe_with_lightnings_strategy():
     recipe = load_recipe(REPO / "recipes/audiocaps.yaml", ["NODES=2", "DEVICES=4", "STRATEGY=ddp"])
     fit = next(s for s in recipe_steps(recipe) if s.kind == "bridge").command
     assert {"--trainer.num_nodes=2", "--trainer.devices=4", "--trainer.strategy=ddp"} <= set(fit)
+
+
+# --- extends: a recipe that adds rows to another and reuses its finished steps ------------------------
+
+
+def _extending(tmp_path, monkeypatch, extension: str):
+    """A copy of tests/test_runner.py's toy recipe as recipe.yaml, and ``extension`` as more.yaml beside it."""
+    from test_runner import write_recipe
+
+    monkeypatch.chdir(tmp_path)
+    base = write_recipe(tmp_path)
+    (tmp_path / "more.yaml").write_text(extension)
+    return base, tmp_path / "more.yaml"
+
+
+EXTENSION = """\
+extends: recipe.yaml
+bridges:
+  reg: {name: regressor, config: [bridge.yaml, variant.yaml]}
+  db: {name: Diffusion Bridge (renamed)}
+captioners:
+  zs:
+    tests: {reg: {name: with the regressor, bridge: reg}}
+"""
+
+
+def test_a_recipe_extends_another_by_merging_and_keeps_its_own_gap_report(tmp_path, monkeypatch):
+    from diffusion_link.run import load_recipe, recipe_steps
+    from diffusion_link.run.recipe import RecipeError
+
+    base, more = _extending(tmp_path, monkeypatch, EXTENSION)
+    recipe = load_recipe(more, ["STEPS=2"])  # the base's variables, overridden as in the base
+    assert [(r.key, r.name) for r in recipe.bridges] == [("dl", "Diffusion-Link"), ("db", "Diffusion Bridge (renamed)"), ("reg", "regressor")]
+    assert recipe.bridge("db").config == ["bridge.yaml", "variant.yaml"]  # a mapping merges: the base's config kept
+    zs = next(c for c in recipe.captioners if c.key == "zs")
+    assert zs.config == ["caption.yaml"] and [t.key for t in zs.tests] == ["raw", "dl", "reg"]
+    assert recipe.run_dir == load_recipe(base).run_dir and recipe.bridge("dl").args == {"trainer.max_steps": 2}
+    # its gap analysis: its own folder and step (record), so the base's gap table is never overwritten
+    assert recipe.gap_report == "report-more" and load_recipe(base).gap_report == "report"
+    (gap,) = [s for s in recipe_steps(recipe) if s.kind == "gap"]
+    (base_gap,) = [s for s in recipe_steps(load_recipe(base)) if s.kind == "gap"]
+    assert [str(p) for p in gap.outputs] == ["run/bridge/report-more/gap_report.csv"]
+    assert "--model.init_args.report_dir=run/bridge/report-more" in gap.command
+    assert gap.slug != base_gap.slug and [str(p) for p in base_gap.outputs] == ["run/bridge/report/gap_report.csv"]
+    assert not any("report_dir" in a for a in base_gap.command)  # the base's command (and key) unchanged
+    (tmp_path / "named.yaml").write_text("extends: recipe.yaml\ngap_report: report-baselines\n")
+    assert load_recipe(tmp_path / "named.yaml").gap_report == "report-baselines"
+    for text, message in (
+        ("extends: loop.yaml\n", "extends it back"),
+        ("extends: missing.yaml\n", "no recipe at"),
+        ("extends: [recipe.yaml]\n", "the path of one recipe"),
+        ("extends: recipe.yaml\ngap_report: ../x\n", "one folder name"),
+    ):
+        (tmp_path / "loop.yaml").write_text(text)
+        with pytest.raises(RecipeError, match=message):
+            load_recipe(tmp_path / "loop.yaml")
+
+
+def test_an_extending_recipe_reuses_the_base_runs_steps(tmp_path, monkeypatch):
+    """Run the base, then the extension: only its new bridge, its gap analysis and the captioner test that
+    gained a row run; the base's steps are reused, and the base run afterwards still reuses everything."""
+    import sys
+
+    from test_runner import FAKE, actions, run_all
+
+    from diffusion_link.run.runner import Runner
+
+    monkeypatch.setattr(Runner, "program", (sys.executable, str(FAKE)))
+    base, more = _extending(tmp_path, monkeypatch, EXTENSION.replace("  db: {name: Diffusion Bridge (renamed)}\n", ""))
+    run_all(base)
+    (tmp_path / "run" / "calls.jsonl").unlink()  # what the extension's run calls, alone
+    assert run_all(more) == ["cache: features", "bridge: regressor", "gap: modality-gap analysis (report-more)", "caption: test zs (3 rows)"]
+    assert (tmp_path / "run" / "bridge" / "report" / "gap_report.csv").is_file() and (tmp_path / "run" / "bridge" / "report-more" / "gap_report.csv").is_file()
+    assert set(actions(base).values()) == {"run", "reuse"} and [n for n, a in actions(base).items() if a == "run"] == ["cache: features"]

@@ -56,7 +56,11 @@ class BridgeConfig:
         steps: K, DDIM steps from t* to 0.
         sampler: ``ddim`` (deterministic) or ``ddpm`` (ancestral, every step from t*).
         noise_start: forward-noise the audio embedding to t* before the reverse chain.
-        ema_decay: decay of the exponential moving average of the weights used for sampling.
+        ema_decay: decay of the exponential moving average of the weights used for sampling (updated
+            every training step: a window of about 1 / (1 - ema_decay) steps).
+        kind: ``diffusion`` (the DDPM bridge), or ``regressor``: the same network without noise or
+            timestep (a constant t = 0), trained to map the audio embedding to its paired text and applied
+            once; the sampling settings do not apply to it (docs/method.md, "Does the diffusion matter?").
     """
 
     dim: int = 512
@@ -79,6 +83,7 @@ class BridgeConfig:
     sampler: Literal["ddim", "ddpm"] = "ddim"
     noise_start: bool = False
     ema_decay: float = 0.999
+    kind: Literal["diffusion", "regressor"] = "diffusion"
 
     def __post_init__(self) -> None:
         """Settings that cannot work are refused when the config is built, not after training."""
@@ -90,6 +95,7 @@ class BridgeConfig:
             (self.entry_snr is None or self.entry_snr > 0, f"entry_snr must be positive, got {self.entry_snr}"),
             (0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
             (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+            (self.kind in ("diffusion", "regressor"), f"kind must be 'diffusion' or 'regressor', not {self.kind!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -219,19 +225,27 @@ class DiffusionLink(nn.Module):
         network = self.ema.module if use_ema else self.denoiser
         was_training = network.training
         network.eval()
-        out = sample(
-            self.schedule,
-            lambda x, t: network(x, t, source),
-            source,
-            cfg["t_start"],
-            cfg["steps"],
-            cfg["sampler"],
-            cfg["noise_start"],
-            generator,
-            project=self.network_input,
-        )
+        if self.config.kind == "regressor":
+            out = self.regress(network, source)
+        else:
+            out = sample(
+                self.schedule,
+                lambda x, t: network(x, t, source),
+                source,
+                cfg["t_start"],
+                cfg["steps"],
+                cfg["sampler"],
+                cfg["noise_start"],
+                generator,
+                project=self.network_input,
+            )
         network.train(was_training)
         return self.preprocess.inverse(out)
+
+    def regress(self, network: nn.Module, source: torch.Tensor) -> torch.Tensor:
+        """The regressor's prediction of the (preprocessed) paired text: the network at the constant t = 0,
+        its input the preprocessed audio itself (no noise)."""
+        return network(source, torch.zeros(len(source), dtype=torch.long, device=source.device), source)
 
     def network_input(self, x_t: torch.Tensor) -> torch.Tensor:
         """What the network sees of a noisy x_t: x_t itself, or with ``sphere_input`` its projection onto

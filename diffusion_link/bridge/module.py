@@ -23,6 +23,7 @@ from diffusion_link.data.store import StoreError, encoder_mismatch
 from diffusion_link.evaluation.degenerate import collapse_flags
 from diffusion_link.evaluation.gap import Clips, GapMetrics, cone_cosine, gap_table
 from diffusion_link.evaluation.gap_intervals import median_sigma
+from diffusion_link.evaluation.gap_spread import SampleSpread, spread_note, write_spread_csv
 from diffusion_link.optim import adamw_with_warmup
 from diffusion_link.tracking import log_figure
 
@@ -45,7 +46,8 @@ class BridgeModule(FeatureStage):
         denoise_weight: weight of the text denoising loss.
         denoise_weighting: ``uniform`` over t (default), or ``eps-equivalent``: the per-t weight that makes the
             parameterisation's MSE equal the eps MSE (SNR for x0; Diffusion Bridge's recipe).
-        cross_weight: weight of the cross-sample prediction loss (0 = Diffusion Bridge).
+        cross_weight: weight of the cross-sample prediction loss (0 = Diffusion Bridge); for a regressor
+            (``bridge.kind: regressor``) the weight of its MSE to the paired text (denoise_weight must be 0).
         topology_weight: weight of the topology loss.
         topology_max_t: the topology loss sees only the batch items noised to t <= this (default: the
             entry point t*, where the bridge starts at test time; ``timesteps``: every t, the old behaviour).
@@ -64,6 +66,8 @@ class BridgeModule(FeatureStage):
         sampling: overrides of the sampler for evaluation and prediction (:class:`Sampling`), e.g.
             ``{t_start: 400, steps: 10}``; applied to this bridge and to the compared ones, and checked
             like any bridge config when the module is built.
+        spread_samples: n, the bridged samples per test clip of the sample-spread table (each row called n
+            times; docs/method.md, "Sample spread"); 0: no such table.
     """
 
     export_name = "the bridge (EMA weights)"
@@ -89,6 +93,7 @@ class BridgeModule(FeatureStage):
         probe_seed: int = 0,
         bootstrap: int = 1000,
         sampling: Sampling | None = None,
+        spread_samples: int = 5,
     ):
         super().__init__()
         if denoise_weight == cross_weight == 0:
@@ -102,6 +107,11 @@ class BridgeModule(FeatureStage):
         self.model = DiffusionLink.from_pretrained(pretrained) if pretrained else DiffusionLink(bridge or BridgeConfig())
         self._override_sampling(self.model)
         config = self.model.config
+        if config.kind == "regressor" and not pretrained and (denoise_weight or not cross_weight):
+            raise ValueError(
+                f"a regressor bridge (bridge.kind: regressor) learns only audio -> paired text (the cross-sample loss without noise): "
+                f"set denoise_weight: 0 and cross_weight > 0 (got {denoise_weight} and {cross_weight}); configs/bridge/variants/regressor.yaml"
+            )
         self.topology_max_t = topology_max_t or config.t_start
         if denoise_weighting not in ("uniform", "eps-equivalent"):
             raise ValueError(f"denoise_weighting must be 'uniform' or 'eps-equivalent', not {denoise_weighting!r}")
@@ -151,6 +161,10 @@ class BridgeModule(FeatureStage):
         audio = model.preprocess(batch["audio_embedding"], "audio")
         text = model.preprocess(batch["text_embedding"], "text")
         source = audio if model.config.condition_on_source else None
+        if model.config.kind == "regressor":  # no noise, no timestep: the paired text from the audio, in one call
+            x0_hat = model.regress(model.denoiser, audio)
+            losses = {"cross": prediction_loss(x0_hat, text), **({"topology": topology_loss(x0_hat, text)} if hp.topology_weight else {})}
+            return self._total(losses, len(audio))
         t = torch.randint(1, model.config.timesteps + 1, (len(audio),), device=self.device)
         losses, x0_hat = {}, None
         if hp.denoise_weight:
@@ -168,10 +182,14 @@ class BridgeModule(FeatureStage):
         if hp.topology_weight:
             near = t <= self.topology_max_t  # near pure noise the pairing is unrecoverable
             losses["topology"] = topology_loss(x0_hat[near], text[near])
+        return self._total(losses, len(audio))
+
+    def _total(self, losses: dict[str, torch.Tensor], batch_size: int) -> torch.Tensor:
+        hp = self.hparams
         weights = {"denoise": hp.denoise_weight, "cross": hp.cross_weight, "topology": hp.topology_weight}
         loss = sum(weights[k] * v for k, v in losses.items())
-        self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(audio))
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(audio))
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=batch_size)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -259,6 +277,7 @@ class BridgeModule(FeatureStage):
         self.gap = nn.ModuleDict({k: GapMetrics() for k in self.methods}).to(self.device)  # clips only: gap_table computes
         self.cosines = nn.ModuleDict({k: CatMetric() for k in self.methods}).to(self.device)
         self.points = nn.ModuleDict({k: CatMetric() for k in ("text", "audio", *self.methods)}).to(self.device)
+        self.spread = nn.ModuleDict({k: SampleSpread() for k in self.methods}).to(self.device)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         refs, n_refs = batch["text_embeddings"], batch["n_refs"]
@@ -270,6 +289,9 @@ class BridgeModule(FeatureStage):
             x, c = _pairs(out, refs, n_refs)
             self.cosines[key].update((F.normalize(x, dim=-1) * F.normalize(c, dim=-1)).sum(-1))
             self.points[key].update(out)
+            if (n := self.hparams.spread_samples) > 0:  # n samples of this clip: the first is the one scored above
+                samples = torch.stack([out, *(method(batch["audio_embedding"]) for _ in range(n - 1))], dim=1)
+                self.spread[key].update(samples, refs, n_refs)
 
     def on_test_epoch_end(self) -> None:
         # every row on the same clips (keyed by store row), the same resamples, probe folds and kernel
@@ -285,11 +307,14 @@ class BridgeModule(FeatureStage):
         text_cone = float(cone_cosine(Clips(text, text, torch.arange(len(text))), torch.ones(1, len(text), dtype=torch.float64))[0])
         for name, flags in collapse_flags({n: points[k] for k, n in self.method_names.items()}, points["text"]).items():
             results[name].update(flags)  # a row collapsed to one point: flagged in the report, the log, the summary, the page
-        self.gap_results = results
+        spread = {name: self.spread[key].compute() for key, name in self.method_names.items()} if hp.spread_samples > 0 else {}
+        for key, name in self.method_names.items():
+            self.log_dict({f"test/{key}/{k}": float(v) for k, v in spread.get(name, {}).items() if k != "samples"}, sync_dist=False)
+        self.gap_results, self.spread_results = results, spread
         if self.trainer.is_global_zero:
-            self._write_report(results, text_cone, points, cosines)
+            self._write_report(results, text_cone, points, cosines, spread)
 
-    def _write_report(self, results: dict, text_cone: float, points: dict, cosines: dict) -> None:
+    def _write_report(self, results: dict, text_cone: float, points: dict, cosines: dict, spread: dict) -> None:
         from diffusion_link.evaluation.gap_figures import paired_difference_figure, pca_panels
         from diffusion_link.evaluation.report import cosine_figure, format_gap_table, save_figure, write_gap_report
 
@@ -307,8 +332,11 @@ class BridgeModule(FeatureStage):
             _kernel_note(results, f"the '{self.split('fit', 'train')}' split's text embeddings" if self._mmd_sigma() else f"{RAW}'s audio and text"),
             _interval_note(self.hparams.bootstrap),
             _protocol_note(self.split("fit", "train")),
+            *([spread_note(spread)] if spread else []),
         ]
         write_gap_report(results, out, notes, baseline=RAW)
+        if spread:
+            write_spread_csv(spread, out)
         panels = pca_panels(points["text"], points["audio"], {n: points[k] for k, n in self.method_names.items()})  # one per row
         figures = [("gap_pca", panels), ("gap_paired_diff", paired_difference_figure(results, RAW)), ("gap_cosine_hist", cosine_figure(cosines))]
         for name, figure in figures:

@@ -16,6 +16,8 @@
     seeds: [0]
     sweeps: {split: val, t_start: [200, 600], steps: [1, 5]}
     steps: {bridge: {args: {trainer.max_steps: 20}}}   # settings for every step of one kind
+    extends: demo.yaml                 # start from another recipe (its folder's path), then merge this file in
+    gap_report: report-baselines       # the gap analysis's folder under bridge/ (default report)
 
 See docs/recipes.md for every key. Nothing here imports torch or Lightning: a recipe is read, checked and
 turned into steps in a fraction of a second (``--dry-run``).
@@ -99,6 +101,7 @@ class Recipe:
     sweep_split: str = "val"
     steps: dict[str, StepSettings] = field(default_factory=dict)
     vars: dict[str, Any] = field(default_factory=dict)
+    gap_report: str = "report"  # the gap analysis's folder under <run_dir>/bridge/ (and its step's name)
 
     def bridge(self, key: str) -> BridgeRow:
         for row in self.bridges:
@@ -183,20 +186,48 @@ def _settings(raw: dict, path: Path) -> dict[str, StepSettings]:
 
 
 KNOWN = {"run_dir", "vars", "data", "trainer", "encoder", "cache", "bridges", "gap", "captioners", "seeds", "sweeps", "steps", "description"}
+KNOWN |= {"extends", "gap_report"}
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read, override and check a recipe. Errors name the file and the key."""
-    path = Path(path)
+def merge_recipes(base: dict, extension: dict) -> dict:
+    """``extension`` over ``base``: mappings merge key by key (a bridge row or captioner test row added or
+    overridden, a captioner's other settings kept), anything else (a list, a value, null) replaces."""
+    out = dict(base)
+    for key, value in extension.items():
+        out[key] = merge_recipes(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+def _read_raw(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A recipe file as a mapping, with ``extends`` resolved (a path relative to the file's folder, chains
+    allowed). An extending recipe whose gap analysis would land in its base's folder gets its own,
+    ``report-<file name>``, so that its gap table never overwrites the base's."""
     if not path.is_file():
-        raise RecipeError(f"no recipe at {path} (the shipped ones: recipes/demo.yaml, recipes/audiocaps.yaml, recipes/smoke.yaml)")
+        raise RecipeError(f"no recipe at {path} (the shipped ones: recipes/demo.yaml, recipes/demo-baselines.yaml, recipes/audiocaps.yaml, recipes/smoke.yaml)")
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise RecipeError(f"{path} is not a mapping of recipe keys")
     unknown = set(raw) - KNOWN
     if unknown:
         raise RecipeError(f"{path}: unknown key(s) {sorted(unknown)}; a recipe takes {sorted(KNOWN)}")
-    raw = apply_overrides(raw, overrides or [], path)
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise RecipeError(f"{path}: extends is the path of one recipe (relative to {path.parent}), not {parent!r}")
+    base_path = (path.parent / parent).resolve()
+    if base_path in (*seen, path.resolve()):
+        raise RecipeError(f"{path}: extends {parent}, which extends it back (a cycle: {' -> '.join(p.name for p in (*seen, path.resolve(), base_path))})")
+    base = _read_raw(base_path, (*seen, path.resolve()))
+    if "gap_report" not in raw and base.get("gap_report", "report") == "report":
+        raw["gap_report"] = f"report-{path.stem}"
+    return merge_recipes(base, raw)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and check a recipe. Errors name the file and the key."""
+    path = Path(path)
+    raw = apply_overrides(_read_raw(path), overrides or [], path)
     variables = raw.pop("vars")
     raw = _substitute(raw, variables, path.name)
     if not raw.get("cache"):
@@ -221,7 +252,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         seeds=[int(s) for s in _list(raw.get("seeds", [0]))],
         steps=_settings(raw.get("steps"), path),
         vars=variables,
+        gap_report=str(raw.get("gap_report") or "report"),
     )
+    if Path(recipe.gap_report).name != recipe.gap_report or recipe.gap_report in ("", ".", "..", "ablations"):
+        raise RecipeError(f"{path}: gap_report is one folder name under bridge/ (e.g. report-baselines), not {recipe.gap_report!r}")
     if not recipe.seeds:
         raise RecipeError(f"{path}: seeds is empty; give at least one (seeds: [0])")
     for key, row in (raw.get("bridges") or {}).items():

@@ -7,7 +7,7 @@ The folders under a recipe's ``run_dir`` (with several seeds, the per-seed folde
     encoder/            export/, test/scores.json              (when the recipe trains its encoder)
     stores/<name>       the feature store (a link to <name>-<checksum>/)
     bridge/<row>/       export/, checkpoints/, logs/            one per bridge row
-    bridge/report/      gap_report.{csv,md}, figures            the gap analysis
+    bridge/report/      gap_report.{csv,md}, figures            the gap analysis (a recipe's gap_report names another)
     bridge/ablations/   <setting>-<value>/, sweep_<setting>.{png,csv}
     caption/<cap>/      export/, checkpoints/, logs/, test/<row>/{scores.json,predictions.csv}
     seeds/              gap_report_seeds.{csv,md}, caption_seeds.{csv,md}   (several seeds)
@@ -168,9 +168,12 @@ def recipe_steps(recipe: Recipe) -> list[Step]:
                 "model.init_args.pretrained": str(exports[main.key]),
                 "model.init_args.compare": {r.name: str(exports[r.key]) for r in others},
             }
-            report = base / "bridge" / "report"
+            report = base / "bridge" / recipe.gap_report
+            own = ""
+            if recipe.gap_report != "report":  # its own folder and record, beside the base recipe's (report: the test's default)
+                own, gap_args = f" ({recipe.gap_report})", {**gap_args, "model.init_args.report_dir": str(report)}
             b.add(
-                f"gap: modality-gap analysis{tag}",
+                f"gap: modality-gap analysis{own}{tag}",
                 "gap",
                 "test",
                 [recipe.gap],

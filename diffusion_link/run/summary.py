@@ -161,7 +161,7 @@ def summary(recipe: Recipe, steps: list[Step], records: list[dict], seconds: flo
         "Where things are (docs/recipes.md lists every folder):",
         f"  report page        {(root / 'report' / 'index.html').resolve()}  (tables, figures, every test clip to listen to)",
         f"  feature store      {cache.outputs[0].parent.resolve() if cache else '-'}",
-        f"  bridges            {root}/bridge/<row>/export  (DiffusionLink.from_pretrained); gap report in {root}/bridge/report",
+        f"  bridges            {root}/bridge/<row>/export  (DiffusionLink.from_pretrained); gap report in {root}/bridge/{recipe.gap_report}",
         f"  captioners         {root}/caption/<captioner>/export; each test row's scores.json and predictions.csv in <captioner>/test/<row>",
         f"  step logs          {root}/logs/  (everything each step printed), TensorBoard: tensorboard --logdir {root}",
         "=" * 100,
