@@ -27,13 +27,15 @@ def load_audio(source: str | Path | bytes, sample_rate: int = 48_000, where: str
     """Decode ``source`` (a path, or the bytes of a file) to a mono float32 waveform at ``sample_rate``.
 
     Mono is the mean of the channels; resampling is soxr's high-quality mode (deterministic).
-    Raises :class:`AudioDecodeError` for missing, unreadable, empty or non-finite audio.
+    Raises :class:`AudioDecodeError` for missing, empty (0 bytes), unreadable, silent-length (0 samples) or non-finite audio.
     """
     import soundfile as sf
 
     where = where or (str(source) if not isinstance(source, bytes) else "<bytes>")
     if not isinstance(source, bytes) and not Path(source).is_file():
         raise AudioDecodeError(where, "file not found")
+    if (not isinstance(source, bytes) and Path(source).stat().st_size == 0) or (isinstance(source, bytes) and not source):
+        raise AudioDecodeError(where, "empty file (0 bytes)")
     try:
         data, rate = sf.read(io.BytesIO(source) if isinstance(source, bytes) else str(source), dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
