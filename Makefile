@@ -84,6 +84,7 @@ bench: venv
 	$(BIN)/python benchmarks/store_memory.py
 	$(BIN)/python benchmarks/bridge_throughput.py
 	$(BIN)/python benchmarks/caption_speed.py
+	$(BIN)/python benchmarks/caption_api.py
 	$(BIN)/python benchmarks/report_page.py
 
 doctor: venv

@@ -141,7 +141,7 @@ def _demo(args) -> int:
 
 def tools():
     """The commands that are not stages, each parsed by the one root parser."""
-    from diffusion_link import doctor
+    from diffusion_link import bundle, doctor
     from diffusion_link.lightning_cli import Tool
     from diffusion_link.report import page
 
@@ -155,6 +155,7 @@ def tools():
             _demo,
         ),
         "report": Tool(page.DESCRIPTION, page.arguments, page.report),
+        "bundle": Tool(bundle.DESCRIPTION, bundle.arguments, bundle.main),
         "doctor": Tool("List the offline assets that are present, and how to get the missing ones.", doctor.arguments, doctor.report),
         "seeds": Tool("Mean ± std across seeds of the gap table: one gap-report folder per seed.", _seeds_sweep_arguments("seeds"), _seeds),
         "caption-seeds": Tool(

@@ -12,6 +12,12 @@ Writing builds the folder under a temporary sibling name and renames it into pla
 the checksum of every listed file, on every load: a corrupt, replaced, missing or foreign file is an
 :class:`ExportError` that names it and says how to remake the export.
 
+A *bundle* (``diffusion-link bundle``) is a folder of such exports, one subfolder per component, and a
+top-level ``config.json`` that names them (``"format": "diffusion-link/bundle"``, each component's
+folder and the sha256 of its ``config.json``, the decoding settings); :func:`read_bundle` checks it.
+A laion-clap encoder is not copied: ``encoder/config.json`` is then a reference to its checkpoint
+(``"format": "diffusion-link/clap-reference"``: the settings and the checkpoint's sha256).
+
 Torch is imported only by :func:`save_tensors` / :func:`load_tensors`: :func:`read_export` (the
 checks) runs without it (``diffusion-link doctor``).
 """
@@ -168,6 +174,65 @@ def read_export(folder: str | Path, kind: str, required: tuple[str, ...] = ()) -
     return config
 
 
+# -- bundles ---------------------------------------------------------------------------------------
+
+BUNDLE_FORMAT = "diffusion-link/bundle"
+CLAP_REFERENCE = "diffusion-link/clap-reference"
+#: a bundle's components: the kind of export each holds (the encoder may be a CLAP reference instead)
+COMPONENTS = {"encoder": "encoder", "bridge": "bridge", "captioner": "captioner"}
+_MAKE_BUNDLE = "make it again with `diffusion-link bundle RUN_DIR --out DIR`"
+
+
+class BundleError(ExportError):
+    """A bundle that is incomplete, damaged, or not a bundle; the message names the part."""
+
+
+def read_bundle(folder: str | Path) -> dict[str, Any]:
+    """A bundle's top-level ``config.json``, once its structure is checked: it is a bundle in this format,
+    each component it names is there, and each component's ``config.json`` is the one the bundle was made
+    with (its sha256). ``"paths"`` is added: each component's folder (``None`` for a bundle without a
+    bridge). The component files themselves are checked by each component's loader (:func:`read_export`)."""
+    folder = Path(folder)
+    path = folder / CONFIG
+    if not path.is_file():
+        found = "does not exist" if not folder.exists() else "has no config.json"
+        raise BundleError(f"{folder} is not a diffusion-link bundle: it {found}; {_MAKE_BUNDLE}")
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BundleError(f"{path} is not valid JSON ({err}): the bundle is damaged; {_MAKE_BUNDLE}") from err
+    if not isinstance(config, dict) or config.get("format") != BUNDLE_FORMAT:
+        what = kind_of(config) if isinstance(config, dict) else None
+        hint = f" (it is {_ARTICLE[what]} {what} export: pass the bundle's folder)" if what else ""
+        raise BundleError(f"{folder} is not a diffusion-link bundle (no format {BUNDLE_FORMAT!r} in config.json){hint}; {_MAKE_BUNDLE}")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{folder}: bundle format_version {config.get('format_version')!r}, but this diffusion-link reads {FORMAT_VERSION}; {_MAKE_BUNDLE}")
+    components = config.get("components")
+    if not isinstance(components, dict):
+        raise BundleError(f"{path} names no components: the bundle is damaged; {_MAKE_BUNDLE}")
+    paths: dict[str, Path | None] = {}
+    for name in COMPONENTS:
+        entry = components.get(name)
+        if entry is None and name == "bridge" and name in components:
+            paths[name] = None  # a bundle of the raw-audio captioner
+            continue
+        if not isinstance(entry, dict) or "path" not in entry:
+            raise BundleError(f"{path} does not name its {name} component: the bundle is incomplete; {_MAKE_BUNDLE}")
+        sub = folder / entry["path"]
+        if not sub.resolve().is_relative_to(folder.resolve()):
+            raise BundleError(f"{path}: the {name} component {entry['path']!r} lies outside the bundle: refused; {_MAKE_BUNDLE}")
+        if not (sub / CONFIG).is_file():
+            raise BundleError(f"{folder}: the {name} component is missing ({entry['path']}/config.json not found); {_MAKE_BUNDLE}")
+        sha = sha256_file(sub / CONFIG)
+        if sha != entry.get("config_sha256"):
+            raise BundleError(
+                f"{folder}: {entry['path']}/config.json is not the {name} this bundle was made with (sha256 {sha}, the bundle records "
+                f"{entry.get('config_sha256')}): a replaced or edited component; {_MAKE_BUNDLE}"
+            )
+        paths[name] = sub
+    return {**config, "paths": paths}
+
+
 def load_tensors(folder: str | Path, name: str, device: Any = "cpu") -> dict[str, Any]:
     """The tensors of ``name`` in an export folder (call :func:`read_export` first: it checks the file)."""
     from safetensors.torch import load_file
@@ -176,6 +241,10 @@ def load_tensors(folder: str | Path, name: str, device: Any = "cpu") -> dict[str
 
 
 __all__ = [
+    "BUNDLE_FORMAT",
+    "BundleError",
+    "CLAP_REFERENCE",
+    "COMPONENTS",
     "CONFIG",
     "Draft",
     "ExportError",
@@ -185,6 +254,7 @@ __all__ = [
     "format_tag",
     "kind_of",
     "load_tensors",
+    "read_bundle",
     "read_export",
     "save_tensors",
     "write_export",

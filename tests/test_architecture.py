@@ -18,7 +18,13 @@ LAYERS = [
     {"data"},  # sources, feature store, DataModules
     {"cache", "bridge"},  # stage 1 and stage 2
     {"caption"},  # stage 3 (applies a bridge)
-    {"lightning_cli", "doctor", "report"},  # running a stage; the asset check; the run's HTML page
+    {
+        "lightning_cli",
+        "doctor",
+        "report",
+        "bundle",
+        "api",
+    },  # running a stage; the asset check; the run's HTML page; a run's bundle; AudioCaptioner over a bundle
     {"run"},  # recipes and their runner: every step of a run, each a diffusion-link command in its own process
     {"cli"},  # the command
     {"__main__"},  # python -m diffusion_link (how the runner starts a step)

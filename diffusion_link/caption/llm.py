@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from diffusion_link.assets import MissingAssetError, gpt2_tokenizer_dir, hf_cached_snapshot, home, package_file
+from diffusion_link.assets import MissingAssetError, gpt2_tokenizer_dir, hf_cached_snapshot, home, package_file, sha256_file
 from diffusion_link.files import atomic_folder
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,32 @@ def tiny_gpt2_dir(seed: int = 0) -> Path:
         tokenizer.save_pretrained(tmp)
 
     return _atomic_folder(home() / "llm" / f"tiny-gpt2-seed{seed}", build)
+
+
+#: the files of an LM folder that decide what it computes: weights, configs, tokenizer (READMEs and
+#: hidden files are not part of its identity)
+IDENTITY_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt", ".tiktoken")
+
+
+def lm_identity(name: str) -> dict:
+    """The base LM's identity: its name and the sha256 of each file that decides what it computes
+    (:data:`IDENTITY_SUFFIXES`, relative to :func:`resolve_llm`'s folder; READMEs left out)."""
+    folder = resolve_llm(name)
+    files = {
+        p.relative_to(folder).as_posix(): sha256_file(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.suffix in IDENTITY_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(folder).parts) and p.stem != "README"
+    }
+    return {"name": name, "folder": str(folder), "files": files}
+
+
+def identity_mismatch(expected: dict, found: dict) -> list[str]:
+    """How the LM files ``found`` differ from the ``expected`` ones (empty: the same LM)."""
+    want, have = expected.get("files", {}), found.get("files", {})
+    out = [f"{n}: expected sha256 {want[n][:12]}..., found {have[n][:12]}..." for n in sorted(set(want) & set(have)) if want[n] != have[n]]
+    out += [f"{n}: missing" for n in sorted(set(want) - set(have))]
+    out += [f"{n}: not in the LM it was trained with" for n in sorted(set(have) - set(want))]
+    return out
 
 
 def load_llm(name: str, dtype: torch.dtype = torch.float32):

@@ -6,6 +6,10 @@ caption tokens only. Usable without Lightning:
 
     model = CaptionModel.from_pretrained("artifacts/caption/zero-shot/export")
     captions = model.generate(embeddings, num_beams=4)
+
+An export records its base LM's identity (name + the sha256 of its files, :func:`lm_identity`); loading
+refuses an LM whose files differ. ``save_pretrained(..., merge=True)`` writes the LoRA-merged LM itself
+(``merged/``), which then needs no base LM.
 """
 
 from __future__ import annotations
@@ -19,13 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffusion_link.caption.llm import load_llm
+from diffusion_link.caption.llm import identity_mismatch, lm_identity, load_llm
 from diffusion_link.evaluation.captioning import normalise
-from diffusion_link.export import format_tag, load_tensors, read_export, write_export
+from diffusion_link.export import ExportError, format_tag, load_tensors, read_export, write_export
 
 AUDIO_SLOT = "{audio}"
 EXPORT_FORMAT = format_tag("captioner")
-ADAPTER, PROJECTOR = "adapter", "projector.safetensors"
+ADAPTER, PROJECTOR, MERGED = "adapter", "projector.safetensors", "merged"
 
 
 @dataclass
@@ -96,16 +100,20 @@ class Projector(nn.Module):
 
 
 class CaptionModel(nn.Module):
-    def __init__(self, config: CaptionerConfig | None = None, adapter: str | Path | None = None):
+    def __init__(self, config: CaptionerConfig | None = None, adapter: str | Path | None = None, merged: str | Path | None = None):
+        """``adapter``: a saved peft adapter over ``config.llm``; ``merged``: a folder of the LoRA-merged LM
+        (used as it is, no adapter); neither: a fresh adapter."""
         super().__init__()
         from peft import LoraConfig, PeftModel, get_peft_model
 
         self.config = config = config or CaptionerConfig()
         if AUDIO_SLOT not in config.prompt:
             raise ValueError(f"the prompt must contain {AUDIO_SLOT} where the audio tokens go: {config.prompt!r}")
-        lm, self.tokenizer = load_llm(config.llm)
+        lm, self.tokenizer = load_llm(str(merged) if merged is not None else config.llm)
         lm.requires_grad_(False)
-        if adapter is not None:
+        if merged is not None:
+            self.lm = lm
+        elif adapter is not None:
             self.lm = PeftModel.from_pretrained(lm, str(adapter), is_trainable=True)
         else:
             lora = LoraConfig(
@@ -222,22 +230,57 @@ class CaptionModel(nn.Module):
 
     # -- artifacts ---------------------------------------------------------------------------------
 
-    def save_pretrained(self, folder: str | Path, extra: dict | None = None) -> Path:
-        """``adapter/`` (peft's own save_pretrained), ``projector.safetensors``, ``config.json`` (the
-        settings and ``extra``; the export format of :mod:`diffusion_link.export`)."""
+    def save_pretrained(self, folder: str | Path, extra: dict | None = None, merge: bool = False) -> Path:
+        """``adapter/`` (peft's own save_pretrained) or, with ``merge``, ``merged/`` (the LM with the adapter
+        merged in, and its tokenizer; this model's LM is merged in place, so it is used up), then
+        ``projector.safetensors`` and ``config.json`` (the settings, the base LM's identity and ``extra``;
+        the export format of :mod:`diffusion_link.export`)."""
+        base = getattr(self, "meta", {}).get("base_lm") or lm_identity(self.config.llm)
         with write_export(folder, "captioner") as draft:
-            self.lm.save_pretrained(draft.root / ADAPTER)
+            if merge:
+                self.lm.merge_and_unload().save_pretrained(draft.root / MERGED)
+                self.tokenizer.save_pretrained(draft.root / MERGED)
+            else:
+                self.lm.save_pretrained(draft.root / ADAPTER)
             draft.save_tensors(PROJECTOR, self.projector.state_dict())
-            draft.config.update({"config": asdict(self.config), **(extra or {})})
+            draft.config.update({"config": asdict(self.config), **(extra or {}), "base_lm": base, "merged": merge})
         return Path(folder)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> "CaptionModel":
+    def from_pretrained(cls, folder: str | Path, llm: str | None = None) -> "CaptionModel":
         """Load an export, after checking its kind and every file's checksum, peft's adapter files included
-        (:func:`~diffusion_link.export.read_export`)."""
+        (:func:`~diffusion_link.export.read_export`), and that the base LM (``llm``: another folder or name
+        for it; default the one it was trained with) has the files it was trained with."""
         folder = Path(folder)
-        meta = read_export(folder, "captioner", required=(PROJECTOR, f"{ADAPTER}/adapter_config.json", f"{ADAPTER}/adapter_model.safetensors"))
-        model = cls(CaptionerConfig.from_dict(meta["config"]), adapter=folder / ADAPTER)
+        meta = read_export(folder, "captioner", required=(PROJECTOR,))
+        config = CaptionerConfig.from_dict(meta["config"])
+        files = meta["files"]
+        if meta.get("merged"):
+            if not any(n.startswith(f"{MERGED}/") for n in files):
+                raise ExportError(f"{folder}: a merged captioner export lists no {MERGED}/ files: the export is incomplete; make it again")
+            model = cls(config, merged=folder / MERGED)
+        else:
+            for name in (f"{ADAPTER}/adapter_config.json", f"{ADAPTER}/adapter_model.safetensors"):
+                if name not in files:
+                    raise ExportError(f"{folder}/config.json does not list {name}, which a captioner export needs: the export is incomplete; make it again")
+            config.llm = llm or config.llm
+            if "base_lm" in meta:
+                _check_base_lm(folder, meta["base_lm"], config.llm)
+            model = cls(config, adapter=folder / ADAPTER)
         model.projector.load_state_dict(load_tensors(folder, PROJECTOR))
         model.meta = meta
         return model.eval()
+
+
+def _check_base_lm(folder: Path, expected: dict, name: str) -> None:
+    """Refuse a base LM whose files differ from those the captioner was trained with (the LoRA adapter and
+    the projector mean nothing over another LM)."""
+    found = lm_identity(name)
+    if diff := identity_mismatch(expected, found):
+        raise ExportError(
+            f"{folder}: the captioner was trained on the base LM {expected.get('name')!r}, but the LM found for {name!r} "
+            f"({found['folder']}) is a different one: "
+            + "; ".join(diff[:5])
+            + (f" (and {len(diff) - 5} more)" if len(diff) > 5 else "")
+            + ". Give the LM it was trained with (a local folder holding those files), or train the captioner on this one."
+        )

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from diffusion_link.caption.inputs import FITTED, MEAN_SHIFT, PROJECTION, Bridges, TestRow, TrainThrough, rng_state, rng_stream, training_record
 from diffusion_link.caption.labels import row_label
+from diffusion_link.caption.bundled import bundle_settings
 from diffusion_link.caption.model import CaptionerConfig, CaptionModel, DecodingOptions
 from diffusion_link.data.stage import FeatureStage
 from diffusion_link.data.store import StoreError, encoder_mismatch
@@ -80,6 +81,9 @@ class CaptionerModule(FeatureStage):
         encoder_export: instead of ``clap``, a trained encoder's export folder (the demo's encoder).
         val_examples: clips of the first validation batch captioned at each validation, logged as a
             table (clip, first reference, caption) to TensorBoard's Text tab; 0: none.
+        bundle: a bundle folder (``diffusion-link bundle``) instead of ``pretrained``, ``bridge`` and
+            ``encoder_export`` / ``clap`` (``clap.checkpoint`` may still say where its laion-clap checkpoint is
+            here); its decoding settings replace ``decoding`` (configs/caption/predict-bundle.yaml).
         rows: ``test`` several rows of the captioning table in one run (``{key: TestRow}``), instead of the
             one row that ``name``, ``bridge`` and ``test_input`` describe: each row is written to
             ``<output_dir>/<key>/`` and sees the random stream it would see alone, so its result equals a
@@ -114,13 +118,22 @@ class CaptionerModule(FeatureStage):
         encoder_export: str | None = None,
         val_examples: int = 8,
         rows: dict[str, TestRow] | None = None,
+        bundle: str | None = None,
     ):
         super().__init__()
+        if bundle:  # its components replace the exports' settings
+            if pretrained or bridge or encoder_export:
+                raise ValueError("give a bundle, or the exports (pretrained, bridge, encoder_export), not both")
+            given = clap.checkpoint if isinstance(clap, ClapConfig) else (clap or {}).get("checkpoint")
+            resolved = bundle_settings(bundle, given)
+            pretrained, bridge, clap, encoder_export, decoding = (resolved[k] for k in ("pretrained", "bridge", "clap", "encoder_export", "decoding"))
         if mode not in ("zero-shot", "supervised"):
             raise ValueError(f"mode must be 'zero-shot' or 'supervised', not {mode!r}")
         if lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {lr_schedule!r}")
         self.save_hyperparameters()
+        if bundle:  # the hyperparameters say what was loaded (LightningCLI gives save_hyperparameters its own parsed values)
+            self.hparams.update(pretrained=pretrained, bridge=bridge, clap=clap, encoder_export=encoder_export, decoding=decoding)
         # the CLI may hand nested options over as dicts
         self.decoding = decoding if isinstance(decoding, DecodingOptions) else DecodingOptions(**decoding)
         self.metric_options = metrics if isinstance(metrics, MetricOptions) else MetricOptions(**metrics)

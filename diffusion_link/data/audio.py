@@ -27,7 +27,7 @@ def load_audio(source: str | Path | bytes, sample_rate: int = 48_000, where: str
     """Decode ``source`` (a path, or the bytes of a file) to a mono float32 waveform at ``sample_rate``.
 
     Mono is the mean of the channels; resampling is soxr's high-quality mode (deterministic).
-    Raises :class:`AudioDecodeError` for missing, unreadable, empty or non-finite audio.
+    Raises :class:`AudioDecodeError` for missing, empty (0 bytes), unreadable, silent-length (0 samples) or non-finite audio.
     """
     import soundfile as sf
 
@@ -35,6 +35,8 @@ def load_audio(source: str | Path | bytes, sample_rate: int = 48_000, where: str
     if not isinstance(source, bytes) and not Path(source).is_file():
         folder = Path(source).parent
         raise AudioDecodeError(where, f"file not found: {source}" + ("" if folder.is_dir() else f" (the folder {folder} does not exist)"))
+    if (not isinstance(source, bytes) and Path(source).stat().st_size == 0) or (isinstance(source, bytes) and not source):
+        raise AudioDecodeError(where, "empty file (0 bytes)")
     try:
         data, rate = sf.read(io.BytesIO(source) if isinstance(source, bytes) else str(source), dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError...
