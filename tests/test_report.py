@@ -480,3 +480,13 @@ def test_the_captioning_table_across_seeds_gives_mean_std_and_how_many_seeds_pai
         main(["caption-seeds", *map(str, folders[:2]), "--out", str(tmp_path / "cli")])
     assert done.value.code == 0
     assert "| zero-shot / zero-shot, raw audio |" in capsys.readouterr().out
+
+
+def test_a_noise_injection_captioner_on_raw_audio_is_compared_with_raw_audio_not_its_baseline(tmp_path):
+    # its name sorts before "zero-shot, raw audio": the baseline is chosen by what the captioner is, not by order
+    clips = [f"c{i}" for i in range(20)]
+    folders = _toy_run(tmp_path, {c: 1.0 for c in clips}, {c: 1.5 for c in clips})
+    folders.insert(0, _system(tmp_path / "ni", "zero-shot + noise injection, raw audio", {c: 1.2 for c in clips}, captioner_training={"noise_std": 0.02}))
+    rows = {r["system"]: r for r in _table(folders)["rows"]}
+    assert rows["zero-shot + noise injection, raw audio"]["versus"].startswith("+0.200")
+    assert rows["zero-shot + Diffusion-Link"]["versus"].startswith("+0.500")

@@ -117,8 +117,13 @@ def format_relative(p: Paired) -> str:
 
 
 def is_raw(system) -> bool:
-    """The raw-audio row of its setting (audio input, no bridge)."""
-    return system.sort_key()[1:4] == (False, False, True)
+    """The raw-audio row of its setting (audio input, no bridge) from a plain captioner: one trained on
+    clean text or audio, not with noise injection or through a bridge (``captioner_training``), so that
+    a baseline captioner tested on raw audio (noise injection) is a row compared with raw audio, never
+    the baseline of its setting."""
+    training = system.report.get("captioner_training") or {}
+    plain = not training.get("noise_std") and not training.get("train_through")
+    return plain and system.sort_key()[1:4] == (False, False, True)
 
 
 def is_ceiling(system) -> bool:
