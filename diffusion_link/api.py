@@ -34,7 +34,8 @@ from diffusion_link.data.store import encoder_mismatch
 from diffusion_link.encoder import load_encoder
 from diffusion_link.export import BundleError
 
-#: what one clip may be: a path, or a waveform (1-D mono, or (channels, samples))
+#: one clip: a path or a 1-D mono waveform; a batch: a list (each item a path, 1-D, or (channels, samples))
+#: or a 2-D (N, samples) array of mono waveforms
 Audio = str | Path | np.ndarray | torch.Tensor
 
 
@@ -76,8 +77,9 @@ class AudioCaptioner:
         """
         settings = bundle_settings(folder, clap_checkpoint)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        bridge = DiffusionLink.from_pretrained(settings["bridge"]) if settings["bridge"] is not None else None
         captioner = CaptionModel.from_pretrained(settings["pretrained"], llm=llm)
+        weights = settings["bridge_weights"]  # as the captioner was trained and tested (raw: Diffusion Bridge's captioner)
+        bridge = DiffusionLink.from_pretrained(settings["bridge"], weights=weights) if settings["bridge"] is not None else None
         encoder = load_encoder(settings["clap"], settings["encoder_export"])
         described = encoder.describe()
         for name, expected in (("bridge", bridge.encoder if bridge is not None else None), ("captioner", captioner.meta.get("encoder"))):

@@ -81,7 +81,9 @@ def bundle_run(run_dir: str | Path, out: str | Path, captioner: str = "zero-shot
             captioner,
             bridge or "raw audio",
         )
-    gap = run / "bridge" / "report" / "gap_report.csv"
+    # the demo's own gap report, else a recipe's own (gap_report: e.g. bridge/report-baselines/)
+    gaps = [run / "bridge" / "report" / "gap_report.csv", *sorted((run / "bridge").glob("report-*/gap_report.csv"))]
+    gap = next((g for g in gaps if g.is_file()), gaps[0])
     facts = {"run": str(run.resolve()), "captioner_key": captioner, "bridge_key": bridge, "row": row, "gap": gap if gap.is_file() else None}
     return assemble(out, cap_meta.get("encoder") or {}, bridge_export, cap_export, decoding, facts, run, merge)
 
@@ -221,6 +223,8 @@ def model_card(facts: dict, encoder: dict, bridge: dict | None, captioner: dict,
     settings = captioner.get("config", {})
     store = _store_header(captioner.get("store"), run)
     amodel = encoder.get("amodel") if isinstance(encoder.get("amodel"), str) else "trained towers"
+    bridge_name = ((bridge or {}).get("training") or {}).get("name") or (bridge or {}).get("name") or "Diffusion-Link"
+    bridge_label = f"{bridge_name} bridge" if bridge else "no bridge (raw audio)"
     lines = [
         "---",
         "library_name: diffusion-link",
@@ -229,7 +233,7 @@ def model_card(facts: dict, encoder: dict, bridge: dict | None, captioner: dict,
         "",
         "# Diffusion-Link audio captioner",
         "",
-        f"Audio in, caption out: {encoder.get('family')} encoder → {'Diffusion-Link bridge' if bridge else 'no bridge (raw audio)'} → "
+        f"Audio in, caption out: {encoder.get('family')} encoder → {bridge_label} → "
         f"LLM captioner ({captioner.get('mode')}, base LM `{base.get('name') or settings.get('llm')}`"
         f"{', LoRA merged' if captioner.get('merged') else ', LoRA adapter'}). Made by `diffusion-link bundle` from `{facts.get('run')}`.",
         "",
@@ -247,7 +251,7 @@ def model_card(facts: dict, encoder: dict, bridge: dict | None, captioner: dict,
     ]
     if bridge:
         b = bridge.get("config", {})
-        what = f"{bridge.get('name') or 'Diffusion-Link'}: t* {b.get('t_start')}, K {b.get('steps')} {b.get('sampler')} steps, hidden {b.get('hidden')}"
+        what = f"{bridge_name}: t* {b.get('t_start')}, K {b.get('steps')} {b.get('sampler')} steps, hidden {b.get('hidden')}"
         lines.append(f"| bridge | {what} | `sha256:{bridge['files'].get(BRIDGE_WEIGHTS, '')[:16]}…` |")
     lines += [
         f"| captioner | {settings.get('prefix_tokens')} soft token(s), {settings.get('projector')} projector, LoRA r {settings.get('lora', {}).get('r')} "

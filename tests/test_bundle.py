@@ -127,6 +127,19 @@ def test_the_model_card_quotes_the_runs_reports(tiny_run, bundle):
     assert config["format"] == "diffusion-link/bundle" and config["test_row"] == "diffusion-link"
     assert config["decoding"] == json.loads((row / "scores.json").read_text())["decoding"]
     assert json.loads((bundle / "encoder" / "config.json").read_text())["format"] == "diffusion-link/clap-reference"
+    bridge_name = json.loads((bundle / "bridge" / "config.json").read_text())["training"]["name"]
+    assert f"| bridge | {bridge_name}: t*" in card  # the bridge named by its own export, not a default
+
+
+def test_the_bundle_loads_the_bridge_weights_the_captioner_was_trained_with(bundle, tmp_path):
+    from diffusion_link.caption.bundled import bundle_settings
+
+    assert bundle_settings(bundle)["bridge_weights"] == "ema"
+    copy = _copy(bundle, tmp_path)  # a captioner trained with raw bridge weights (Diffusion Bridge's own)
+    config = json.loads((copy / "captioner" / "config.json").read_text())
+    (copy / "captioner" / "config.json").write_text(json.dumps({**config, "bridge_weights": "raw"}))
+    with pytest.raises(Exception, match="config.json"):  # an edited component is refused first
+        bundle_settings(copy)
 
 
 def _copy(bundle, tmp_path):

@@ -33,17 +33,20 @@ def encoder_settings(folder: Path, clap_checkpoint: str | None = None) -> tuple[
 
 
 def bundle_settings(folder: str | Path, clap_checkpoint: str | None = None) -> dict:
-    """``pretrained``, ``bridge``, ``clap``, ``encoder_export`` and ``decoding`` of the bundle at ``folder`` (checked by
+    """``pretrained``, ``bridge``, ``clap``, ``encoder_export``, ``decoding`` and ``bridge_weights`` of the bundle at ``folder`` (checked by
     :func:`~diffusion_link.export.read_bundle`; each component's files are checked by its loader)."""
     bundle = read_bundle(folder)
     paths = bundle["paths"]
     clap, export = encoder_settings(paths["encoder"], clap_checkpoint)
     known = {f.name for f in fields(DecodingOptions)}
+    captioner = json.loads((Path(paths["captioner"]) / CONFIG).read_text())
     return {
         "pretrained": str(paths["captioner"]),
         "bridge": str(paths["bridge"]) if paths["bridge"] is not None else None,
         "clap": clap,
         "encoder_export": export,
         "decoding": DecodingOptions(**{k: v for k, v in (bundle.get("decoding") or {}).items() if k in known}),
+        # the bridge's weights the captioner was trained and tested with (Diffusion Bridge's captioner: raw)
+        "bridge_weights": captioner.get("bridge_weights") or "ema",
         "bundle": bundle,
     }

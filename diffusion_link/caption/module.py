@@ -126,14 +126,17 @@ class CaptionerModule(FeatureStage):
                 raise ValueError("give a bundle, or the exports (pretrained, bridge, encoder_export), not both")
             given = clap.checkpoint if isinstance(clap, ClapConfig) else (clap or {}).get("checkpoint")
             resolved = bundle_settings(bundle, given)
-            pretrained, bridge, clap, encoder_export, decoding = (resolved[k] for k in ("pretrained", "bridge", "clap", "encoder_export", "decoding"))
+            pretrained, bridge, clap, encoder_export, decoding, bridge_weights = (
+                resolved[k] for k in ("pretrained", "bridge", "clap", "encoder_export", "decoding", "bridge_weights")
+            )
         if mode not in ("zero-shot", "supervised"):
             raise ValueError(f"mode must be 'zero-shot' or 'supervised', not {mode!r}")
         if lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {lr_schedule!r}")
         self.save_hyperparameters()
         if bundle:  # the hyperparameters say what was loaded (LightningCLI gives save_hyperparameters its own parsed values)
-            self.hparams.update(pretrained=pretrained, bridge=bridge, clap=clap, encoder_export=encoder_export, decoding=decoding)
+            loaded = dict(pretrained=pretrained, bridge=bridge, clap=clap, encoder_export=encoder_export, decoding=decoding, bridge_weights=bridge_weights)
+            self.hparams.update(loaded)
         # the CLI may hand nested options over as dicts
         self.decoding = decoding if isinstance(decoding, DecodingOptions) else DecodingOptions(**decoding)
         self.metric_options = metrics if isinstance(metrics, MetricOptions) else MetricOptions(**metrics)
