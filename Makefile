@@ -54,12 +54,15 @@ demo-ablations: venv
 demo-gap-seeds: venv
 	$(DL) run recipes/demo.yaml 'seeds=[$(subst $(space),$(comma) ,$(SEEDS))]' 'captioners={}' $(RUN)
 
-# The demo's captioning table across seeds: every bridge and captioner retrained per seed and every captioning
-# row tested (no gap analysis), then mean ± std per row and metric beside how many seeds' paired interval vs raw
-# audio excludes 0, in artifacts/seeds/caption_seeds.{md,csv} (per seed: artifacts/seed-N/caption/). About 30 min
-# per seed on 2 cores (RUN=--dry-run prints the estimate). make demo-caption-seeds SEEDS="0 1 2"
+# The demo's captioning table across seeds: every bridge and captioner of RECIPE retrained per seed and every
+# captioning row tested (no gap analysis), then mean ± std per row and metric beside how many seeds' paired
+# interval vs raw audio excludes 0, in artifacts/seeds/caption_seeds.{md,csv} (per seed: artifacts/seed-N/caption/).
+# RECIPE=recipes/demo.yaml (default): the zero-shot rows, ~17 min per seed on 2 cores;
+# RECIPE=recipes/demo-baselines.yaml: every row, supervised and baselines included, ~50 min per seed.
+# RUN=--dry-run prints the plan and its estimate. make demo-caption-seeds SEEDS="0 1 2"
+CAPTION_SEEDS_RECIPE ?= recipes/demo.yaml
 demo-caption-seeds: venv
-	$(DL) run recipes/demo.yaml 'seeds=[$(subst $(space),$(comma) ,$(SEEDS))]' 'gap=null' $(RUN)
+	$(DL) run $(CAPTION_SEEDS_RECIPE) 'seeds=[$(subst $(space),$(comma) ,$(SEEDS))]' 'gap=null' $(RUN)
 
 # The whole chain at a few steps per stage: on a GPU machine, with accelerator auto and bf16-mixed precision
 gpu-check: venv

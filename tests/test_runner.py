@@ -365,7 +365,11 @@ def test_demo_caption_seeds_makes_every_captioning_row_per_seed_and_the_table_ac
     steps = recipe_steps(load_recipe(recipe, overrides))
     assert not [s for s in steps if s.kind in ("gap", "seeds")]  # the captioning side only
     tests = [s for s in steps if s.kind == "caption-test"]
-    assert len(tests) == 3 * 3 and all(f"(seed {seed})" in s.name for s, seed in zip(tests, [0] * 3 + [1] * 3 + [2] * 3))
+    assert len(tests) == 3 and all(f"(seed {seed})" in s.name for s, seed in zip(tests, [0, 1, 2]))  # demo.yaml: one captioner
+    recipe, overrides = make_overrides("demo-caption-seeds", SEEDS="0 1", CAPTION_SEEDS_RECIPE="recipes/demo-baselines.yaml")
+    assert recipe == "recipes/demo-baselines.yaml" and overrides == ["seeds=[0, 1]", "gap=null"]
+    every = [s for s in recipe_steps(load_recipe(recipe, overrides)) if s.kind == "caption-test"]
+    assert len(every) == 2 * 5  # every captioner of the baselines recipe, per seed
     last = steps[-1]
     assert last.kind == "caption-seeds" and last.deps == [s.name for s in tests]
     assert last.command == [

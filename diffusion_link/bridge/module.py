@@ -23,6 +23,7 @@ from diffusion_link.data.store import StoreError, encoder_mismatch
 from diffusion_link.evaluation.degenerate import collapse_flags
 from diffusion_link.evaluation.gap import Clips, GapMetrics, cone_cosine, gap_table
 from diffusion_link.evaluation.gap_intervals import median_sigma
+from diffusion_link.evaluation.gap_notes import interval_note, kernel_note, protocol_note
 from diffusion_link.evaluation.gap_spread import SampleSpread, spread_note, write_spread_csv
 from diffusion_link.optim import adamw_with_warmup
 from diffusion_link.tracking import log_figure
@@ -329,9 +330,9 @@ class BridgeModule(FeatureStage):
             "Paired cosine averages every (clip, reference) pair; centroid distance, cone, Fréchet, MMD² and the probe "
             "compare the distinct clips' (bridged) audio with all reference texts (MMD² and the centroid distance leave "
             "out same-clip pairs; the centroid distance is the root of the unbiased squared distance, 0 where that is negative).",
-            _kernel_note(results, f"the '{self.split('fit', 'train')}' split's text embeddings" if self._mmd_sigma() else f"{RAW}'s audio and text"),
-            _interval_note(self.hparams.bootstrap),
-            _protocol_note(self.split("fit", "train")),
+            kernel_note(results, f"the '{self.split('fit', 'train')}' split's text embeddings" if self._mmd_sigma() else f"{RAW}'s audio and text"),
+            interval_note(RAW, self.hparams.bootstrap),
+            protocol_note(self.split("fit", "train")),
             *([spread_note(spread)] if spread else []),
         ]
         write_gap_report(results, out, notes, baseline=RAW)
@@ -362,33 +363,6 @@ class BridgeModule(FeatureStage):
             "training": getattr(self.model, "meta", {}).get("training"),
             "encoder": self.model.encoder,
         }
-
-
-def _kernel_note(results: dict, source: str) -> str:
-    sigma = next(iter(results.values()))["mmd_sigma"]
-    return f"MMD²: one RBF kernel for every row, σ = {sigma:.4f} (mmd_sigma; the median heuristic on {source})."
-
-
-def _interval_note(bootstrap: int) -> str:
-    if not bootstrap:
-        return "No intervals (bootstrap: 0)."
-    return (
-        f"[lo, hi] = 95 % basic bootstrap interval over clips ({bootstrap} resamples of the clips, the same for every "
-        "row, every metric recomputed on each; the probe's held-out predictions and R@k's gallery stay fixed). The basic "
-        "interval corrects for a metric's small-sample bias; Fréchet (biased upward) is shown by its bias-corrected value "
-        "2θ̂ − mean(θ*), which lies inside that interval (the plug-in value is 'frechet' in gap_report.csv, 'frechet_bc' the "
-        "shown one). Every row is evaluated on the same clips, in the same "
-        f"order; the paired differences from {RAW} use the same resamples for both rows. Bold: the row's paired interval "
-        "of its difference from raw audio excludes 0 on the better side (probe: lower)."
-    )
-
-
-def _protocol_note(train_split: str) -> str:
-    return (
-        f"Mean shift and projection decoding take their statistics from the '{train_split}' split; the diffusion "
-        "bridges were trained on the splits their exports record (Diffusion-Link and its ablations on paired "
-        "audio-text, Diffusion Bridge on text only). All metrics are computed in float64 from fp32 embeddings."
-    )
 
 
 class _Bridged(nn.Module):
