@@ -44,6 +44,39 @@ def no_network():
         BLOCK_ALL["on"] = False
 
 
+def write_stand_in_recordings(folder: Path) -> Path:
+    """Stand-ins for the demo's tuxpaint recordings (no network in tests): for each file the demo uses, a
+    1.2 s stretch of the same animal's ovos recording (a different stretch per file) as Ogg Vorbis, with a
+    .txt description, under the package's layout. Returns ``folder``."""
+    import numpy as np
+    import soundfile as sf
+
+    from diffusion_link.assets import animal_sounds
+    from diffusion_link.data.audio import load_audio
+    from diffusion_link.data.recordings import SPLIT_PLAN, tuxpaint_files
+
+    ovos = animal_sounds()
+    for i, rel in enumerate(tuxpaint_files()):
+        animal = next(a for a, plan in SPLIT_PLAN.items() if any(rec == f"tuxpaint:{rel}" for pieces in plan.values() for rec, _ in pieces))
+        wave = load_audio(ovos[animal], 22_050)
+        start = (i * 7919) % max(len(wave) - 26_460, 1)
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(folder / rel, np.ascontiguousarray(wave[start : start + 26_460]), 22_050, format="OGG", subtype="VORBIS")
+        (folder / rel).with_suffix(".txt").write_text(f"A {animal} (stand-in).\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def stand_in_recordings(tmp_path_factory) -> Path:
+    """The unseen-recordings demo's held-out recordings, as stand-ins fetched by the real fetch step from a
+    local folder; every unseen demo built afterwards in the tests (and in child processes) reads them."""
+    from diffusion_link.data.fetch_recordings import fetch
+
+    out = fetch(tmp_path_factory.mktemp("recordings") / "fetched", extra=write_stand_in_recordings(tmp_path_factory.mktemp("stamps")))
+    os.environ["DIFFUSION_LINK_RECORDINGS"] = str(out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory) -> Path:
     """The demo dataset at its smallest useful size (6 / 3 / 3 clips), built once."""

@@ -90,3 +90,54 @@ def test_demo_has_mixtures_sequences_and_clips_of_at_most_ten_seconds_with_held_
         assert all(animals_named(c) == animals for c in record.captions), record  # captions name exactly the animals
     assert not any(held_out_pair(info[r.clip_id]["animals"]) for r in records)  # never together in training
     assert len(HELD_OUT_PAIRS) == 5 and held_out_pair(["cow", "dog", "owl"]) and not held_out_pair(["cow", "dog"])
+
+
+def test_val_and_test_clips_use_only_recordings_no_training_clip_uses(tmp_path, stand_in_recordings):
+    from diffusion_link.data.demo_probe import trained_spans, unseen
+    from diffusion_link.data.recordings import SPLIT_PLAN
+
+    root = build_demo(tmp_path / "d", n_train=90, n_val=30, n_test=30, unseen=True)
+    manifest = json.loads((root / "manifest.json").read_text())
+    info = manifest["clips"]
+    spans = trained_spans(info)
+    assert {s["recording"] for c in info.values() if c["split"] == "train" for s in c["sources"]} >= {"ovos:cat", "tuxpaint:animals/mammals/pig.ogg"}
+    for clip in info.values():
+        assert [s["animal"] for s in clip["sources"]] == clip["animals"]  # one source per animal, in order
+        for s in clip["sources"]:
+            allowed = {rec for rec, _ in SPLIT_PLAN[s["animal"]][clip["split"]]}
+            assert s["recording"] in allowed and s["end"] > s["start"]
+        if clip["split"] != "train":  # every val/test clip: no stretch that a training clip uses
+            assert unseen(clip["sources"], spans), clip
+    val = {s["recording"] for c in info.values() if c["split"] == "val" for s in c["sources"]}
+    test = {s["recording"] for c in info.values() if c["split"] == "test" for s in c["sources"]}
+    assert "tuxpaint:animals/mammals/pig_golden.ogg" in val and "tuxpaint:animals/mammals/pig_golden2.ogg" in test
+    cat = [s for c in info.values() for s in c["sources"] if s["recording"] == "ovos:cat"]
+    train_end = max(s["end"] for s in cat if s in [x for c in info.values() if c["split"] == "train" for x in c["sources"]])
+    assert all(s["start"] >= train_end for c in info.values() if c["split"] != "train" for s in c["sources"] if s["recording"] == "ovos:cat")
+    assert manifest["settings"]["recordings"]["tuxpaint"]["package"] == "tuxpaint-stamps-default"
+    assert len(manifest["settings"]["recordings"]["files"]) == 24  # 10 ovos + 14 tuxpaint, each with its sha256
+
+
+def test_fetch_copies_only_the_needed_files_with_their_sha256_and_says_what_to_do_without_them(tmp_path, stand_in_recordings):
+    import pytest
+    from conftest import write_stand_in_recordings
+
+    from diffusion_link.assets import MissingAssetError, sha256_file
+    from diffusion_link.data import fetch_recordings
+    from diffusion_link.data.recordings import read_sources, tuxpaint_files
+
+    stamps = write_stand_in_recordings(tmp_path / "copy" / "usr/share/tuxpaint/stamps")
+    (stamps / "animals/birds/pigeon.ogg").write_bytes(b"not needed")
+    out = fetch_recordings.fetch(tmp_path / "out", extra=tmp_path / "copy")  # the folder above the stamps is found too
+    record = read_sources(out)
+    assert sorted(record["files"]) == tuxpaint_files() and "GPL-2" in record["licence"]
+    assert all(record["files"][rel] == sha256_file(stamps / rel) for rel in tuxpaint_files())
+    assert not (out / "animals/birds/pigeon.ogg").exists() and (out / "animals/birds/duck.txt").is_file()
+    (out / "animals/birds/owl.ogg").write_bytes(b"changed")
+    with pytest.raises(MissingAssetError, match="changed since it was fetched"):
+        read_sources(out)
+    with pytest.raises(MissingAssetError, match=r"make recordings.*--deb FILE\.deb.*--extra-recordings DIR"):
+        build_demo(tmp_path / "demo", n_train=2, n_val=1, n_test=1, unseen=True, recordings=str(tmp_path / "nowhere"))
+    (stamps / "animals/birds/owl.ogg").unlink()
+    assert fetch_recordings.main(["--out", str(tmp_path / "out2"), "--extra-recordings", str(stamps)]) == 1
+    assert not (tmp_path / "out2").exists()  # nothing half-written

@@ -3,8 +3,10 @@
 The encoder's fixed preprocessing (its audio tower's ``features``: a log-mel spectrogram, or
 laion-clap's quantised waveform) comes from the stage's ``data_needs()`` through
 :func:`~diffusion_link.data.wiring.connect`, and is applied **once per clip** in ``setup(stage)``;
-every epoch then reads the features from memory. Crops, augmentation and the frozen text tower's
-outputs are the module's business.
+every epoch then reads the features from memory. With a waveform augmentation
+(:class:`~diffusion_link.data.augment.WaveAugment`), the training split keeps its waveforms instead (int16)
+and each item is augmented afresh, then turned into features. Crops, the tower's own feature-level
+augmentation and the frozen text tower's outputs are the module's business.
 
 Training items are (clip, one of its captions), a caption drawn afresh each epoch; evaluation items
 are whole clips with every reference.
@@ -21,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from diffusion_link.data.audio import AudioDecodeError
+from diffusion_link.data.augment import WaveAugment
 from diffusion_link.data.audiocaps import AudioSource, describe_records
 from diffusion_link.data.loaders import evaluation_loader
 from diffusion_link.data.wiring import ConnectedData, DataNeeds, require_connection
@@ -29,9 +32,12 @@ log = logging.getLogger(__name__)
 
 
 class FeatureClips(Dataset):
-    """One split's clips as precomputed features (computed here once, with a progress bar)."""
+    """One split's clips as precomputed features (computed here once, with a progress bar); with
+    ``keep_waves``, as int16 waveforms instead (for an on-the-fly waveform augmentation)."""
 
-    def __init__(self, source: AudioSource, split: str, features: Callable[[np.ndarray], torch.Tensor], sample_rate: int, progress: bool = True):
+    def __init__(
+        self, source: AudioSource, split: str, features: Callable[[np.ndarray], torch.Tensor], sample_rate: int, progress: bool = True, keep_waves: bool = False
+    ):
         from tqdm.auto import tqdm
 
         records = source.records(split)
@@ -48,7 +54,7 @@ class FeatureClips(Dataset):
                 self.failures.append((record.clip_id, err.reason))
                 continue
             self.clip_ids.append(record.clip_id)
-            self.features.append(features(wave))
+            self.features.append((np.clip(wave, -1, 1) * 32767).astype(np.int16) if keep_waves else features(wave))
             self.captions.append(list(record.captions))
         if self.failures:
             log.warning("%d clip(s) of split '%s' skipped (first: %s: %s)", len(self.failures), split, *self.failures[0])
@@ -64,10 +70,13 @@ class FeatureClips(Dataset):
 
 class TrainPairs(Dataset):
     """(clip, one caption) per clip, the caption drawn each time from torch's generator (seeded by
-    ``seed_everything``; the loader runs in the main process), so runs are deterministic."""
+    ``seed_everything``; the loader runs in the main process), so runs are deterministic.
 
-    def __init__(self, clips: FeatureClips):
-        self.clips = clips
+    With ``augment`` (the clips hold int16 waveforms), each item's waveform is augmented with a numpy
+    generator seeded from torch's, mixed with another clip where the augmentation asks, then ``features``."""
+
+    def __init__(self, clips: FeatureClips, augment: WaveAugment | None = None, features: Callable | None = None, sample_rate: int | None = None):
+        self.clips, self.augment, self.to_features, self.sample_rate = clips, augment, features, sample_rate
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -75,7 +84,13 @@ class TrainPairs(Dataset):
     def __getitem__(self, i: int) -> dict:
         item = self.clips[i]
         k = int(torch.randint(len(item["captions"]), (1,)))
-        return {"clip_id": item["clip_id"], "features": item["features"], "caption": item["captions"][k]}
+        features = item["features"]
+        if self.augment is not None:
+            rng = np.random.default_rng(int(torch.randint(2**62, (1,))))
+            other = self.clips.features[int(rng.integers(len(self.clips)))] if self.augment.wants_other else None
+            wave = self.augment(features.astype(np.float32) / 32767, self.sample_rate, rng, None if other is None else other.astype(np.float32) / 32767)
+            features = self.to_features(wave)
+        return {"clip_id": item["clip_id"], "features": features, "caption": item["captions"][k]}
 
 
 def _collate(items: list[dict]) -> dict:
@@ -90,11 +105,21 @@ class ClipCaptionDataModule(L.LightningDataModule):
             :class:`~diffusion_link.data.audiocaps.AudioCapsCSV`, :class:`~diffusion_link.data.audiocaps.AudioCapsHF`).
         train_split, val_split, test_split: which split serves which stage.
         batch_size: clips per batch (contrastive: every other clip of the batch is a negative).
+        augment: waveform augmentation of the training clips, applied afresh to every item
+            (:class:`~diffusion_link.data.augment.WaveAugment`); ``None``: the fixed features only.
     """
 
-    def __init__(self, source: AudioSource, train_split: str = "train", val_split: str | None = "val", test_split: str = "test", batch_size: int = 64):
+    def __init__(
+        self,
+        source: AudioSource,
+        train_split: str = "train",
+        val_split: str | None = "val",
+        test_split: str = "test",
+        batch_size: int = 64,
+        augment: WaveAugment | None = None,
+    ):
         super().__init__()
-        self.source, self.batch_size = source, batch_size
+        self.source, self.batch_size, self.augment = source, batch_size, augment
         self.split_for = {"fit": train_split, "validate": val_split, "test": test_split}
         self._features: Callable | None = None
         self.sample_rate: int | None = None
@@ -125,13 +150,18 @@ class ClipCaptionDataModule(L.LightningDataModule):
             raise require_connection(self, "the encoder's features")
         for key in {"fit": ("fit", "validate"), "validate": ("validate",), "test": ("test",)}.get(stage, ()):
             split = self.split_for[key]
-            if split is not None and split not in self._clips:
-                self._clips[split] = FeatureClips(self.source, split, self._features, self.sample_rate)
+            waves = key == "fit" and self.augment is not None  # the augmented training split keeps waveforms
+            if split is not None and self._name(split, waves) not in self._clips:
+                self._clips[self._name(split, waves)] = FeatureClips(self.source, split, self._features, self.sample_rate, keep_waves=waves)
 
-    def clips(self, split: str) -> FeatureClips:
-        if split not in self._clips:
+    @staticmethod
+    def _name(split: str, waves: bool) -> str:
+        return f"{split} (waveforms)" if waves else split
+
+    def clips(self, split: str, waves: bool = False) -> FeatureClips:
+        if self._name(split, waves) not in self._clips:
             raise RuntimeError(f"ClipCaptionDataModule.setup() computes the features of split '{split}'; Lightning calls it before the run")
-        return self._clips[split]
+        return self._clips[self._name(split, waves)]
 
     def describe(self) -> dict:
         """The data the encoder was trained and selected on (goes into the export)."""
@@ -140,10 +170,11 @@ class ClipCaptionDataModule(L.LightningDataModule):
             **describe_records(self.source, {s: self.source.records(s) for s in splits}),
             "train_split": self.split_for["fit"],
             "val_split": self.split_for["validate"],
+            "augment": self.augment.describe() if self.augment is not None else None,
         }
 
     def train_dataloader(self) -> DataLoader:
-        dataset = TrainPairs(self.clips(self.split_for["fit"]))
+        dataset = TrainPairs(self.clips(self.split_for["fit"], waves=self.augment is not None), self.augment, self._features, self.sample_rate)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, collate_fn=_collate, num_workers=0, drop_last=len(dataset) > self.batch_size)
 
     def _evaluation(self, split: str) -> DataLoader:

