@@ -20,6 +20,23 @@ from diffusion_link.run.runner import read_record
 REPO = Path(__file__).resolve().parents[1]
 
 
+#: a recipe at its smallest: a tiny LM, three bridge steps, one caption epoch, short greedy captions, CPU
+SMOKE = [
+    "LLM=tiny-gpt2",
+    "LORA_TARGETS=null",
+    "PRECISION=32",
+    "WORKERS=0",
+    "BRIDGE_STEPS=3",
+    "BRIDGE_WARMUP=1",
+    "BRIDGE_EMA=0.5",
+    "CAPTION_EPOCHS=1",
+    "CAPTION_WARMUP=1",
+    "trainer.accelerator=cpu",
+    "steps.caption-test.args.model.init_args.decoding.max_new_tokens=6",
+    "steps.caption-test.args.model.init_args.decoding.num_beams=1",
+]
+
+
 def audiocaps_fixture(demo: Path, root: Path) -> tuple[Path, Path]:
     """The tiny demo rewritten as an AudioCaps copy: official columns, clips named ``{youtube_id}_{start_time}``."""
     csv_dir, audio_dir = root / "csv", root / "audio"
@@ -48,18 +65,7 @@ def test_the_audiocaps_recipe_runs_end_to_end(tmp_path, tiny_demo, monkeypatch, 
         f"AUDIOCAPS_CSV={csv_dir}",
         f"AUDIOCAPS_AUDIO={audio_dir}",
         "AUDIOCAPS_NAME={youtube_id}_{start_time}",
-        "LLM=tiny-gpt2",
-        "LORA_TARGETS=null",
-        "PRECISION=32",
-        "WORKERS=0",
-        "BRIDGE_STEPS=3",
-        "BRIDGE_WARMUP=1",
-        "BRIDGE_EMA=0.5",
-        "CAPTION_EPOCHS=1",
-        "CAPTION_WARMUP=1",
-        "trainer.accelerator=cpu",
-        "steps.caption-test.args.model.init_args.decoding.max_new_tokens=6",
-        "steps.caption-test.args.model.init_args.decoding.num_beams=1",
+        *SMOKE,
     ]
     assert run_recipe("recipes/audiocaps.yaml", overrides) == 0
     out = capsys.readouterr()
@@ -102,18 +108,7 @@ def test_the_clotho_recipe_runs_end_to_end(tmp_path, tiny_demo, monkeypatch, cap
         f"run_dir={run}",
         "CLAP=null",
         f"CLOTHO_ROOT={root}",
-        "LLM=tiny-gpt2",
-        "LORA_TARGETS=null",
-        "PRECISION=32",
-        "WORKERS=0",
-        "BRIDGE_STEPS=3",
-        "BRIDGE_WARMUP=1",
-        "BRIDGE_EMA=0.5",
-        "CAPTION_EPOCHS=1",
-        "CAPTION_WARMUP=1",
-        "trainer.accelerator=cpu",
-        "steps.caption-test.args.model.init_args.decoding.max_new_tokens=6",
-        "steps.caption-test.args.model.init_args.decoding.num_beams=1",
+        *SMOKE,
     ]
     assert run_recipe("recipes/clotho.yaml", overrides) == 0
     recipe = load_recipe("recipes/clotho.yaml", overrides)
