@@ -55,6 +55,13 @@ demo: venv
 demo-unseen: venv $(RECORDINGS)
 	$(DL) run recipes/demo-unseen.yaml $(RUN)
 
+# The demo with references that differ in content (recipes/demo-varied.yaml, its own run folder
+# artifacts/varied and dataset data/demo-varied): the same audio, each clip's references written as several
+# annotators would (diffusion_link/data/references.py). README, "Varied references".
+.PHONY: demo-varied
+demo-varied: venv
+	$(DL) run recipes/demo-varied.yaml $(RUN)
+
 # The demo with its baselines (recipes/demo-baselines.yaml: regressor, K = 1, noise start): reuses the demo's
 # finished steps, trains the three rows, writes the superset gap table to artifacts/bridge/report-baselines/
 demo-baselines: venv

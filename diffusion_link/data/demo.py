@@ -187,6 +187,7 @@ def build_demo(
     train_captions: int = 3,
     unseen: bool = False,
     recordings: str | None = None,
+    references: str = "paraphrase",
 ) -> Path:
     """Write the demo dataset under ``root`` (skipped when an identical build is already there).
 
@@ -195,8 +196,13 @@ def build_demo(
     ``recordings`` (``unseen`` only): the folder of the fetched tuxpaint recordings (default
     ``$DIFFUSION_LINK_RECORDINGS`` or ``data/recordings``); missing, a
     :class:`~diffusion_link.assets.MissingAssetError` says how to fetch them.
+    ``references``: ``"paraphrase"`` (default: each clip's references paraphrase one content) or ``"varied"``
+    (written as several annotators would, :mod:`diffusion_link.data.references`; the same audio).
     """
     root = Path(root)
+    if references not in ("paraphrase", "varied"):
+        raise ValueError(f"references={references!r}: use 'paraphrase' (the default demo) or 'varied' (recipes/demo-varied.yaml)")
+    varied = references == "varied"
     settings = {
         "version": UNSEEN_VERSION if unseen else DEMO_VERSION,
         "n_train": n_train,
@@ -206,6 +212,7 @@ def build_demo(
         "rate": DEMO_RATE,
         "train_captions": train_captions,
         **({"recordings": recordings_identity(recordings)} if unseen else {}),
+        **({"references": references} if varied else {}),  # absent by default: the default build's bytes stay
     }
     manifest = root / "manifest.json"
     if manifest.is_file() and json.loads(manifest.read_text()).get("settings") == settings:
@@ -228,10 +235,18 @@ def build_demo(
                     clip = f"demo{split[:2]}{i:04d}"
                     wave, sources = _render(kind, animals, pieces[split], rng, noisy)
                     clips[f"{clip}_0"] = {"split": split, "kind": kind, "animals": animals, "held_out_pair": held_out_pair(animals), "sources": sources}
+                    if varied:
+                        clips[f"{clip}_0"].update(references=references, noisy=noisy)
                     path = tmp / "audio" / split / f"{clip}.flac"
                     sf.write(path, wave, DEMO_RATE, subtype="PCM_16", format="FLAC")
                     files[str(path.relative_to(tmp))] = hashlib.sha256(path.read_bytes()).hexdigest()
-                    for caption in _captions(kind, animals, refs, rng, noisy):
+                    if varied:
+                        from diffusion_link.data.references import clip_level, varied_references
+
+                        captions = varied_references(kind, animals, refs, rng, noisy, clip_level(wave))
+                    else:
+                        captions = _captions(kind, animals, refs, rng, noisy)
+                    for caption in captions:
                         counter += 1
                         writer.writerow([counter, clip, 0, caption])
             files[f"csv/{split}.csv"] = hashlib.sha256((tmp / "csv" / f"{split}.csv").read_bytes()).hexdigest()
@@ -251,6 +266,8 @@ class DemoAudioCaps(AudioCapsCSV):
             every split cut from the same ten recordings.
         recordings: with ``unseen``, the fetched tuxpaint recordings (default: ``$DIFFUSION_LINK_RECORDINGS``
             or ``data/recordings``; ``make recordings`` fetches them).
+        references: ``"paraphrase"`` (default) or ``"varied"``: references that differ in content, as several
+            annotators write them (``recipes/demo-varied.yaml``; :mod:`diffusion_link.data.references`).
     """
 
     def __init__(
@@ -263,8 +280,10 @@ class DemoAudioCaps(AudioCapsCSV):
         train_captions: int = 3,
         unseen: bool = False,
         recordings: str | None = None,
+        references: str = "paraphrase",
     ):
         self.settings = dict(n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, train_captions=train_captions, unseen=unseen, recordings=recordings)
+        self.settings["references"] = references
         self.root = Path(root)
         super().__init__(csv_dir=str(self.root / "csv"), audio_dir=str(self.root / "audio"), filename="{youtube_id}")
 
@@ -278,8 +297,9 @@ class DemoAudioCaps(AudioCapsCSV):
 
     def describe(self) -> dict:
         unseen = self.settings["unseen"]
-        described = {k: v for k, v in self.settings.items() if k not in ("recordings", "unseen")}
-        return {"source": "demo", "version": UNSEEN_VERSION if unseen else DEMO_VERSION, **described, **({"unseen": True} if unseen else {})}
+        described = {k: v for k, v in self.settings.items() if k not in ("recordings", "unseen", "references")}
+        varied = {"references": self.settings["references"]} if self.settings["references"] != "paraphrase" else {}
+        return {"source": "demo", "version": UNSEEN_VERSION if unseen else DEMO_VERSION, **described, **({"unseen": True} if unseen else {}), **varied}
 
     def clip_info(self) -> dict[str, dict]:
         """Each clip's kind, animals and whether it holds a held-out pair (from the manifest)."""
@@ -287,8 +307,18 @@ class DemoAudioCaps(AudioCapsCSV):
         return json.loads((self.root / "manifest.json").read_text())["clips"]
 
 
+def names_right_animals(caption: str, info: dict) -> bool:
+    """Whether a caption names a clip's animals right (``info``: the clip's :meth:`DemoAudioCaps.clip_info`):
+    exactly its species on the default demo; on a build with varied references, no wrong species and each
+    animal by its species or a correct class word (:func:`diffusion_link.data.references.right_animals`)."""
+    from diffusion_link.data.references import right_animals
+
+    return right_animals(caption, info["animals"], classes=info.get("references") == "varied")
+
+
 def animal_accuracy(candidates: dict[str, str], clip_info: dict[str, dict]) -> dict[str, float]:
-    """How often captions name exactly the right animals (no animal missing, none extra).
+    """How often captions name exactly the right animals (no animal missing, none extra; on a build with
+    varied references a correct class word counts for a species: :func:`names_right_animals`).
 
     ``candidates``: clip_id -> caption; ``clip_info``: :meth:`DemoAudioCaps.clip_info`. Returns the
     fraction over all clips, over single-animal clips, over clips with a held-out pair, and the
@@ -297,7 +327,7 @@ def animal_accuracy(candidates: dict[str, str], clip_info: dict[str, dict]) -> d
     hits = {"all": [], "single": [], "held_out_pair": []}
     for clip, caption in candidates.items():
         info = clip_info[clip]
-        hit = animals_named(caption) == frozenset(info["animals"])
+        hit = names_right_animals(caption, info)
         hits["all"].append(hit)
         if len(info["animals"]) == 1:
             hits["single"].append(hit)

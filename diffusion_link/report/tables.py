@@ -132,11 +132,12 @@ def is_ceiling(system) -> bool:
 
 def per_clip(system, metric: str, clip_info: dict | None = None) -> dict[str, float]:
     """clip id -> the row's value on that clip: a ``predictions.csv`` column, or (``right_animals``, the
-    demo) 1 when the caption names exactly the clip's animals, else 0."""
+    demo) 1 when the caption names exactly the clip's animals (a correct class word counts on a build with
+    varied references), else 0."""
     if metric == RIGHT_ANIMALS:
-        from diffusion_link.data.demo import animals_named
+        from diffusion_link.data.demo import names_right_animals
 
-        return {c: float(animals_named(r["candidate"]) == frozenset(clip_info[c]["animals"])) for c, r in system.rows.items()}
+        return {c: float(names_right_animals(r["candidate"], clip_info[c])) for c, r in system.rows.items()}
     return {c: float(r[metric]) for c, r in system.rows.items() if r.get(metric) not in (None, "")}
 
 
