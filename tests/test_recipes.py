@@ -11,7 +11,14 @@ from helpers import REPO, cache_config, repo_config
 from diffusion_link.cli import main
 
 SUBCOMMAND = {"encoder": "fit", "cache": "predict", "bridge": "fit", "caption": "fit", "audiocaps": "fit", "clotho": "fit"}
-SPECIAL = {"gap-demo.yaml": "test", "predict-demo.yaml": "predict", "predict.yaml": "predict", "cache.yaml": "predict", "gap.yaml": "test"}
+SPECIAL = {
+    "gap-demo.yaml": "test",
+    "predict-demo.yaml": "predict",
+    "predict.yaml": "predict",
+    "predict-bundle.yaml": "predict",
+    "cache.yaml": "predict",
+    "gap.yaml": "test",
+}
 
 
 def all_configs():

@@ -94,7 +94,8 @@ def test_page_holds_every_clip_system_and_table(tiny_run, demo_store):
         methods = [r["method"] for r in csv.DictReader(f)]
     assert [tr.select_one("td").get_text() for tr in soup.select("table.gap-table tr")[1:]] == methods
     figures = soup.select("section.gap-report img")
-    assert len(figures) == 2 and all(img["src"].startswith("data:image/png;base64,") for img in figures)
+    assert [img["alt"] for img in figures] == ["gap cosine hist", "gap paired diff", "gap pca"]  # every PNG beside the report
+    assert all(img["src"].startswith("data:image/png;base64,") for img in figures)
     # provenance: the encoder, the store's checksum, the export
     facts = {th.get_text(): td.get_text() for th, td in (tr.select("th, td") for tr in soup.select("table.facts tr"))}
     store = json.loads((demo_store / "store.json").read_text())
