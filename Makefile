@@ -62,6 +62,12 @@ demo-unseen: venv $(RECORDINGS)
 demo-varied: venv
 	$(DL) run recipes/demo-varied.yaml $(RUN)
 
+# demo-varied plus the rows that test whether a generative bridge adds anything there (regressor, noise start,
+# projection decoding, noise injection; recipes/demo-varied-baselines.yaml): reuses demo-varied's finished steps.
+.PHONY: demo-varied-baselines
+demo-varied-baselines: venv
+	$(DL) run recipes/demo-varied-baselines.yaml $(RUN)
+
 # The demo with its baselines (recipes/demo-baselines.yaml: regressor, K = 1, noise start): reuses the demo's
 # finished steps, trains the three rows, writes the superset gap table to artifacts/bridge/report-baselines/
 demo-baselines: venv

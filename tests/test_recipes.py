@@ -207,6 +207,20 @@ def test_a_recipe_extends_another_by_merging_and_keeps_its_own_gap_report(tmp_pa
             load_recipe(tmp_path / "loop.yaml")
 
 
+def test_an_extending_recipe_removes_a_base_row_with_null(tmp_path, monkeypatch):
+    from diffusion_link.run import load_recipe
+    from diffusion_link.run.recipe import RecipeError
+
+    _, more = _extending(tmp_path, monkeypatch, "extends: recipe.yaml\nbridges: {db: null}\ncaptioners: {sup: null, zs: {tests: {dl: null}}}\n")
+    recipe = load_recipe(more)
+    assert [r.key for r in recipe.bridges] == ["dl"]
+    assert [c.key for c in recipe.captioners] == ["zs"] and [t.key for t in recipe.captioners[0].tests] == ["raw"]
+    # a base row that still names the removed bridge is refused, naming it
+    (tmp_path / "more.yaml").write_text("extends: recipe.yaml\nbridges: {db: null}\n")
+    with pytest.raises(RecipeError, match="'db' is not a bridge row"):
+        load_recipe(more)
+
+
 def test_an_extending_recipe_reuses_the_base_runs_steps(tmp_path, monkeypatch):
     """Run the base, then the extension: only its new bridge, its gap analysis and the captioner test that
     gained a row run; the base's steps are reused, and the base run afterwards still reuses everything."""

@@ -191,10 +191,14 @@ KNOWN |= {"extends", "gap_report"}
 
 def merge_recipes(base: dict, extension: dict) -> dict:
     """``extension`` over ``base``: mappings merge key by key (a bridge row or captioner test row added or
-    overridden, a captioner's other settings kept), anything else (a list, a value, null) replaces."""
+    overridden, a captioner's other settings kept), anything else (a list, a value) replaces. ``null`` for a
+    key of one of the base's mappings removes it: ``bridges: {no-cross: null}`` drops the base's row."""
     out = dict(base)
     for key, value in extension.items():
-        out[key] = merge_recipes(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        if value is None and key in base and isinstance(base[key], dict):
+            del out[key]
+        else:
+            out[key] = merge_recipes(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
     return out
 
 
