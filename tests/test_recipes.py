@@ -237,3 +237,16 @@ def test_an_extending_recipe_reuses_the_base_runs_steps(tmp_path, monkeypatch):
     assert run_all(more) == ["cache: features", "bridge: regressor", "gap: modality-gap analysis (report-more)", "caption: test zs (3 rows)"]
     assert (tmp_path / "run" / "bridge" / "report" / "gap_report.csv").is_file() and (tmp_path / "run" / "bridge" / "report-more" / "gap_report.csv").is_file()
     assert set(actions(base).values()) == {"run", "reuse"} and [n for n, a in actions(base).items() if a == "run"] == ["cache: features"]
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_becomes_steps_whose_configs_exist(recipe, monkeypatch):
+    """A shipped recipe loads (its ``extends`` chain, its rows' bridges) and every config its steps name is in
+    the repository, so a recipe never names a file that a rename left behind."""
+    from diffusion_link.run import load_recipe, recipe_steps
+
+    monkeypatch.chdir(REPO)
+    steps = recipe_steps(load_recipe(recipe))
+    assert steps
+    configs = [arg for step in steps for flag, arg in zip(step.command, step.command[1:]) if flag == "--config"]
+    assert configs and all((REPO / c).is_file() for c in configs), [c for c in configs if not (REPO / c).is_file()]
