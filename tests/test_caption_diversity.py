@@ -134,3 +134,21 @@ def test_a_recipe_turns_samples_on_for_one_captioners_test_only(tmp_path, monkey
     fits = [s for s in before if s.kind == "caption-fit"]
     assert len(fits) == 2 and all(command[s.name] == s.command for s in fits)  # the fits' commands (and keys) unchanged
     assert all("caption_samples" not in " ".join(c) for n, c in tests.items() if "zs" not in n)
+
+
+def test_the_report_page_shows_a_captioners_diversity_table(tmp_path):
+    from bs4 import BeautifulSoup
+    from test_report import _toy_run
+
+    from diffusion_link.report import build_report
+
+    clips = [f"c{i}" for i in range(4)]
+    root = tmp_path / "artifacts" / "caption"
+    _toy_run(root, {c: 1.0 for c in clips}, {c: 1.2 for c in clips})
+    row = sample_record([(c, SAME[:2]) for c in clips], [], None, True)
+    write_diversity({"zero-shot, raw audio": row, "references (first 2)": reference_record([DISJOINT] * 4, 2)}, root)
+    soup = BeautifulSoup(build_report(tmp_path / "artifacts").read_text(encoding="utf-8"), "html.parser")
+    assert soup.select_one("h3.caption-diversity").get_text() == "Caption diversity: caption"
+    cells = [[td.get_text() for td in tr.select("td")] for tr in soup.select("table.diversity-table tr")[1:]]
+    assert [c[:3] for c in cells] == [["zero-shot, raw audio", "2", "yes"], ["references (first 2)", "2", "—"]]
+    assert cells[0][8] == "1.000" and cells[1][8] == "0.000"  # self-BLEU: one caption repeated; references with nothing in common
