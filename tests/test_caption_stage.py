@@ -456,3 +456,39 @@ def test_the_metric_cache_mends_links_into_a_removed_environment(tmp_path):
     stale.symlink_to(tmp_path / "gone" / "stanford-corenlp-3.4.1.jar")
     cache = prepare_cache(tmp_path)
     assert stale.exists() and stale.resolve().name == "stanford-corenlp-3.4.1.jar" and cache == tmp_path
+
+
+def test_caption_samples_leave_the_table_as_it_was_and_two_runs_give_the_same_samples(zero_shot, bridge_export, tmp_path):
+    """``caption_samples: 3``: every row's predictions (the table) equal a one-sample run's; a deterministic row
+    says so and repeats its caption, a bridge with noise at entry draws its samples, two runs write the same
+    samples, and caption_diversity.{md,csv} compares the rows with the references."""
+    from diffusion_link.bridge.model import DiffusionLink
+
+    tmp, config = zero_shot
+    noisy = DiffusionLink.from_pretrained(bridge_export)
+    noisy.config.noise_start = True
+    noisy.save_pretrained(tmp_path / "noisy", extra={"training": noisy.meta.get("training")})
+    rows = {"raw": {"name": "raw"}, "noisy": {"name": "noisy", "bridge": str(tmp_path / "noisy")}, "text": {"name": "ceiling", "input": "text"}}
+    common = ["test", "--config", str(config), "--model.init_args.pretrained", str(tmp / "zs" / "export"), "--model.init_args.rows", json.dumps(rows)]
+    for out, n in (("one", 1), ("a", 3), ("b", 3)):
+        main([*common, "--model.init_args.output_dir", str(tmp_path / out), "--model.init_args.caption_samples", str(n)])
+    assert not (tmp_path / "one" / "caption_diversity.md").exists()
+    for key in rows:
+        one, a = (json.loads((tmp_path / f / key / "scores.json").read_text()) for f in ("one", "a"))
+        assert "caption_samples" not in one
+        assert (tmp_path / "a" / key / "predictions.csv").read_text() == (tmp_path / "one" / key / "predictions.csv").read_text()
+        assert (tmp_path / "a" / key / "samples.csv").read_text() == (tmp_path / "b" / key / "samples.csv").read_text()
+        record = a["caption_samples"]
+        assert record["n"] == 3 and record["deterministic"] == (key != "noisy") and record["cider_d_first"] == a["scores"]["cider_d"]
+        assert record["cider_d_mean"] <= record["cider_d_max"] and record["diversity"]["clips"] == 3
+        with open(tmp_path / "a" / key / "samples.csv") as f:
+            samples = list(csv.DictReader(f))
+        with open(tmp_path / "a" / key / "predictions.csv") as f:
+            first = {r["clip_id"]: r["candidate"] for r in csv.DictReader(f)}
+        assert [r["caption"] for r in samples if r["sample"] == "1"] == [first[r["clip_id"]] for r in samples if r["sample"] == "1"]
+        if key != "noisy":  # one caption repeated: no diversity at all
+            assert record["cider_d_mean"] == record["cider_d_first"] and record["diversity"]["distinct_captions"] == 1
+            assert {r["caption"] for r in samples if r["clip_id"] == samples[0]["clip_id"]} == {samples[0]["caption"]}
+    table = (tmp_path / "a" / "caption_diversity.md").read_text()
+    assert all(f"| {name} | 3 |" in table for name in ("raw", "noisy", "ceiling", "references (first 3)"))
+    assert (tmp_path / "a" / "caption_diversity.csv").read_text() == (tmp_path / "b" / "caption_diversity.csv").read_text()

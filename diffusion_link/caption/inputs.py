@@ -13,6 +13,7 @@ forward-noised to ``t_start`` and run back through a bridge's reverse chain.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -144,6 +145,32 @@ class Bridges(nn.Module):
         if setting in FITTED:
             raise StoreError(f"the {setting} baseline is fitted on a feature store's training split; it cannot caption audio files directly")
         return F.normalize(audio.float(), dim=-1)
+
+    def stochastic(self, setting: str | None) -> bool:
+        """Whether ``setting`` draws noise: a diffusion bridge that forward-noises its entry (``noise_start``) or
+        samples ancestrally (``ddpm``). Raw audio, the fitted baselines, a regressor and DDIM from the audio
+        itself give one input per clip."""
+        module = self.module(setting)
+        if not isinstance(module, DiffusionLink) or module.config.kind == "regressor":
+            return False
+        return bool(module.config.noise_start) or module.config.sampler == "ddpm"
+
+    def seeded(self, audio: torch.Tensor, setting: str | None, seeds: list[int]) -> torch.Tensor:
+        """``audio`` through a stochastic ``setting``, clip i's noise drawn from a generator seeded with
+        ``seeds[i]`` (:func:`sample_seed`): the same clip and seed give the same sample whatever the batch."""
+        if len(seeds) != len(audio):
+            raise ValueError(f"one seed per clip: {len(seeds)} seeds for {len(audio)} clips")
+        module = self.module(setting)
+        if not self.stochastic(setting):
+            return self(audio, setting)
+        device = module.mean_device
+        return torch.cat([module.bridge(audio[i : i + 1], generator=torch.Generator(device).manual_seed(s)) for i, s in enumerate(seeds)])
+
+
+def sample_seed(base: int, clip: str, k: int) -> int:
+    """The seed of sample ``k`` of ``clip`` under the run's seed ``base``: stable across runs and processes."""
+    digest = hashlib.sha256(f"{base}/{clip}/{k}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 def rng_state(device: torch.device) -> tuple:

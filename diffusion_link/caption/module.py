@@ -18,6 +18,7 @@ from diffusion_link.caption.inputs import FITTED, MEAN_SHIFT, PROJECTION, Bridge
 from diffusion_link.caption.labels import row_label
 from diffusion_link.caption.bundled import bundle_settings
 from diffusion_link.caption.model import CaptionerConfig, CaptionModel, DecodingOptions
+from diffusion_link.caption.samples import SampleCaptions, write_table
 from diffusion_link.data.stage import FeatureStage
 from diffusion_link.data.store import StoreError, encoder_mismatch
 from diffusion_link.distributed import gather_unique
@@ -88,6 +89,11 @@ class CaptionerModule(FeatureStage):
             one row that ``name``, ``bridge`` and ``test_input`` describe: each row is written to
             ``<output_dir>/<key>/`` and sees the random stream it would see alone, so its result equals a
             one-row run's; the LLM, the imports and the METEOR scorer are loaded once.
+        caption_samples: n, captions per test clip and row, one per bridged sample (1: the one caption of the
+            table, nothing more). With n > 1 each row's scores.json gets ``caption_samples`` (CIDEr-D of sample 1,
+            the mean and best over the n, the diversity of a clip's captions) and ``samples.csv``, and
+            ``<output_dir>/caption_diversity.{md,csv}`` compares the rows with the clips' first n references
+            (:mod:`diffusion_link.caption.samples`).
     """
 
     export_name = "the captioner (peft adapter + projector + config)"
@@ -119,6 +125,7 @@ class CaptionerModule(FeatureStage):
         val_examples: int = 8,
         rows: dict[str, TestRow] | None = None,
         bundle: str | None = None,
+        caption_samples: int = 1,
     ):
         super().__init__()
         if bundle:  # its components replace the exports' settings
@@ -131,6 +138,8 @@ class CaptionerModule(FeatureStage):
             )
         if mode not in ("zero-shot", "supervised"):
             raise ValueError(f"mode must be 'zero-shot' or 'supervised', not {mode!r}")
+        if caption_samples < 1:
+            raise ValueError(f"caption_samples is the number of captions per test clip (1: one, the table's), not {caption_samples}")
         if lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {lr_schedule!r}")
         self.save_hyperparameters()
@@ -276,6 +285,7 @@ class CaptionerModule(FeatureStage):
         self._check_store(fitting=False)
         rows = self._test_rows()
         self._results: dict[str | None, list[tuple[str, str, list[str]]]] = {key: [] for key in rows}
+        self._samples = SampleCaptions(self.hparams.caption_samples, rows, torch.initial_seed())  # used when caption_samples > 1
         # every row starts from the random state a one-row run would have, and keeps its own stream
         self._rng = {key: rng_state(self.device) for key in rows}
 
@@ -288,19 +298,29 @@ class CaptionerModule(FeatureStage):
                     inputs = self._audio(batch["audio_embedding"], row.bridge)
                 candidates = self.model.generate(inputs, self.decoding)
             self._results[key] += list(zip(batch["clip_id"], candidates, batch["captions"]))
+            if self.hparams.caption_samples > 1:  # samples 2..n on seeded generators: the row's random stream is left as it was
+                audio = None if row.input == "text" else batch["audio_embedding"]
+                self._samples.add(key, lambda x: self.model.generate(x, self.decoding), self.bridges, audio, batch["clip_id"], row.bridge, candidates)
 
     def on_test_epoch_end(self) -> None:
         out = Path(self.hparams.output_dir or "artifacts/caption/test")
+        table = {}
         for key, row in self._test_rows().items():
             results = gather_unique(self._results[key], key=lambda r: r[0])
+            samples = gather_unique(self._samples.captions[key], key=lambda r: r[0]) if self.hparams.caption_samples > 1 else None
             if self.trainer.is_global_zero:
-                scores = self._score(results, row, out if key is None else out / key)
+                report = self._score(results, row, out if key is None else out / key, (key, samples))
+                scores = report["scores"]
+                if samples:
+                    table[row.name] = report["caption_samples"]
                 prefix = "test/" if key is None else f"test/{key}/"
                 self.log_dict({prefix + k: v for k, v in scores.items()}, rank_zero_only=True)
                 if key is None:
                     self.scores = scores
+        if table:
+            write_table(table, [r[2] for r in results], self.hparams.caption_samples, out)
 
-    def _score(self, rows: list[tuple[str, str, list[str]]], row: TestRow, out: Path) -> dict[str, float]:
+    def _score(self, rows: list[tuple[str, str, list[str]]], row: TestRow, out: Path, samples: tuple = (None, None)) -> dict:
         from diffusion_link.evaluation.captioning import diversity, leave_one_out, score_captions
 
         out.mkdir(parents=True, exist_ok=True)
@@ -339,6 +359,9 @@ class CaptionerModule(FeatureStage):
             "precision": str(self.trainer.precision),
             "clips": [r[0] for r in rows],
         }
+        if samples[1]:  # caption_samples > 1: the row's n captions per clip, samples.csv (caption/samples.py)
+            scored = leave_one_out(references) if ceiling else references
+            report["caption_samples"] = self._samples.record(*samples, report["clips"], scored, scores.get("cider_d"), m.cache_path, out)
         write_atomic(out / "scores.json", json.dumps(report, indent=2, ensure_ascii=False))
         print(
             f"\nCaptioning scores ({row.name}, {len(rows)} clips): "
@@ -346,7 +369,7 @@ class CaptionerModule(FeatureStage):
             + f"\n  -> {out}/predictions.csv, scores.json",
             flush=True,
         )
-        return scores
+        return report
 
     # -- predict: a store or a folder of audio files -------------------------------------------------
 

@@ -247,6 +247,12 @@ def _gap_sections(run: Run) -> list[dict]:
     return sections
 
 
+def diversity_sections(run: Run) -> list[dict]:
+    """Each captioner test's ``caption_diversity.md`` (``caption_samples`` > 1): its folder and its blocks."""
+    found = sorted(run.root.rglob("caption_diversity.md"))
+    return [{"title": md.parent.relative_to(run.root).as_posix(), "blocks": _md_blocks(md.read_text())} for md in found]
+
+
 def degenerate_results(run: Run, gap_sections: list[dict], captioning: dict) -> list[str]:
     """Every result the run flags as degenerate (evaluation/degenerate.py): an encoder's recall not above
     chance, a collapsed gap-table row, a captioner that ignores its input."""
@@ -327,6 +333,7 @@ def build_report(root: str | Path = "artifacts", out: str | Path | None = None, 
         gap_sections=gap_sections,
         sweeps=[(p.relative_to(run.root).as_posix(), _png(p)) for p in run.sweeps],
         captioning=captioning,
+        diversity=diversity_sections(run),
         degenerate=degenerate_results(run, gap_sections, captioning),
         systems=[{"name": s.name, "setting": s.setting, "has_cider": any(r.get("cider_d") for r in s.rows.values())} for s in run.systems],
         clips=clips,

@@ -82,6 +82,7 @@ class Captioner:
     tests: list[CaptionTest] = field(default_factory=list)
     args: dict[str, Any] = field(default_factory=dict)
     train_through: dict[str, Any] | None = None  # zero-shot: {bridge: a bridge row's key, t_start, steps} (Diffusion Bridge's captioner)
+    test_args: dict[str, Any] = field(default_factory=dict)  # options of its test step only (model.init_args.caption_samples: 5)
 
 
 @dataclass
@@ -290,7 +291,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
             raise RecipeError(
                 f"{path}: captioners.{key}.train_through is {{bridge: a bridge row's key ({', '.join(keys) or 'none'}), t_start, steps}}, not {through!r}"
             )
-        recipe.captioners.append(Captioner(str(key), _list(cap["config"]), cap.get("bridge"), tests, dict(cap.get("args") or {}), through))
+        test_args = cap.get("test_args") or {}
+        if not isinstance(test_args, dict):
+            raise RecipeError(f"{path}: captioners.{key}.test_args is a mapping of its test step's options (model.init_args.caption_samples: 5)")
+        recipe.captioners.append(Captioner(str(key), _list(cap["config"]), cap.get("bridge"), tests, dict(cap.get("args") or {}), through, dict(test_args)))
     sweeps = dict(raw.get("sweeps") or {})
     recipe.sweep_split = sweeps.pop("split", "val")
     for setting, values in sweeps.items():

@@ -243,6 +243,7 @@ def recipe_steps(recipe: Recipe) -> list[Step]:
                     test_deps += [bridge_steps[test.bridge]] if bridged and bridge_steps[test.bridge] not in test_deps else []
                 # the captioner's own bridge as in its fit (a config's default path must not be loaded); the rows say what each test feeds
                 args = {**common, **train_bridge, **flat(cap.args), "model.init_args.pretrained": str(folder / "export"), "model.init_args.rows": rows}
+                args.update(flat(cap.test_args))  # its test's own options (caption_samples), which leave its fit's command as it was
                 outputs = [folder / "test" / key / "scores.json" for key in rows]
                 b.add(
                     f"caption: test {cap.key} ({len(rows)} row{'s' * (len(rows) > 1)}){tag}",
