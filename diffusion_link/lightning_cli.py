@@ -38,14 +38,14 @@ class StepProgress(ProgressBar):
     def enable(self) -> None:
         self._enabled = True
 
-    def _open(self, total: int | float | None) -> None:
+    def _open(self, total: int | float | None, done: int = 0) -> None:
         from tqdm import tqdm
 
         self._total = int(total) if total not in (None, float("inf")) else None
-        self._done, self._start = 0, time.monotonic()
+        self._done, self._start = done, time.monotonic()
         self._printed = self._start
         tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._bar = tqdm(total=self._total, desc=self.label, file=self.stream, leave=False, dynamic_ncols=True) if tty and self._enabled else None
+        self._bar = tqdm(total=self._total, initial=done, desc=self.label, file=self.stream, leave=False, dynamic_ncols=True) if tty and self._enabled else None
 
     def _advance(self) -> None:
         self._done += 1
@@ -66,7 +66,7 @@ class StepProgress(ProgressBar):
             self._bar = None
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self._open(trainer.estimated_stepping_batches)
+        self._open(trainer.estimated_stepping_batches, trainer.global_step)  # a resumed fit: from its restored step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self._advance()

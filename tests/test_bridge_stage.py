@@ -156,6 +156,23 @@ def test_resume_from_checkpoint(trained, demo_store, tmp_path):
     assert resumed["global_step"] == 9 and resumed["bridge_encoder"]["weights"] == "random-init(seed=0)"
 
 
+def test_a_checkpoint_holds_every_ema_update_so_far(tmp_path):
+    """The checkpoint at step 2 holds 2 EMA updates, so a fit resumed from it (issue 18: kill -9 mid-fit) makes
+    every update once: the EMA was updated at the batch's end, after ModelCheckpoint had saved, and a resumed fit
+    lost one update per resume."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    store = _store(tmp_path / "s", n=8)
+    L.seed_everything(0)
+    module = BridgeModule(BridgeConfig(dim=8, hidden=16), warmup_steps=1)
+    every = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1)
+    trainer = L.Trainer(max_steps=3, accelerator="cpu", logger=False, callbacks=[every], enable_progress_bar=False)
+    run_stage(trainer, "fit", module, FeatureDataModule(str(store), batch_size=4, val_split=None))
+    saved = torch.load(next((tmp_path / "ckpt").glob("*step=2.ckpt")), map_location="cpu", weights_only=False)
+    assert saved["global_step"] == 2 and int(saved["state_dict"]["model.ema.n_averaged"]) == 2
+    assert int(module.model.ema.n_averaged) == 3
+
+
 def test_export_reloads_with_identical_outputs(tmp_path):
     L.seed_everything(0)
     model = DiffusionLink(BridgeConfig(dim=16, hidden=32, center=True))

@@ -80,6 +80,25 @@ def test_step_progress_is_one_bar_over_the_whole_fit():
     assert progress.finished == [(5, 5)] and quiet.getvalue() == ""
 
 
+def test_a_resumed_fits_progress_starts_at_its_restored_step(tmp_path):
+    """Resumed at step 4 of 6, the bar counts 4..6, not 0..2 (issue 18: a demo fit resumed at step 100 of 400
+    showed '17/400' a minute later)."""
+    import io
+
+    import lightning as L
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from diffusion_link.lightning_cli import StepProgress
+
+    quiet = dict(logger=False, enable_checkpointing=False, limit_val_batches=0)
+    first = L.Trainer(max_steps=4, enable_progress_bar=False, **quiet)
+    first.fit(BoringModel())
+    first.save_checkpoint(tmp_path / "last.ckpt")
+    progress = StepProgress("[1/1] fit", io.StringIO())
+    L.Trainer(max_steps=6, callbacks=[progress], **quiet).fit(BoringModel(), ckpt_path=tmp_path / "last.ckpt")
+    assert progress.finished == [(6, 6)]
+
+
 def test_lightnings_tips_are_dropped_and_its_run_messages_kept():
     import logging
 

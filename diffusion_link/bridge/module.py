@@ -193,7 +193,11 @@ class BridgeModule(FeatureStage):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The EMA follows every optimizer step, inside it: a checkpoint saved at the end of a batch (Lightning
+        runs ModelCheckpoint before the module's own batch-end hook) then holds that step's update, so a fit
+        resumed from it makes every update once; updated at the batch's end, a resumed fit lost one per resume."""
+        super().optimizer_step(*args, **kwargs)
         self.model.update_ema()
 
     def configure_optimizers(self):

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from diffusion_link.data.loaders import evaluation_loader
+from diffusion_link.data.loaders import evaluation_loader, workers_die_with_parent
 from diffusion_link.data.store import FeatureStore, StoreError
 from diffusion_link.data.wiring import ConnectedData, DataNeeds
 
@@ -186,11 +186,10 @@ class FeatureDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
             self._dataset("fit"),
-            batch_size=self.batch_size,
             shuffle=True,
-            num_workers=self.num_workers,
-            collate_fn=collate_pairs,
-            persistent_workers=self.num_workers > 0,
+            **workers_die_with_parent(
+                dict(batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate_pairs, persistent_workers=self.num_workers > 0)
+            ),
         )
 
     def val_dataloader(self) -> DataLoader | list:

@@ -9,9 +9,41 @@ place of another), so the one built here is the one used, with or without ``use_
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import os
+import signal
+import sys
+from typing import Any, Callable
 
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+def _worker_start(parent: int, then: Callable[[int], None] | None, worker_id: int) -> None:
+    """A loader worker dies with the stage process that started it: on Linux the kernel sends it SIGKILL
+    when that process dies (``PR_SET_PDEATHSIG``). Without it, a stage killed by SIGKILL (``kill -9`` of
+    ``diffusion-link run`` kills its step the same way) left its workers behind for good: PyTorch's worker
+    notices a dead parent only between items, and then waits forever to flush its result queue."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    try:
+        os.kill(parent, 0)
+    except ProcessLookupError:  # it died before the line above
+        os._exit(1)
+    if then is not None:
+        then(worker_id)
+
+
+def workers_die_with_parent(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``DataLoader`` keyword arguments whose workers (if any) die with this process (:func:`_worker_start`);
+    a ``worker_init_fn`` already there still runs after."""
+    if not kwargs.get("num_workers"):
+        return kwargs
+    return {**kwargs, "worker_init_fn": functools.partial(_worker_start, os.getpid(), kwargs.get("worker_init_fn"))}
 
 
 def evaluation_sampler(dataset: Dataset, trainer: Any) -> Sampler | None:
@@ -28,7 +60,8 @@ def evaluation_sampler(dataset: Dataset, trainer: Any) -> Sampler | None:
 def evaluation_loader(datamodule: Any, dataset: Dataset, **kwargs: Any) -> DataLoader:
     """A validation / test / predict ``DataLoader`` over ``dataset`` (``kwargs``: batch size, collate,
     workers), in order, with :func:`evaluation_sampler` for the DataModule's trainer."""
-    return DataLoader(dataset, shuffle=False, sampler=evaluation_sampler(dataset, getattr(datamodule, "trainer", None)), **kwargs)
+    sampler = evaluation_sampler(dataset, getattr(datamodule, "trainer", None))
+    return DataLoader(dataset, shuffle=False, sampler=sampler, **workers_die_with_parent(kwargs))
 
 
-__all__ = ["evaluation_loader", "evaluation_sampler"]
+__all__ = ["evaluation_loader", "evaluation_sampler", "workers_die_with_parent"]
