@@ -230,7 +230,9 @@ class DiffusionLink(nn.Module):
         ``keyed`` (the default): each embedding goes through the chain on its own, its sampling noise
         (``noise_start``, ``ddpm``) drawn from a generator seeded by ``seed`` and the embedding's own bits
         (:func:`input_key`), so an embedding's result is the same bits whatever it is batched with and in
-        whatever order (the test rows, ``predict`` and the API all bridge this way). ``keyed=False`` or a
+        whatever order (the test rows, ``predict`` and the API all bridge this way; batched, even a permuted
+        batch of the same size came out ~1e-7 apart: the matmuls' summation order; one row at a time costs
+        sampling throughput at large batches, the price of exactness). ``seed`` draws another sample. ``keyed=False`` or a
         ``generator``: the batch goes through at once, its noise drawn from ``generator`` (default: torch's
         global stream; fresh noise every call, as Diffusion Bridge's captioner augmentation wants).
         """
