@@ -16,18 +16,17 @@ naming the file.
 
 from __future__ import annotations
 
-import time
-from collections import defaultdict
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from diffusion_link.bridge.model import DiffusionLink
 from diffusion_link.caption.bundled import bundle_settings
+from diffusion_link.caption.chain import Timer, caption_waves
+from diffusion_link.caption.inputs import Bridges
 from diffusion_link.caption.model import CaptionModel, DecodingOptions
 from diffusion_link.data.audio import AudioDecodeError, load_audio
 from diffusion_link.data.store import encoder_mismatch
@@ -55,11 +54,14 @@ class AudioCaptioner:
     """Encoder -> bridge -> LLM captioner, loaded from a bundle. Use :meth:`from_pretrained`."""
 
     def __init__(
-        self, encoder, bridge: DiffusionLink | None, captioner: CaptionModel, decoding: DecodingOptions, device: torch.device, meta: dict | None = None
+        self, encoder, bridges: Bridges, bridge: str | None, captioner: CaptionModel, decoding: DecodingOptions, device: torch.device, meta: dict | None = None
     ):
-        self.encoder, self._bridge, self.captioner, self.decoding, self.device = encoder, bridge, captioner, decoding, device
+        """The components, as the captioner's ``test`` and ``predict`` hold them: ``bridges`` and the ``bridge``
+        setting among them (an export folder; ``None``: raw audio), the LM ``captioner`` and its ``decoding``."""
+        self.encoder, self.bridges, self.setting, self.captioner, self.decoding, self.device = encoder, bridges, bridge, captioner, decoding, device
         self.meta = meta or {}
-        self.timings: dict[str, float] = defaultdict(float)  # seconds per stage since the last reset_timings()
+        self._timer = Timer(device)
+        self.timings = self._timer.seconds  # seconds per stage since the last reset_timings()
 
     @classmethod
     def from_pretrained(
@@ -78,8 +80,9 @@ class AudioCaptioner:
         settings = bundle_settings(folder, clap_checkpoint)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         captioner = CaptionModel.from_pretrained(settings["pretrained"], llm=llm)
-        weights = settings["bridge_weights"]  # as the captioner was trained and tested (raw: Diffusion Bridge's captioner)
-        bridge = DiffusionLink.from_pretrained(settings["bridge"], weights=weights) if settings["bridge"] is not None else None
+        # the bridge's weights as the captioner was trained and tested (raw: Diffusion Bridge's captioner)
+        bridges = Bridges([settings["bridge"]], settings["bridge_weights"])
+        bridge = bridges.module(settings["bridge"])
         encoder = load_encoder(settings["clap"], settings["encoder_export"])
         described = encoder.describe()
         for name, expected in (("bridge", bridge.encoder if bridge is not None else None), ("captioner", captioner.meta.get("encoder"))):
@@ -87,10 +90,9 @@ class AudioCaptioner:
                 raise BundleError(f"{folder}: the encoder is not the one the {name} was trained with: " + "; ".join(diff))
         if isinstance(encoder, torch.nn.Module):
             encoder.to(device)
-        if bridge is not None:
-            bridge.to(device)
+        bridges.to(device)
         captioner.to(device)
-        return cls(encoder, bridge, captioner, settings["decoding"], device, settings["bundle"])
+        return cls(encoder, bridges, settings["bridge"], captioner, settings["decoding"], device, settings["bundle"])
 
     @property
     def sample_rate(self) -> int:
@@ -104,7 +106,10 @@ class AudioCaptioner:
     ) -> tuple[list[np.ndarray | None], list[str], dict[str, str]]:
         """Decode ``audio`` (paths, a folder: every file under it, or waveforms at ``sample_rate``) to mono
         waveforms at :attr:`sample_rate`: (waves, ``None`` where one failed; each input's name; failures)."""
-        start = time.perf_counter()
+        with self._timer("decode"):
+            return self._load(audio, sample_rate, strict)
+
+    def _load(self, audio, sample_rate: int | None, strict: bool) -> tuple[list[np.ndarray | None], list[str], dict[str, str]]:
         items = _items(audio)
         waves, sources, failures = [], [], {}
         for i, item in enumerate(items):
@@ -117,7 +122,6 @@ class AudioCaptioner:
                 waves.append(None)
                 failures[source] = err.reason
             sources.append(source)
-        self.timings["decode"] += time.perf_counter() - start
         return waves, sources, failures
 
     def _decode(self, item: Any, source: str, sample_rate: int | None) -> np.ndarray:
@@ -139,35 +143,28 @@ class AudioCaptioner:
 
     def embed_audio(self, audio: Audio | Sequence[Audio], sample_rate: int | None = None, batch_size: int = 32) -> torch.Tensor:
         """The encoder's (N, D) audio embeddings (unit norm; on :attr:`device`) of every input (strict: a file
-        that cannot be decoded raises)."""
+        that cannot be decoded raises). Each clip is embedded on its own: ``batch_size`` changes nothing."""
         waves, _, _ = self.load(audio, sample_rate, strict=True)
-        return self._embed(waves, batch_size)
-
-    def _embed(self, waves: list[np.ndarray], batch_size: int) -> torch.Tensor:
-        start = time.perf_counter()
-        out = [self.encoder.encode_audio(waves[i : i + batch_size]) for i in range(0, len(waves), batch_size)]
-        emb = torch.cat(out).to(self.device) if out else torch.zeros(0, self.encoder.dim, device=self.device)
-        self._sync()
-        self.timings["encoder"] += time.perf_counter() - start
-        return emb
+        with self._timer("encoder"):
+            out = [self.encoder.encode_audio(waves[i : i + batch_size]) for i in range(0, len(waves), batch_size)]
+            return torch.cat(out).to(self.device) if out else torch.zeros(0, self.encoder.dim, device=self.device)
 
     def bridge(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Audio embeddings through the bundle's bridge into the text-embedding distribution (unit vectors)."""
-        if self._bridge is None:
-            raise BundleError("this bundle has no bridge (it captions raw audio): call captioner(..., bridge=False)")
-        start = time.perf_counter()
-        out = self._bridge.bridge(embeddings.to(self.device))
-        self._sync()
-        self.timings["bridge"] += time.perf_counter() - start
-        return out
+        """Audio embeddings through the bundle's bridge into the text-embedding distribution (unit vectors),
+        as the captioner's test rows bridge them (one embedding at a time, noise keyed by the embedding)."""
+        with self._timer("bridge"):
+            return self._through(True)(embeddings.to(self.device))
 
     def caption_embeddings(self, embeddings: torch.Tensor) -> list[str]:
         """Captions of (N, D) embeddings, as the LLM sees them (already bridged, or raw)."""
-        start = time.perf_counter()
-        out = self.captioner.generate(embeddings.to(self.device), self.decoding) if len(embeddings) else []
-        self._sync()
-        self.timings["llm"] += time.perf_counter() - start
-        return out
+        with self._timer("llm"):
+            return self.captioner.generate(embeddings.to(self.device), self.decoding) if len(embeddings) else []
+
+    def _through(self, bridge: bool):
+        """The bridge setting as the chain takes it (``bridge=False``: raw audio, normalised)."""
+        if bridge and self.setting is None:
+            raise BundleError("this bundle has no bridge (it captions raw audio): call captioner(..., bridge=False)")
+        return partial(self.bridges, setting=self.setting if bridge else None)
 
     # -- the whole chain --------------------------------------------------------------------------------
 
@@ -176,26 +173,18 @@ class AudioCaptioner:
         self, audio: Audio | Sequence[Audio], sample_rate: int | None = None, bridge: bool = True, strict: bool = True, batch_size: int = 32
     ) -> Captions:
         """Caption ``audio`` (one or more paths, a folder, or waveforms at ``sample_rate``), ``batch_size``
-        clips at a time: through the bridge (``bridge=False``: raw audio, normalised, for comparison)."""
-        if bridge and self._bridge is None:
-            raise BundleError("this bundle has no bridge (it captions raw audio): call captioner(..., bridge=False)")
+        clips at a time (the LLM's batch: the encoder and the bridge take each clip on its own): through the
+        bridge (``bridge=False``: raw audio, normalised, for comparison). The chain is
+        :func:`~diffusion_link.caption.chain.caption_waves`, the one ``predict`` runs."""
+        through = self._through(bridge)
         waves, sources, failures = self.load(audio, sample_rate, strict)
-        good = [i for i, w in enumerate(waves) if w is not None]
-        captions: list[str | None] = [None] * len(waves)
-        for start in range(0, len(good), batch_size):
-            chunk = good[start : start + batch_size]
-            emb = self._embed([waves[i] for i in chunk], batch_size)
-            emb = self.bridge(emb) if bridge else F.normalize(emb.float(), dim=-1)
-            for i, caption in zip(chunk, self.caption_embeddings(emb)):
-                captions[i] = caption
+        captions: list[str | None] = []
+        for start in range(0, len(waves), batch_size):
+            captions += caption_waves(self.encoder, waves[start : start + batch_size], self.captioner, self.decoding, through, self._timer)
         return Captions(captions, sources, failures)
 
     def reset_timings(self) -> None:
         self.timings.clear()
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
 
 def _items(audio: Audio | Sequence[Audio]) -> list[Any]:

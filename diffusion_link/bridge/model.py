@@ -9,6 +9,7 @@ Usable without Lightning::
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -172,6 +173,13 @@ class Preprocessor(nn.Module):
         return F.normalize(s[:, None] * u + mu, dim=-1)
 
 
+def input_key(embeddings: torch.Tensor, seed: int = 0, modality: str = "audio") -> list[int]:
+    """One 63-bit key per row: a hash of ``seed``, ``modality`` and the row's float32 bits (its noise's seed)."""
+    rows = embeddings.detach().float().cpu().numpy()
+    tag = f"{seed}:{modality}:".encode()
+    return [int.from_bytes(hashlib.blake2b(tag + row.tobytes(), digest_size=8).digest(), "little") >> 1 for row in rows]
+
+
 class DiffusionLink(nn.Module):
     """The bridge: audio embeddings in, text-distribution embeddings out."""
 
@@ -209,6 +217,8 @@ class DiffusionLink(nn.Module):
         use_ema: bool = True,
         generator: torch.Generator | None = None,
         modality: Literal["audio", "text"] = "audio",
+        keyed: bool = True,
+        seed: int = 0,
         **overrides,
     ) -> torch.Tensor:
         """Map (N, D) audio embeddings into the text-embedding distribution; returns unit vectors.
@@ -216,30 +226,47 @@ class DiffusionLink(nn.Module):
         ``overrides`` replace sampling settings for this call (``t_start``, ``steps``, ``sampler``,
         ``noise_start``). ``modality="text"`` preprocesses the input as text (its own training mean):
         Diffusion Bridge's captioner augmentation passes text embeddings through the chain this way.
+
+        ``keyed`` (the default): each embedding goes through the chain on its own, its sampling noise
+        (``noise_start``, ``ddpm``) drawn from a generator seeded by ``seed`` and the embedding's own bits
+        (:func:`input_key`), so an embedding's result is the same bits whatever it is batched with and in
+        whatever order (the test rows, ``predict`` and the API all bridge this way; batched, even a permuted
+        batch of the same size came out ~1e-7 apart: the matmuls' summation order; one row at a time costs
+        sampling throughput at large batches, the price of exactness). ``seed`` draws another sample. ``keyed=False`` or a
+        ``generator``: the batch goes through at once, its noise drawn from ``generator`` (default: torch's
+        global stream; fresh noise every call, as Diffusion Bridge's captioner augmentation wants).
         """
         if audio.ndim != 2 or audio.shape[1] != self.config.dim:
             raise ValueError(f"expected audio embeddings of shape (N, {self.config.dim}), got {tuple(audio.shape)}")
         cfg = {k: overrides.get(k, getattr(self.config, k)) for k in ("t_start", "steps", "sampler", "noise_start")}
         device = self.mean_device
-        source = self.preprocess(audio.to(device), modality)
         network = self.ema.module if use_ema else self.denoiser
         was_training = network.training
         network.eval()
-        if self.config.kind == "regressor":
-            out = self.regress(network, source)
+        if keyed and generator is None:
+            keys = input_key(audio, seed, modality)
+            rows = [self._chain(network, audio[i : i + 1].to(device), modality, cfg, torch.Generator(device).manual_seed(k)) for i, k in enumerate(keys)]
+            out = torch.cat(rows) if rows else torch.zeros(0, self.config.dim, device=device)
         else:
-            out = sample(
-                self.schedule,
-                lambda x, t: network(x, t, source),
-                source,
-                cfg["t_start"],
-                cfg["steps"],
-                cfg["sampler"],
-                cfg["noise_start"],
-                generator,
-                project=self.network_input,
-            )
+            out = self._chain(network, audio.to(device), modality, cfg, generator)
         network.train(was_training)
+        return out
+
+    def _chain(self, network: nn.Module, audio: torch.Tensor, modality: str, cfg: dict, generator: torch.Generator | None) -> torch.Tensor:
+        source = self.preprocess(audio, modality)
+        if self.config.kind == "regressor":
+            return self.preprocess.inverse(self.regress(network, source))
+        out = sample(
+            self.schedule,
+            lambda x, t: network(x, t, source),
+            source,
+            cfg["t_start"],
+            cfg["steps"],
+            cfg["sampler"],
+            cfg["noise_start"],
+            generator,
+            project=self.network_input,
+        )
         return self.preprocess.inverse(out)
 
     def regress(self, network: nn.Module, source: torch.Tensor) -> torch.Tensor:

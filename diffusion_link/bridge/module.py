@@ -294,8 +294,10 @@ class BridgeModule(FeatureStage):
             x, c = _pairs(out, refs, n_refs)
             self.cosines[key].update((F.normalize(x, dim=-1) * F.normalize(c, dim=-1)).sum(-1))
             self.points[key].update(out)
-            if (n := self.hparams.spread_samples) > 0:  # n samples of this clip: the first is the one scored above
-                samples = torch.stack([out, *(method(batch["audio_embedding"]) for _ in range(n - 1))], dim=1)
+            if (n := self.hparams.spread_samples) > 0:  # n samples of this clip: the first (seed 0) is the one scored above
+                seeded = isinstance(method, _Bridged)  # a bridge's noise is keyed by the clip and a seed: seeds 1..n-1
+                draws = (method(batch["audio_embedding"], **({"seed": s} if seeded else {})) for s in range(1, n))
+                samples = torch.stack([out, *draws], dim=1)
                 self.spread[key].update(samples, refs, n_refs)
 
     def on_test_epoch_end(self) -> None:
@@ -374,8 +376,8 @@ class _Bridged(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        return self.model.bridge(audio)
+    def forward(self, audio: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        return self.model.bridge(audio, seed=seed)
 
 
 def _pairs(x: torch.Tensor, refs: torch.Tensor, n_refs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

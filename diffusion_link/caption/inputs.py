@@ -73,7 +73,7 @@ class TrainThrough:
     def apply(self, bridge: DiffusionLink, text: torch.Tensor) -> torch.Tensor:
         """Text embeddings through the chain: preprocessed as text, noised to t_start, DDIM back, unit vectors."""
         steps = {"steps": self.steps} if self.steps is not None else {}
-        return bridge.bridge(text, modality="text", t_start=self.t_start, noise_start=True, **steps)
+        return bridge.bridge(text, modality="text", t_start=self.t_start, noise_start=True, keyed=False, **steps)  # fresh noise each time
 
 
 def load_bridge(folder: str | None, weights: Literal["ema", "raw"] = "ema") -> DiffusionLink | None:

@@ -8,6 +8,7 @@ import csv
 import json
 import logging
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from diffusion_link.caption.inputs import FITTED, MEAN_SHIFT, PROJECTION, Bridges, TestRow, TrainThrough, rng_state, rng_stream, training_record
 from diffusion_link.caption.labels import row_label
 from diffusion_link.caption.bundled import bundle_settings
+from diffusion_link.caption.chain import caption_embeddings, caption_waves
 from diffusion_link.caption.model import CaptionerConfig, CaptionModel, DecodingOptions
 from diffusion_link.caption.samples import SampleCaptions, write_table
 from diffusion_link.data.stage import FeatureStage
@@ -177,6 +179,10 @@ class CaptionerModule(FeatureStage):
         or None; default the module's own ``bridge``), else raw (normalised)."""
         return self.bridges(audio, self.hparams.bridge if bridge is ... else bridge)
 
+    def _through(self, setting: str | None):
+        """``setting``'s bridge as the chain takes it (:mod:`diffusion_link.caption.chain`)."""
+        return partial(self.bridges, setting=setting)
+
     def _check_store(self, fitting: bool) -> None:
         store = self.store
         uses = [self.hparams.bridge] if fitting or not self.rows else [r.bridge for r in self.rows.values()]
@@ -292,11 +298,10 @@ class CaptionerModule(FeatureStage):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         for key, row in self._test_rows().items():
             with rng_stream(self._rng, key, self.device):
-                if row.input == "text":  # the ceiling: the first reference's own text embedding
-                    inputs = F.normalize(batch["text_embeddings"][:, 0].float(), dim=-1)
+                if row.input == "text":  # the ceiling: the first reference's own text embedding (normalised)
+                    candidates = caption_embeddings(self.model, self.decoding, batch["text_embeddings"][:, 0], self._through(None))
                 else:
-                    inputs = self._audio(batch["audio_embedding"], row.bridge)
-                candidates = self.model.generate(inputs, self.decoding)
+                    candidates = caption_embeddings(self.model, self.decoding, batch["audio_embedding"], self._through(row.bridge))
             self._results[key] += list(zip(batch["clip_id"], candidates, batch["captions"]))
             if self.hparams.caption_samples > 1:  # samples 2..n on seeded generators: the row's random stream is left as it was
                 audio = None if row.input == "text" else batch["audio_embedding"]
@@ -394,13 +399,9 @@ class CaptionerModule(FeatureStage):
             self._check_store(fitting=False)
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        if "waves" in batch:  # audio files: CLAP -> bridge -> LLM
-            good = [i for i, w in enumerate(batch["waves"]) if w is not None]
-            captions = [""] * len(batch["waves"])
-            if good:
-                audio = self.audio_encoder.encode_audio([batch["waves"][i] for i in good]).to(self.device)
-                for i, c in zip(good, self.model.generate(self._audio(audio), self.decoding)):
-                    captions[i] = c
-            return {"id": batch["path"], "caption": captions, "error": batch["error"]}
-        captions = self.model.generate(self._audio(batch["audio_embedding"]), self.decoding)
+        bridge = self._through(self.hparams.bridge)
+        if "waves" in batch:  # audio files: encoder -> bridge -> LLM, as AudioCaptioner captions them
+            captions = caption_waves(self.audio_encoder, batch["waves"], self.model, self.decoding, bridge)
+            return {"id": batch["path"], "caption": [c or "" for c in captions], "error": batch["error"]}
+        captions = caption_embeddings(self.model, self.decoding, batch["audio_embedding"], bridge)
         return {"id": batch["clip_id"], "caption": captions, "error": [""] * len(captions)}

@@ -70,14 +70,20 @@ class ContrastiveEncoder(nn.Module):
     # -- the encoder interface (cache stage, predict, doctor) -----------------------------------------
 
     @torch.no_grad()
-    def encode_audio(self, waves: list[np.ndarray], batch_size: int = 32) -> torch.Tensor:
-        """Embed mono waveforms at :attr:`sample_rate` (centre window): (N, D) float32, unit norm."""
+    def encode_audio(self, waves: list[np.ndarray]) -> torch.Tensor:
+        """Embed mono waveforms at :attr:`sample_rate` (centre window): (N, D) float32, unit norm.
+
+        Each clip is embedded on its own, padded to the tower's window: its embedding is the same bits
+        whatever it is batched with (the cache stage's shards, ``predict``'s batches, the API's). Padded to
+        the batch's longest clip, the convolutions near a clip's end saw as much padding as that clip
+        happened to get (up to 0.09 apart on the demo's test clips), and even at one shape the kernels'
+        floating-point sums depend on the batch size (~1e-7). The tower is small: on CPU one clip at a
+        time costs what batches of 32 cost."""
         was = self.training
         self.eval()
         out = []
-        for i in range(0, len(waves), batch_size):
-            feats = [self.audio.crop(self.audio.features(w), None) for w in waves[i : i + batch_size]]
-            batch, lengths = self.audio.collate(feats)
+        for wave in waves:
+            batch, lengths = self.audio.collate([self.audio.crop(self.audio.features(wave), None)], pad_to=self.audio.window)
             out.append(self.embed_audio(batch.to(self.device), lengths.to(self.device)).cpu())
         self.train(was)
         return torch.cat(out) if out else torch.zeros(0, self.dim)
@@ -107,6 +113,9 @@ class ContrastiveEncoder(nn.Module):
             "dim": self.dim,
             "sample_rate": self.sample_rate,
             "crop": "centre",
+            # not an identity key (encoder_mismatch): it changes stores' checksums, so a store made when clips
+            # were padded to their batch's longest is computed again, and exports made then still load
+            "batching": "each clip alone, padded to the window",
             **self.audio.input_description(),
         }
 

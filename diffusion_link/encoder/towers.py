@@ -73,9 +73,10 @@ class AudioTower(Tower):
         start = (feats.shape[-1] - length) // 2 if generator is None else int(torch.randint(feats.shape[-1] - length + 1, (1,), generator=generator))
         return feats[..., start : start + length]
 
-    def collate(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def collate(self, feats: list[torch.Tensor], pad_to: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A padded batch and each clip's length: padded to the longest clip, or to ``pad_to`` frames (at least)."""
         lengths = torch.tensor([f.shape[-1] for f in feats])
-        batch = feats[0].new_full((len(feats), *feats[0].shape[:-1], int(lengths.max())), self.pad_value)
+        batch = feats[0].new_full((len(feats), *feats[0].shape[:-1], max(int(lengths.max()), pad_to or 0)), self.pad_value)
         for i, f in enumerate(feats):
             batch[i, ..., : f.shape[-1]] = f
         return batch, lengths
@@ -354,8 +355,8 @@ class ClapAudio(AudioTower):
 
         return torch.from_numpy(quantise_int16(np.asarray(wave, dtype=np.float32)))
 
-    def collate(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        from diffusion_link.encoder.windows import repeat_pad
+    def collate(self, feats: list[torch.Tensor], pad_to: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        from diffusion_link.encoder.windows import repeat_pad  # every clip repeat-padded to the window already
 
         lengths = torch.tensor([min(len(f), self.window) for f in feats])
         return torch.stack([torch.from_numpy(repeat_pad(f.numpy(), self.window)) for f in feats]), lengths

@@ -1,0 +1,64 @@
+"""A clip is captioned alike whatever it is batched with: the encoder embeds each clip on its own, and a
+bridge takes each embedding on its own, its sampling noise keyed by the embedding, in the captioner's test
+rows (``Bridges``) and in ``AudioCaptioner`` alike (the chain of :mod:`diffusion_link.caption.chain`)."""
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion_link.bridge.model import BridgeConfig, DiffusionLink
+from diffusion_link.caption.inputs import Bridges
+from diffusion_link.caption.model import DecodingOptions
+
+
+def test_the_encoder_embeds_a_clip_alike_in_any_batch(tmp_path):
+    from diffusion_link.encoder import ContrastiveEncoder
+    from diffusion_link.encoder.towers import LogMelCNN, SentenceEncoderText
+
+    torch.manual_seed(0)
+    encoder = ContrastiveEncoder(LogMelCNN(dim=32, window_seconds=1.0, channels=(4, 8, 8, 8, 8), segments=2), SentenceEncoderText(dim=32, hidden=0))
+    rng = np.random.RandomState(0)
+    waves = [rng.uniform(-0.5, 0.5, n).astype(np.float32) for n in (3_000, 16_000, 7_500, 12_345, 20_000)]  # shorter and longer than the 1 s window
+    together = encoder.encode_audio(waves)
+    alone = torch.cat([encoder.encode_audio([w]) for w in waves])
+    assert torch.equal(together, alone)  # padded to the batch's longest, the short clips came out up to ~0.1 apart
+    order = [3, 0, 4, 2, 1]
+    assert torch.equal(encoder.encode_audio([waves[i] for i in order]), together[order])
+    assert torch.allclose(together.norm(dim=-1), torch.ones(len(waves)))
+    encoder.save_pretrained(tmp_path / "encoder")
+    assert encoder.describe()["batching"] == "each clip alone, padded to the window"  # new stores get a new checksum
+
+
+@pytest.fixture(params=[{"noise_start": True}, {"sampler": "ddpm", "t_start": 20}, {}], ids=["noise-start", "ddpm", "ddim"])
+def bridge_folder(request, tmp_path):
+    torch.manual_seed(0)
+    config = BridgeConfig(**{"dim": 16, "hidden": 32, "blocks": 1, "time_dim": 8, "timesteps": 100, "t_start": 40, "steps": 4, **request.param})
+    model = DiffusionLink(config, encoder={"family": "tiny"})
+    model.update_ema()
+    model.save_pretrained(tmp_path / "bridge")
+    return str(tmp_path / "bridge"), request.param
+
+
+def test_the_test_rows_and_the_api_bridge_a_clip_alike_in_any_batch(bridge_folder):
+    from diffusion_link.api import AudioCaptioner
+
+    folder, sampling = bridge_folder
+    audio = torch.nn.functional.normalize(torch.randn(6, 16, generator=torch.Generator().manual_seed(1)), dim=-1)
+    bridges = Bridges([folder])  # what the captioner's test rows and predict hold
+    api = AudioCaptioner(None, Bridges([folder]), folder, None, DecodingOptions(), torch.device("cpu"))
+    torch.manual_seed(123)
+    row = bridges(audio, folder)
+    torch.manual_seed(456)  # the global stream is not the noise's source
+    assert torch.equal(api.bridge(audio), row)
+    assert torch.equal(torch.cat([api.bridge(audio[i : i + 1]) for i in range(len(audio))]), row)  # a batch of 1 vs of N
+    order = [5, 2, 0, 4, 1, 3]
+    assert torch.equal(bridges(audio[order], folder), row[order])  # a permuted batch
+    assert torch.equal(api.bridge(torch.cat([audio[:2], audio[:2]])), torch.cat([row[:2], row[:2]]))  # a repeated clip
+    bridge = bridges.module(folder)
+    if sampling:  # the noise is there, and keyed: another seed, or the old batch-wide stream, gives other points
+        assert not torch.allclose(bridge.bridge(audio, seed=1), row)
+        torch.manual_seed(0)
+        streamed = bridge.bridge(audio, keyed=False)
+        torch.manual_seed(0)
+        assert not torch.allclose(bridge.bridge(audio[order], keyed=False), streamed[order])
+    assert torch.allclose(row.norm(dim=-1), torch.ones(len(audio)))
