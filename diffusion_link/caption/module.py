@@ -88,6 +88,9 @@ class CaptionerModule(FeatureStage):
             one row that ``name``, ``bridge`` and ``test_input`` describe: each row is written to
             ``<output_dir>/<key>/`` and sees the random stream it would see alone, so its result equals a
             one-row run's; the LLM, the imports and the METEOR scorer are loaded once.
+        compare_to: a bridge setting (an export folder, e.g. the regressor's): recorded in each row's scores.json, so
+            that the captioning table also pairs every row with its setting's row tested through that bridge
+            (:mod:`diffusion_link.report.versus`); the recipe's ``compare_to`` sets it.
     """
 
     export_name = "the captioner (peft adapter + projector + config)"
@@ -119,6 +122,7 @@ class CaptionerModule(FeatureStage):
         val_examples: int = 8,
         rows: dict[str, TestRow] | None = None,
         bundle: str | None = None,
+        compare_to: str | None = None,
     ):
         super().__init__()
         if bundle:  # its components replace the exports' settings
@@ -338,6 +342,7 @@ class CaptionerModule(FeatureStage):
             "bridge_training": training_record(self.bridges.module(row.bridge)),
             "precision": str(self.trainer.precision),
             "clips": [r[0] for r in rows],
+            "compare_to": self.hparams.compare_to,
         }
         write_atomic(out / "scores.json", json.dumps(report, indent=2, ensure_ascii=False))
         print(
