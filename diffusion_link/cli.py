@@ -142,6 +142,7 @@ def _demo(args) -> int:
 def tools():
     """The commands that are not stages, each parsed by the one root parser."""
     from diffusion_link import bundle, doctor
+    from diffusion_link.bridge import fit_check
     from diffusion_link.lightning_cli import Tool
     from diffusion_link.report import page
 
@@ -164,6 +165,7 @@ def tools():
             _caption_seeds_arguments,
             _caption_seeds,
         ),
+        "bridge-fit": Tool(fit_check.DESCRIPTION, fit_check.arguments, fit_check.main),
         "sweep": Tool(
             "Plot the gap metrics against one swept setting (t_start, steps, ...): gap-report folders named <setting>-<value>.",
             _seeds_sweep_arguments("sweep"),

@@ -25,6 +25,7 @@ from diffusion_link.evaluation.gap import Clips, GapMetrics, cone_cosine, gap_ta
 from diffusion_link.evaluation.gap_intervals import median_sigma
 from diffusion_link.evaluation.gap_notes import interval_note, kernel_note, protocol_note
 from diffusion_link.evaluation.gap_spread import SampleSpread, spread_note, write_spread_csv
+from diffusion_link.evaluation.gap_versus import check_compare_to, versus_suffix
 from diffusion_link.optim import adamw_with_warmup
 from diffusion_link.tracking import log_figure
 
@@ -69,6 +70,9 @@ class BridgeModule(FeatureStage):
             like any bridge config when the module is built.
         spread_samples: n, the bridged samples per test clip of the sample-spread table (each row called n
             times; docs/method.md, "Sample spread"); 0: no such table.
+        compare_to: rows of the gap table (by name, e.g. ``[regressor (no diffusion)]``) that every row is also
+            compared with, as with raw audio: the paired interval of the difference (``<metric>_vs_<slug>``);
+            a name that is not a row (raw audio, mean shift, projection decoding, ``compare``, ``name``) is refused.
     """
 
     export_name = "the bridge (EMA weights)"
@@ -95,8 +99,11 @@ class BridgeModule(FeatureStage):
         bootstrap: int = 1000,
         sampling: Sampling | None = None,
         spread_samples: int = 5,
+        compare_to: list[str] | None = None,
     ):
         super().__init__()
+        rows = [RAW, "mean shift", "projection decoding", *(compare or {}), name]
+        self.compare_to = check_compare_to(compare_to, rows, "the gap table (model.init_args.compare_to)")
         if denoise_weight == cross_weight == 0:
             raise ValueError("denoise_weight and cross_weight are both 0: nothing would train the denoiser")
         self.save_hyperparameters()
@@ -304,7 +311,8 @@ class BridgeModule(FeatureStage):
         # every row on the same clips (keyed by store row), the same resamples, probe folds and kernel
         hp = self.hparams
         rows = {name: self.gap[key].synced_clips() for key, name in self.method_names.items()}
-        results = gap_table(rows, baseline=RAW, bootstrap=hp.bootstrap, seed=hp.probe_seed, probe_seed=hp.probe_seed, mmd_sigma=self._mmd_sigma())
+        options = dict(bootstrap=hp.bootstrap, seed=hp.probe_seed, probe_seed=hp.probe_seed, mmd_sigma=self._mmd_sigma(), compare_to=self.compare_to)
+        results = gap_table(rows, baseline=RAW, **options)
         for key, name in self.method_names.items():
             self.log_dict({f"test/{key}/{k}": float(v) for k, v in results[name].items()}, sync_dist=False)
         # every rank takes part in the synchronisation of the metric states; rank 0 alone writes
@@ -341,11 +349,12 @@ class BridgeModule(FeatureStage):
             protocol_note(self.split("fit", "train")),
             *([spread_note(spread)] if spread else []),
         ]
-        write_gap_report(results, out, notes, baseline=RAW)
+        write_gap_report(results, out, notes, baseline=RAW, compare_to=self.compare_to)
         if spread:
             write_spread_csv(spread, out)
         panels = pca_panels(points["text"], points["audio"], {n: points[k] for k, n in self.method_names.items()})  # one per row
         figures = [("gap_pca", panels), ("gap_paired_diff", paired_difference_figure(results, RAW)), ("gap_cosine_hist", cosine_figure(cosines))]
+        figures += [(f"gap_paired_diff{versus_suffix(n)}", paired_difference_figure(results, n, suffix=versus_suffix(n))) for n in self.compare_to]
         for name, figure in figures:
             save_figure(figure, out / f"{name}.png", close=False)
             log_figure(self.trainer, f"test/{name}", figure)

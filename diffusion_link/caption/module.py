@@ -96,6 +96,9 @@ class CaptionerModule(FeatureStage):
             the mean and best over the n, the diversity of a clip's captions) and ``samples.csv``, and
             ``<output_dir>/caption_diversity.{md,csv}`` compares the rows with the clips' first n references
             (:mod:`diffusion_link.caption.samples`).
+        compare_to: a bridge setting (an export folder, e.g. the regressor's): recorded in each row's scores.json, so
+            that the captioning table also pairs every row with its setting's row tested through that bridge
+            (:mod:`diffusion_link.report.versus`); the recipe's ``compare_to`` sets it.
     """
 
     export_name = "the captioner (peft adapter + projector + config)"
@@ -128,6 +131,7 @@ class CaptionerModule(FeatureStage):
         rows: dict[str, TestRow] | None = None,
         bundle: str | None = None,
         caption_samples: int = 1,
+        compare_to: str | None = None,
     ):
         super().__init__()
         if bundle:  # its components replace the exports' settings
@@ -363,6 +367,7 @@ class CaptionerModule(FeatureStage):
             "bridge_training": training_record(self.bridges.module(row.bridge)),
             "precision": str(self.trainer.precision),
             "clips": [r[0] for r in rows],
+            "compare_to": self.hparams.compare_to,
         }
         if samples[1]:  # caption_samples > 1: the row's n captions per clip, samples.csv (caption/samples.py)
             scored = leave_one_out(references) if ceiling else references

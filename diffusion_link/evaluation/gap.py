@@ -47,6 +47,7 @@ from torchmetrics import Metric
 from diffusion_link.evaluation.gap_intervals import basic_interval, bias_corrected, bootstrap_weights, mean_interval, median_sigma
 from diffusion_link.evaluation.gap_probe import CrossFittedProbe
 from diffusion_link.evaluation.gap_retrieval import RetrievalRecall, TextToAudioRecall
+from diffusion_link.evaluation.gap_versus import check_compare_to, paired_columns, versus_suffix
 
 __all__ = [
     "GAP_METRICS",
@@ -312,10 +313,13 @@ def gap_table(
     confidence: float = 0.95,
     ks: tuple[int, ...] = (1, 5, 10),
     only: tuple[str, ...] | None = None,
+    compare_to: tuple[str, ...] = (),
 ) -> dict[str, dict[str, float]]:
     """The gap table: ``{row: {metric: value, <metric>_lo/_hi (with bootstrap), <metric>_bc (BIASED
     metrics), <metric>_diff, _diff_lo, _diff_hi (each row minus ``baseline``, with the paired interval),
-    mmd_sigma}}``. Every row must carry the same clip keys (the same clips, in the same order); each row
+    <metric>_vs_<slug>, _lo, _hi (each row minus each row named in ``compare_to``, the same way:
+    :func:`~diffusion_link.evaluation.gap_versus.versus_suffix`), mmd_sigma}}``.
+    Every row must carry the same clip keys (the same clips, in the same order); each row
     then gets the same resamples, the same probe folds and one RBF bandwidth ``mmd_sigma`` (default: the
     median heuristic on the baseline's pooled audio and text, else the first row's)."""
     names = list(rows)
@@ -323,6 +327,7 @@ def gap_table(
         raise ValueError("a gap table needs at least one row")
     if baseline is not None and baseline not in rows:
         raise ValueError(f"baseline {baseline!r} is not a row of the table ({names})")
+    against = {name: versus_suffix(name) for name in check_compare_to(compare_to, rows)}
     base = rows[baseline or names[0]]
     for name, s in rows.items():
         if s.n < 2:
@@ -349,13 +354,9 @@ def gap_table(
                     row[f"{metric}_lo"], row[f"{metric}_hi"] = min(max(lo, low), high), max(min(hi, high), low)
                 if metric in BIASED:
                     row[f"{metric}_bc"] = bias_corrected(value, r)
-            if baseline is not None:
-                d = value - reps[baseline][metric][0]
-                row[f"{metric}_diff"] = d
-                if bootstrap:
-                    with np.errstate(invalid="ignore"):  # a tiny set's resample can leave a metric undefined (NaN)
-                        diff_reps = r - reps[baseline][metric][1]
-                    row[f"{metric}_diff_lo"], row[f"{metric}_diff_hi"] = basic_interval(d, diff_reps, confidence)
+            for other, suffix in [*([(baseline, "_diff")] if baseline is not None else []), *against.items()]:
+                base_value, base_reps = reps[other][metric]
+                row.update({metric + k: v for k, v in paired_columns(suffix, value, r, base_value, base_reps, bootstrap, confidence).items()})
         row["mmd_sigma"] = sigma
     return out
 

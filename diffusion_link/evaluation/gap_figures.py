@@ -68,12 +68,12 @@ def pca_panels(text: np.ndarray, audio: np.ndarray, rows: dict[str, np.ndarray],
     return fig
 
 
-def paired_difference_figure(results: dict[str, dict[str, float]], baseline: str, metrics: tuple[str, ...] = DIFF_METRICS):
-    """Per metric (those every non-baseline row has a ``_diff`` of), each row's difference from
-    ``baseline`` with its paired interval where the report has one; a dashed line at 0; a filled marker
-    when the interval excludes 0 on the better side."""
+def paired_difference_figure(results: dict[str, dict[str, float]], baseline: str, metrics: tuple[str, ...] = DIFF_METRICS, suffix: str = "_diff"):
+    """Per metric (those every non-baseline row has a ``suffix`` column of: ``_diff`` from raw audio, or a
+    compare_to row's ``_vs_<slug>``), each row's difference from ``baseline`` with its paired interval where
+    the report has one; a dashed line at 0; a filled marker when the interval excludes 0 on the better side."""
     others = [m for m in results if m != baseline]
-    shown = [k for k in metrics if others and all(f"{k}_diff" in results[m] for m in others)]
+    shown = [k for k in metrics if others and all(f"{k}{suffix}" in results[m] for m in others)]
     if not shown:
         raise ValueError(f"the gap report has no paired differences from {baseline!r} to draw (run the gap analysis with a baseline)")
     titles = dict(COLUMNS)
@@ -82,13 +82,13 @@ def paired_difference_figure(results: dict[str, dict[str, float]], baseline: str
     for ax, key in zip(axes[0], shown):
         for y, method in zip(ys, others):
             values = results[method]
-            d = values[f"{key}_diff"]
-            if f"{key}_diff_lo" in values:
-                lo, hi = values[f"{key}_diff_lo"], values[f"{key}_diff_hi"]
+            d = values[f"{key}{suffix}"]
+            if f"{key}{suffix}_lo" in values:
+                lo, hi = values[f"{key}{suffix}_lo"], values[f"{key}{suffix}_hi"]
                 # a segment, not error bars: a basic interval need not contain its point (Fréchet's bias)
                 ax.hlines([y], [lo], [hi], color="tab:blue", linewidth=1.5, gid=f"{method}|{key}")
                 ax.plot([lo, hi], [y, y], "|", color="tab:blue", markersize=7)
-            better = better_than_baseline(values, key)
+            better = better_than_baseline(values, key, suffix)
             ax.plot([d], [y], "o", color="tab:blue", markerfacecolor="tab:blue" if better else "white", markersize=5)
         ax.axvline(0.0, color="0.3", linestyle="--", linewidth=0.8)
         order = {"max": "higher is better", "min": "lower is better", "half": "lower is better (above 0.5)"}.get(BETTER.get(key), "")

@@ -51,16 +51,25 @@ def check_one_kernel(results: dict[str, dict[str, float]]) -> float | None:
 
 
 def write_gap_report(
-    results: dict[str, dict[str, float]], out_dir: str | Path, notes: list[str] | None = None, baseline: str | None = None
+    results: dict[str, dict[str, float]],
+    out_dir: str | Path,
+    notes: list[str] | None = None,
+    baseline: str | None = None,
+    compare_to: tuple[str, ...] = (),
 ) -> tuple[Path, Path]:
     """``gap_report.csv`` (each metric with ``_lo`` / ``_hi`` (its interval), ``_bc`` and ``_diff``,
-    ``_diff_lo``, ``_diff_hi`` (the paired difference from ``baseline``) where computed, ``mmd_sigma``, and
-    ``SPREAD_COLUMNS`` where given) and ``gap_report.md`` (the table, the paired differences, a warning per
-    collapsed row, the notes), one row per method, in order."""
+    ``_diff_lo``, ``_diff_hi`` (the paired difference from ``baseline``) where computed, ``_vs_<slug>``, ``_lo``,
+    ``_hi`` (from each row of ``compare_to``), ``mmd_sigma``, and ``SPREAD_COLUMNS`` where given) and
+    ``gap_report.md`` (the table, the paired differences from ``baseline`` and from each ``compare_to`` row, a
+    warning per collapsed row, the notes), one row per method, in order."""
+    from diffusion_link.evaluation.gap_versus import check_compare_to, versus_suffix
+
     sigma = check_one_kernel(results)
+    against = check_compare_to(compare_to, results, "the gap report")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    keys = [k for key, _ in COLUMNS for k in (key + s for s in SUFFIXES) if all(k in v for v in results.values())]
+    suffixes = [*SUFFIXES, *(versus_suffix(n) + s for n in against for s in ("", "_lo", "_hi"))]
+    keys = [k for key, _ in COLUMNS for k in (key + s for s in suffixes) if all(k in v for v in results.values())]
     keys += ["mmd_sigma"] if sigma is not None else []
     keys += [k for k in SPREAD_COLUMNS if all(k in v for v in results.values())]
     with open(out / "gap_report.csv", "w", newline="") as f:
@@ -74,6 +83,11 @@ def write_gap_report(
             f"Paired difference from {baseline} (row − {baseline}; 95 % interval over the same resamples of the same clips):\n\n"
             + format_paired_table(results, baseline)
         )
+    for name in against:  # compare_to: the same, from a named row (e.g. the regressor)
+        parts.append(
+            f"Paired difference from {name} (compare_to; row − {name}; 95 % interval over the same resamples of the same clips; "
+            "bold: excludes 0 on the better side):\n\n" + format_paired_table(results, name, versus_suffix(name))
+        )
     notes = [*(f"WARNING: {w}." for w in collapsed_rows(results)), *(notes or [])]
     (out / "gap_report.md").write_text("\n\n".join(parts) + "\n" + "".join(f"\n{n}" for n in notes) + "\n")
     return out / "gap_report.csv", out / "gap_report.md"
@@ -83,13 +97,14 @@ def _interval(lo: float, hi: float) -> str:
     return f"[{lo:.4f}, {hi:.4f}]"
 
 
-def better_than_baseline(values: dict[str, float], key: str) -> bool:
-    """The row's paired interval of its difference from the baseline excludes 0 on the better side
-    (probe accuracy: lower, i.e. closer to 0.5 from above)."""
+def better_than_baseline(values: dict[str, float], key: str, suffix: str = "_diff") -> bool:
+    """The row's paired interval of its difference from the baseline (``suffix``: ``_diff``, raw audio; a
+    ``_vs_<slug>``: a compare_to row) excludes 0 on the better side (probe accuracy: lower, i.e. closer to
+    0.5 from above)."""
     order = BETTER.get(key)
-    if order is None or f"{key}_diff_lo" not in values:
+    if order is None or f"{key}{suffix}_lo" not in values:
         return False
-    lo, hi = values[f"{key}_diff_lo"], values[f"{key}_diff_hi"]
+    lo, hi = values[f"{key}{suffix}_lo"], values[f"{key}{suffix}_hi"]
     return lo > 0 if order == "max" else hi < 0
 
 
@@ -118,8 +133,9 @@ def format_gap_table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def format_paired_table(results: dict[str, dict[str, float]], baseline: str) -> str:
-    """Markdown: each row's difference from ``baseline`` with its paired interval (bold: excludes 0 on the better side)."""
+def format_paired_table(results: dict[str, dict[str, float]], baseline: str, suffix: str = "_diff") -> str:
+    """Markdown: each row's difference from ``baseline`` (its ``suffix`` columns) with its paired interval
+    (bold: excludes 0 on the better side)."""
     header = "| method | " + " | ".join(title for _, title in COLUMNS) + " |"
     rows = []
     for method, values in results.items():
@@ -127,10 +143,10 @@ def format_paired_table(results: dict[str, dict[str, float]], baseline: str) -> 
             continue
         cells = []
         for key, _ in COLUMNS:
-            cell = f"{values.get(f'{key}_diff', float('nan')):+.4f}"
-            if f"{key}_diff_lo" in values:
-                cell += " " + _interval(values[f"{key}_diff_lo"], values[f"{key}_diff_hi"])
-            cells.append(f"**{cell}**" if better_than_baseline(values, key) else cell)
+            cell = f"{values.get(f'{key}{suffix}', float('nan')):+.4f}"
+            if f"{key}{suffix}_lo" in values:
+                cell += " " + _interval(values[f"{key}{suffix}_lo"], values[f"{key}{suffix}_hi"])
+            cells.append(f"**{cell}**" if better_than_baseline(values, key, suffix) else cell)
         rows.append("| " + method + " | " + " | ".join(cells) + " |")
     return "\n".join([header, "|---|" + "---:|" * len(COLUMNS), *rows])
 

@@ -16,6 +16,7 @@ import numpy as np
 from diffusion_link.evaluation.report import across_seeds
 from diffusion_link.files import write_atomic
 from diffusion_link.report.page import read_system
+from diffusion_link.report.versus import named_row
 from diffusion_link.report.tables import CAPTION_METRICS, RIGHT_ANIMALS, ClipsDiffer, is_ceiling, is_raw, paired_difference, per_clip
 
 #: the paired differences the Markdown table shows (the CSV has every per-clip metric's)
@@ -53,6 +54,17 @@ def seed_values(systems: list, clip_info: dict | None = None) -> dict[str, dict[
                 except ClipsDiffer:
                     continue
                 row[f"{key}_diff"], row[f"{key}_diff_lo"], row[f"{key}_diff_hi"] = p.diff, p.lo, p.hi
+        try:  # compare_to (report/versus.py): the same paired difference from the setting's row through that bridge
+            named = named_row(systems, s)
+        except LookupError:
+            named = None
+        if named is not None and named is not s and not is_ceiling(s):
+            for key in paired:
+                try:
+                    p = paired_difference(per_clip(named, key, clip_info), per_clip(s, key, clip_info))
+                except ClipsDiffer:
+                    continue
+                row[f"{key}_vs"], row[f"{key}_vs_lo"], row[f"{key}_vs_hi"] = p.diff, p.lo, p.hi
         out[f"{s.setting} / {s.name}"] = row
     return out
 
@@ -68,35 +80,40 @@ def summarise_caption_seeds(seed_dirs: list[str | Path], out_dir: str | Path, ma
     metrics = [k for k, _ in CAPTION_METRICS if all(k in row for _, t in tables for row in t.values())]
     metrics += [RIGHT_ANIMALS] if clip_info else []
     paired = [k for k in metrics if any(f"{k}_diff" in row for row in first.values())]
+    versus = [k for k in metrics if any(f"{k}_vs" in row for row in first.values())]  # compare_to
     keys = metrics + [f"{k}{suffix}" for k in paired for suffix in ("_diff", "_diff_lo", "_diff_hi")]
+    keys += [f"{k}{suffix}" for k in versus for suffix in ("_vs", "_vs_lo", "_vs_hi")]
     stats = across_seeds(tables, keys, "seeds' caption tests")
     n = len(tables)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     header = ["row"] + [f"{k}_{s}" for k in metrics for s in ("mean", "std")]
-    header += [f"{k}_{s}" for k in paired for s in ("diff_mean", "diff_std", "above", "below")] + ["seeds"]
+    header += [f"{k}_{s}" for k in paired for s in ("diff_mean", "diff_std", "above", "below")]
+    header += [f"{k}_{s}" for k in versus for s in ("vs_mean", "vs_std", "vs_above", "vs_below")] + ["seeds"]
     lines = []
     for row, v in stats.items():
         cells = [f"{x:.6g}" for k in metrics for x in (v[k].mean(), v[k].std(ddof=1))]
-        for k in paired:
-            d = v[f"{k}_diff"][~np.isnan(v[f"{k}_diff"])]  # a row not compared (raw audio, the ceiling): nan
+        for k, d in [*((k, "_diff") for k in paired), *((k, "_vs") for k in versus)]:
+            d, lo, hi = v[f"{k}{d}"], v[f"{k}{d}_lo"], v[f"{k}{d}_hi"]
+            d = d[~np.isnan(d)]  # a row not compared (raw audio, the ceiling, the compare_to row itself): nan
             spread = [d.mean(), d.std(ddof=1) if len(d) > 1 else np.nan] if len(d) else [np.nan, np.nan]
-            cells += [f"{x:.6g}" for x in spread] + [str(int(np.sum(v[f"{k}_diff_lo"] > 0))), str(int(np.sum(v[f"{k}_diff_hi"] < 0)))]
+            cells += [f"{x:.6g}" for x in spread] + [str(int(np.sum(lo > 0))), str(int(np.sum(hi < 0)))]
         lines.append([row, *cells, str(n)])
     with open(out / "caption_seeds.csv", "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([header, *lines])
     titles = {**dict(CAPTION_METRICS), RIGHT_ANIMALS: "right animals"}
-    shown = [k for k in SHOWN_PAIRED if k in paired]
-    md = ["| row | " + " | ".join(titles[k] for k in metrics) + "".join(f" | {titles[k]} vs raw: mean ± std | seeds above / below 0" for k in shown) + " |"]
+    shown = [(k, "_diff", "raw") for k in SHOWN_PAIRED if k in paired] + [(k, "_vs", "compare_to") for k in SHOWN_PAIRED if k in versus]
+    versus_cells = "".join(f" | {titles[k]} vs {w}: mean ± std | seeds above / below 0" for k, _, w in shown)
+    md = ["| row | " + " | ".join(titles[k] for k in metrics) + versus_cells + " |"]
     md.append("|---|" + "---:|" * (len(metrics) + 2 * len(shown)))
     for row, v in stats.items():
         cells = [f"{v[k].mean():.4f} ± {v[k].std(ddof=1):.4f}" for k in metrics]
-        for k in shown:
-            d = v[f"{k}_diff"][~np.isnan(v[f"{k}_diff"])]
+        for k, suffix, _ in shown:
+            d = v[f"{k}{suffix}"][~np.isnan(v[f"{k}{suffix}"])]
             if len(d) < 2:
                 cells += ["", ""]
                 continue
-            above, below = int(np.sum(v[f"{k}_diff_lo"] > 0)), int(np.sum(v[f"{k}_diff_hi"] < 0))
+            above, below = int(np.sum(v[f"{k}{suffix}_lo"] > 0)), int(np.sum(v[f"{k}{suffix}_hi"] < 0))
             cells += [f"{d.mean():+.4f} ± {d.std(ddof=1):.4f}", f"{above} / {below} of {n}"]
         md.append(f"| {row} | " + " | ".join(cells) + " |")
     note = [
@@ -104,7 +121,8 @@ def summarise_caption_seeds(seed_dirs: list[str | Path], out_dir: str | Path, ma
         f"Mean ± standard deviation over {n} seeds (each: the bridges and captioners trained, and the rows tested, with that seed;",
         "the encoder and the feature store are shared). 'vs raw': this row minus its setting's raw-audio row on the same clips;",
         "'seeds above / below 0': the seeds whose 95 % paired bootstrap interval of that difference lies above / below 0",
-        "(the text ceiling is scored leave-one-out and not paired).",
+        "(the text ceiling is scored leave-one-out and not paired). 'vs compare_to': the same, against the setting's row through",
+        "the recipe's compare_to bridge (e.g. the regressor).",
         *(f"- {p}" for p, _ in tables),
     ]
     write_atomic(out / "caption_seeds.md", "\n".join(md + note) + "\n")

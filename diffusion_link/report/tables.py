@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from diffusion_link.report.versus import versus_named
+
 log = logging.getLogger(__name__)
 
 #: the caption metrics shown, in order (those that every system has)
@@ -170,7 +172,9 @@ def caption_table_rows(systems: list, clip_info: dict | None = None) -> dict:
     paired interval and the relative change) and ``bold`` (that interval excludes 0), ``paired`` (the
     difference of every per-clip metric in ``paired_headers``), ``flags`` ("ignores its input"), and with
     ``clip_info`` (the demo's) ``animals`` (right animals, right on single-animal clips, distinct captions
-    / animal combinations, the paired difference of right animals in points, its bold). Also ``skipped``
+    / animal combinations, the paired difference of right animals in points, its bold), ``named`` (the same
+    paired cells against the setting's compare_to row: :func:`diffusion_link.report.versus.versus_named`, or
+    None). Also ``skipped``
     metric warnings, ``warnings`` (rows not compared), ``notes`` (the legend)."""
     keys = [(k, t) for k, t in CAPTION_METRICS if systems and all(k in s.report.get("scores", {}) for s in systems)]
     paired_keys = [(k, t) for k, t in CAPTION_METRICS if systems and all(s.rows and k in next(iter(s.rows.values())) for s in systems)]
@@ -215,9 +219,11 @@ def caption_table_rows(systems: list, clip_info: dict | None = None) -> dict:
             text, bold = (p, False) if isinstance(p, str) else (format_difference(p, 0, 100, " pts"), p.excludes_zero)
             row["animals"].append(text)
             row["animals_bold"] = bold
+        row["named"] = versus_named(systems, s, [k for k, _ in paired_keys], clip_info, warnings)  # compare_to (report/versus.py)
         rows.append(row)
     for w in dict.fromkeys(warnings):
         log.warning(w)
+    named = next((r["named"]["name"] for r in rows if r["named"] and r["named"]["name"]), None)
     return {
         "headers": [t for _, t in keys],
         "paired_headers": [t for _, t in paired_keys],
@@ -225,7 +231,8 @@ def caption_table_rows(systems: list, clip_info: dict | None = None) -> dict:
         "rows": rows,
         "skipped": sorted({w for s in systems for w in s.report.get("skipped_metrics", [])}),
         "warnings": list(dict.fromkeys(warnings)),
-        "notes": legend(systems),
+        "notes": legend(systems) + ([f"vs {named}: the same paired comparison with that row of the setting (compare_to), bold the same way."] if named else []),
+        "named": named,
     }
 
 

@@ -18,6 +18,7 @@
     steps: {bridge: {args: {trainer.max_steps: 20}}}   # settings for every step of one kind
     extends: demo.yaml                 # start from another recipe (its folder's path), then merge this file in
     gap_report: report-baselines       # the gap analysis's folder under bridge/ (default report)
+    compare_to: regressor              # a bridge row every row of both tables is also compared with (paired)
 
 See docs/recipes.md for every key. Nothing here imports torch or Lightning: a recipe is read, checked and
 turned into steps in a fraction of a second (``--dry-run``).
@@ -103,6 +104,7 @@ class Recipe:
     steps: dict[str, StepSettings] = field(default_factory=dict)
     vars: dict[str, Any] = field(default_factory=dict)
     gap_report: str = "report"  # the gap analysis's folder under <run_dir>/bridge/ (and its step's name)
+    compare_to: str | None = None  # a bridge row's key: both tables also pair every row with that row
 
     def bridge(self, key: str) -> BridgeRow:
         for row in self.bridges:
@@ -187,7 +189,7 @@ def _settings(raw: dict, path: Path) -> dict[str, StepSettings]:
 
 
 KNOWN = {"run_dir", "vars", "data", "trainer", "encoder", "cache", "bridges", "gap", "captioners", "seeds", "sweeps", "steps", "description"}
-KNOWN |= {"extends", "gap_report"}
+KNOWN |= {"extends", "gap_report", "compare_to"}
 
 
 def merge_recipes(base: dict, extension: dict) -> dict:
@@ -295,6 +297,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         if not isinstance(test_args, dict):
             raise RecipeError(f"{path}: captioners.{key}.test_args is a mapping of its test step's options (model.init_args.caption_samples: 5)")
         recipe.captioners.append(Captioner(str(key), _list(cap["config"]), cap.get("bridge"), tests, dict(cap.get("args") or {}), through, dict(test_args)))
+    if (compare := raw.get("compare_to")) is not None:
+        if compare not in keys:
+            raise RecipeError(f"{path}: compare_to '{compare}' is not a bridge row; the rows: {', '.join(sorted(keys)) or 'none'}")
+        recipe.compare_to = str(compare)
     sweeps = dict(raw.get("sweeps") or {})
     recipe.sweep_split = sweeps.pop("split", "val")
     for setting, values in sweeps.items():

@@ -167,6 +167,7 @@ def recipe_steps(recipe: Recipe) -> list[Step]:
                 "model.init_args.name": main.name,
                 "model.init_args.pretrained": str(exports[main.key]),
                 "model.init_args.compare": {r.name: str(exports[r.key]) for r in others},
+                **({"model.init_args.compare_to": [recipe.bridge(recipe.compare_to).name]} if recipe.compare_to else {}),
             }
             report = base / "bridge" / recipe.gap_report
             own = ""
@@ -244,6 +245,8 @@ def recipe_steps(recipe: Recipe) -> list[Step]:
                 # the captioner's own bridge as in its fit (a config's default path must not be loaded); the rows say what each test feeds
                 args = {**common, **train_bridge, **flat(cap.args), "model.init_args.pretrained": str(folder / "export"), "model.init_args.rows": rows}
                 args.update(flat(cap.test_args))  # its test's own options (caption_samples), which leave its fit's command as it was
+                if recipe.compare_to:  # every row is also paired with its setting's row through that bridge (report/versus.py)
+                    args["model.init_args.compare_to"] = str(exports[recipe.compare_to])
                 outputs = [folder / "test" / key / "scores.json" for key in rows]
                 b.add(
                     f"caption: test {cap.key} ({len(rows)} row{'s' * (len(rows) > 1)}){tag}",

@@ -40,16 +40,20 @@ def caption_table(folders: list[Path], clip_info: dict | None) -> str:
     def bold(text: str, flag: bool) -> str:
         return f"**{text}**" if flag and text else text
 
-    animals = table["animal_headers"]
+    animals, named = table["animal_headers"], table.get("named")
+    extra = [f"CIDEr-D vs {named}", *([f"right animals vs {named}"] if animals else [])] if named else []
     lines = [
-        "| setting | system | " + " | ".join(table["headers"]) + " | CIDEr-D vs raw [paired 95 %] (relative) | " + " | ".join(animals) + " |",
-        "|---|---|" + "---:|" * (len(table["headers"]) + 1 + len(animals)),
+        "| setting | system | " + " | ".join(table["headers"]) + " | CIDEr-D vs raw [paired 95 %] (relative) | " + " | ".join(animals + extra) + " |",
+        "|---|---|" + "---:|" * (len(table["headers"]) + 1 + len(animals) + len(extra)),
     ]
     flagged = []
     for row in table["rows"]:
         cells = [*row["cells"], bold(row["versus"], row["bold"])]
         if animals:
             cells += [*row["animals"][:-1], bold(row["animals"][-1], row["animals_bold"])]
+        if named:  # compare_to: the setting's row through that bridge (report/versus.py)
+            n = row["named"] or {}
+            cells += [bold(n.get("versus", ""), n.get("bold", False))] + ([bold(n.get("animals", ""), n.get("animals_bold", False))] if animals else [])
         name = row["system"] + (" (ignores its input)" if row["flags"] else "")
         flagged += [f"  {row['setting']} / {row['system']}: {flag}" for flag in row["flags"]]
         lines.append(f"| {row['setting']} | {name} | " + " | ".join(cells) + " |")
@@ -58,6 +62,11 @@ def caption_table(folders: list[Path], clip_info: dict | None) -> str:
         lines += ["", "Paired differences with the setting's raw-audio row (same clips, same resamples; ** excludes 0):"]
         lines += ["| setting | system | " + " | ".join(table["paired_headers"]) + " |", "|---|---|" + "---:|" * len(table["paired_headers"])]
         lines += [f"| {r['setting']} | {r['system']} | " + " | ".join(bold(c["text"], c["bold"]) for c in r["paired"]) + " |" for r in paired]
+    versus = [r for r in table["rows"] if r["named"] and any(c["text"] for c in r["named"]["paired"])]
+    if versus:
+        lines += ["", f"Paired differences with {named}, the setting's compare_to row (same clips, same resamples; ** excludes 0):"]
+        lines += ["| setting | system | " + " | ".join(table["paired_headers"]) + " |", "|---|---|" + "---:|" * len(table["paired_headers"])]
+        lines += [f"| {r['setting']} | {r['system']} | " + " | ".join(bold(c["text"], c["bold"]) for c in r["named"]["paired"]) + " |" for r in versus]
     if flagged:
         lines += ["", "WARNING, degenerate results:", *flagged]
     lines += ["", *table["warnings"], *(f"  {note}" for note in table["notes"])]
@@ -133,7 +142,10 @@ def summary(recipe: Recipe, steps: list[Step], records: list[dict], seconds: flo
         parts += encoder_lines(json.loads(cache.outputs[0].read_text()), test)
     for step in steps:
         if step.kind == "gap" and (md := step.outputs[0].with_suffix(".md")).is_file():
-            parts += ["", f"Modality gap ({md}):", md.read_text().split("\n\n")[0]]
+            sections = md.read_text().split("\n\n")
+            parts += ["", f"Modality gap ({md}):", sections[0]]
+            for title, table in zip(sections, sections[1:]):  # compare_to: each row's paired difference from that row
+                parts += ["", title, table] if "(compare_to;" in title else []
             parts += [f"WARNING, degenerate result: {w}" for w in collapsed_rows(read_gap_report(step.outputs[0]))]
         if step.kind in ("seeds", "caption-seeds") and step.outputs[0].is_file():
             parts += ["", f"Across seeds ({step.outputs[0]}):", step.outputs[0].read_text().strip()]
