@@ -168,13 +168,15 @@ def test_the_train_loader_gives_each_process_its_share_and_lightning_keeps_it(de
     torch's DistributedSampler deals them, which Lightning keeps instead of injecting its own."""
     from types import SimpleNamespace
 
+    from lightning.fabric.utilities.types import _Stateful
+
     dm = FeatureDataModule(str(demo_store), batch_size=4, val_split=None)
     dm.setup("fit")
     shares = []
     for rank in (0, 1):
         dm.trainer = SimpleNamespace(distributed_sampler_kwargs={"num_replicas": 2, "rank": rank})
         loader = dm.train_dataloader()
-        assert isinstance(loader.sampler, DistributedSampler) and isinstance(loader, ResumableLoader)
+        assert isinstance(loader.sampler, DistributedSampler) and isinstance(loader, _Stateful)  # what Lightning saves and restores
         shares.append(list(loader.sampler))
     n = len(dm._dataset("fit"))
     assert shares == [list(DistributedSampler(range(n), num_replicas=2, rank=r, seed=0)) for r in (0, 1)]
