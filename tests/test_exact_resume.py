@@ -88,10 +88,19 @@ def _store(tmp, n=8, dim=8):
 
 
 def _bridge_fit(store, steps, callbacks, ckpt_path=None):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    checkpoints = any(isinstance(c, ModelCheckpoint) for c in callbacks)  # no default one writing into the work tree
     L.seed_everything(0)  # a new process seeds again
     module = BridgeModule(BridgeConfig(dim=8, hidden=16), warmup_steps=2)
     trainer = L.Trainer(
-        max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=callbacks, enable_checkpointing=True, num_sanity_val_steps=1
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=callbacks,
+        enable_checkpointing=checkpoints,
+        num_sanity_val_steps=1,
     )
     data = FeatureDataModule(str(store), batch_size=5, val_split="test")  # 16 pairs: 4 batches an epoch, the last of 1
     run_stage(trainer, "fit", module, data, ckpt_path=ckpt_path, weights_only=False)  # hparams hold a BridgeConfig
