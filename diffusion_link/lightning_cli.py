@@ -176,6 +176,8 @@ def run(
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+    from diffusion_link.data.resume import RandomState
+
     tools = tools or {}
 
     class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
@@ -221,7 +223,8 @@ def run(
                 super().instantiate_classes()
 
         def _instantiate_trainer(self, config: dict, callbacks: list):
-            """The config's callbacks, plus the resume checkpoint of a fit with a run folder and the runner's progress line."""
+            """The config's callbacks, plus the resume checkpoint of a fit with a run folder, the random state every fit
+            keeps in its checkpoints, and the runner's progress line."""
             extra = []
             options = self.config[self.subcommand]
             if self.subcommand == "fit" and options.get("run_dir") and options.get("checkpoint_every"):
@@ -235,6 +238,8 @@ def run(
                         enable_version_counter=False,
                     )
                 )
+            if self.subcommand == "fit":  # a resumed fit replays the uninterrupted one (diffusion_link.data.resume)
+                extra.append(RandomState())
             if config.get("enable_progress_bar") is not False:
                 extra += progress_callbacks()
             return super()._instantiate_trainer(config, list(callbacks) + extra)

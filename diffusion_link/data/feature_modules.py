@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from diffusion_link.data.loaders import evaluation_loader, workers_die_with_parent
+from diffusion_link.data.loaders import evaluation_loader
+from diffusion_link.data.resume import train_loader
 from diffusion_link.data.store import FeatureStore, StoreError
 from diffusion_link.data.wiring import ConnectedData, DataNeeds
 
@@ -99,8 +100,9 @@ def collate_clips(items: list[dict]) -> dict:
 class FeatureDataModule(L.LightningDataModule):
     """Serves a feature store: caption pairs for training, whole clips for evaluation.
 
-    Shuffling (training only), batching and DDP sharding are Lightning's for training; evaluation and
-    prediction read every clip exactly once over the processes (:mod:`diffusion_link.data.loaders`).
+    Training pairs are shuffled once per epoch from the run's seed, each process reading its share under DDP,
+    and a fit resumed mid-epoch continues the epoch's order (:func:`~diffusion_link.data.resume.train_loader`);
+    evaluation and prediction read every clip exactly once over the processes (:mod:`diffusion_link.data.loaders`).
     The datasets are built in ``setup(stage)``.
 
     Args:
@@ -184,13 +186,8 @@ class FeatureDataModule(L.LightningDataModule):
         return evaluation_loader(self, dataset, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self._dataset("fit"),
-            shuffle=True,
-            **workers_die_with_parent(
-                dict(batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=collate_pairs, persistent_workers=self.num_workers > 0)
-            ),
-        )
+        kwargs = dict(num_workers=self.num_workers, collate_fn=collate_pairs, persistent_workers=self.num_workers > 0)
+        return train_loader(self, self._dataset("fit"), self.batch_size, **kwargs)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.split_for["validate"] is None:  # validation switched off
