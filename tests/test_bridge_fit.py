@@ -8,13 +8,13 @@ from diffusion_link.evaluation.bridge_fit import SplitEmbeddings, per_clip_cosin
 D, REFS = 16, 3
 
 
-def _world(n: int, rng: np.random.Generator):
+def _world(n: int, rng: np.random.Generator, refs: int = REFS):
     """Clips of one distribution: a content vector, audio = a rotated, noisier view of it (a gap), texts
     = the content plus small paraphrase noise."""
     content = rng.normal(size=(n, D))
     audio = content @ np.linalg.qr(np.random.default_rng(99).normal(size=(D, D)))[0] + 0.8 * rng.normal(size=(n, D)) + 2.0
-    refs = np.repeat(content, REFS, axis=0) + 0.3 * rng.normal(size=(n * REFS, D))
-    return audio, refs, np.repeat(np.arange(n), REFS)
+    texts = np.repeat(content, refs, axis=0) + 0.3 * rng.normal(size=(n * refs, D))
+    return audio, texts, np.repeat(np.arange(n), refs)
 
 
 def _smooth_map(train_audio, train_refs, owner):
@@ -72,3 +72,28 @@ def test_a_missing_split_is_named():
         seen_unseen(splits, train="fit", resamples=0)
     with pytest.raises(ValueError, match="held-out"):
         seen_unseen({"train": splits["train"]}, resamples=0)
+
+
+def test_distances_use_one_reference_per_clip_so_reference_counts_do_not_bias_them():
+    """AudioCaps' training split has 1 reference per clip, val / test 5, and Fréchet's bias depends on the
+    number of texts: the same clips with 1 or 5 references (the first the same) get the same distances
+    (with every reference, the 5-reference split's bridged Fréchet was ~17 % lower), while the per-clip
+    cosine still averages over every reference."""
+    audio, refs, owner = _world(40, np.random.default_rng(3), refs=5)
+    first = np.arange(0, len(refs), 5)
+    bridged = _smooth_map(*_world(400, np.random.default_rng(4)))(audio)
+    splits = {"train": SplitEmbeddings(bridged, audio, refs[first], owner[first]), "test": SplitEmbeddings(bridged, audio, refs, owner)}
+    out = seen_unseen(splits, resamples=0, subsets=2, distance_resamples=0)
+    for which in ("bridged", "raw"):
+        for m in ("frechet", "centroid_distance"):
+            assert out["train"][f"{which}_{m}"] == pytest.approx(out["test"][f"{which}_{m}"], rel=1e-9), (which, m)
+    assert out["test"]["bridged_cosine"] == pytest.approx(per_clip_cosine(bridged, refs, owner).mean())
+    assert out["test"]["bridged_cosine"] != pytest.approx(out["train"]["bridged_cosine"], abs=1e-3)
+
+
+def test_first_references_keeps_each_clips_first_reference():
+    refs = np.arange(10.0).reshape(5, 2)
+    s = SplitEmbeddings(np.zeros((2, 2)), np.zeros((2, 2)), refs, np.array([1, 0, 0, 1, 1])).first_references()
+    assert s.owner.tolist() == [0, 1] and s.refs.tolist() == [[2.0, 3.0], [0.0, 1.0]]
+    with pytest.raises(ValueError, match="no reference"):
+        SplitEmbeddings(np.zeros((3, 2)), np.zeros((3, 2)), refs, np.array([1, 0, 0, 1, 1])).first_references()

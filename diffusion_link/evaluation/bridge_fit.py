@@ -15,9 +15,10 @@ that difference, per split (the training split, and held-out splits such as val 
   clips resampled on their own: different clips, nothing to pair). A memorising bridge gives a positive
   difference whose interval excludes 0; a smooth one, an interval around 0;
 * **Fréchet and centroid distance** of the bridged (and raw) audio to the split's texts, on equal numbers
-  of clips (both are biased by N): the held-out split's value with its basic bootstrap interval, beside
-  the training split's on ``subsets`` random subsets of the held-out split's size (their mean and the 2.5 –
-  97.5 % range over the subsets).
+  of clips and one reference per clip, its first (both are biased by N, and on the text side N counts
+  references: AudioCaps' training split has one per clip, val and test five): the held-out split's value
+  with its basic bootstrap interval, beside the training split's on ``subsets`` random subsets of the
+  held-out split's size (their mean and the 2.5 – 97.5 % range over the subsets).
 
 Every input is L2-normalised first. Pure math on arrays: ``diffusion_link.bridge.fit_check`` reads a store
 and a bridge export and calls :func:`seen_unseen`.
@@ -60,6 +61,15 @@ class SplitEmbeddings:
         order = np.argsort(rank[self.owner[chosen]], kind="stable")
         return Clips.from_flat(torch.from_numpy(x[keep]), torch.from_numpy(self.refs[chosen][order]), n_refs, key=torch.from_numpy(keep))
 
+    def first_references(self) -> "SplitEmbeddings":
+        """The same clips with one reference each, the first listed: splits with different reference counts
+        (AudioCaps train 1, val / test 5) then give the distances the same number of texts per clip."""
+        owner = np.asarray(self.owner)
+        _, first = np.unique(owner, return_index=True)
+        if len(first) != len(self.raw):
+            raise ValueError(f"{len(self.raw) - len(first)} of {len(self.raw)} clips have no reference: every clip needs at least one")
+        return SplitEmbeddings(self.bridged, self.raw, self.refs[first], owner[first])
+
 
 def _unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
@@ -97,9 +107,10 @@ def _mean_interval(v: np.ndarray, resamples: int, seed: int) -> tuple[float, flo
 
 
 def _distances(split: SplitEmbeddings, n: int, subsets: int, resamples: int, seed: int) -> dict[str, float]:
-    """Fréchet and centroid distance to the split's texts: on all its clips with a basic interval when
-    it has n of them, else the mean and 2.5–97.5 % range over ``subsets`` random subsets of n clips."""
-    out = {}
+    """Fréchet and centroid distance to the split's texts (one reference per clip, its first): on all its
+    clips with a basic interval when it has n of them, else the mean and 2.5–97.5 % range over ``subsets``
+    random subsets of n clips."""
+    out, split = {}, split.first_references()
     for which in ("bridged", "raw"):
         if len(split.raw) == n:
             stats = gap_statistics(split.clips(which), bootstrap=resamples, seed=seed, mmd_sigma=NO_MMD, only=DISTANCES)
@@ -126,7 +137,7 @@ def seen_unseen(
     """Per split: ``clips``; ``bridged_cosine``, ``raw_cosine``, ``gain`` (means of the per-clip values, each
     with ``_lo`` / ``_hi``); for every split but ``train``: ``gain_train_minus``, ``cosine_train_minus`` (the
     training split's mean minus this split's, with ``_lo`` / ``_hi``); and ``<bridged|raw>_<frechet|
-    centroid_distance>`` (+ ``_lo`` / ``_hi``) on as many clips as the smallest held-out split (the training
+    centroid_distance>`` (+ ``_lo`` / ``_hi``; each clip's first reference only) on as many clips as the smallest held-out split (the training
     split's on ``subsets`` random subsets of that size; a held-out split's with its basic interval from
     ``distance_resamples`` resamples). Also ``n_distance``: that clip count."""
     if train not in splits:
