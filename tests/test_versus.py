@@ -138,8 +138,38 @@ def test_the_captioning_table_pairs_every_row_with_its_settings_regressor_row(tm
     assert by_name["supervised, raw audio"]["named"]["versus"] == "no row through bridge/regressor/export"
     assert any("no supervised row through bridge/regressor/export" in w for w in table["warnings"])
     summary = caption_table(folders, None)
-    assert "CIDEr-D vs zero-shot + regressor" in summary and "**-0.200 [-0.200, -0.200]**" in summary
+    assert "CIDEr-D vs compare_to row" in summary and "**-0.200 [-0.200, -0.200]**" in summary
     # across seeds: the same difference per seed
     values = seed_values(systems)
     assert values["zero-shot / zero-shot + Diffusion-Link"]["cider_d_vs"] == pytest.approx(-0.2)
     assert "cider_d_vs" not in values["zero-shot / zero-shot + regressor"]
+
+
+def test_with_two_settings_each_row_is_compared_with_its_own_settings_row_and_the_header_names_neither(tmp_path):
+    """A table with zero-shot and supervised rows: the column is not titled by the zero-shot row (it would
+    mislabel the supervised rows); the legend and the section name each setting's own compare_to row."""
+    from diffusion_link.report import caption_table_rows, read_system
+    from diffusion_link.run.summary import caption_table
+
+    rng = np.random.default_rng(1)
+    clips = [f"c{i:03d}" for i in range(60)]
+    raw = {c: round(float(v), 3) for c, v in zip(clips, rng.gamma(2.0, 0.5, 60))}
+    shifted = lambda d: {c: v + d for c, v in raw.items()}  # noqa: E731
+    versus, reg = {"compare_to": "bridge/regressor/export"}, {"bridge": "bridge/regressor/export"}
+    sup = {"mode": "supervised"}
+    folders = [
+        _system(tmp_path / "zs-raw", "zero-shot, raw audio", raw, **versus),
+        _system(tmp_path / "zs-reg", "zero-shot + regressor", shifted(0.3), **reg, **versus),
+        _system(tmp_path / "sup-raw", "supervised, raw audio", shifted(0.5), **sup, **versus),
+        _system(tmp_path / "sup-reg", "supervised + regressor", shifted(0.6), **sup, **reg, **versus),
+    ]
+    table = caption_table_rows([read_system(f) for f in folders])
+    assert table["named"] == {"zero-shot": "zero-shot + regressor", "supervised": "supervised + regressor"}
+    by_name = {r["system"]: r["named"] for r in table["rows"]}
+    assert by_name["supervised, raw audio"]["name"] == "supervised + regressor" and by_name["supervised, raw audio"]["versus"].startswith("-0.100")
+    assert by_name["zero-shot, raw audio"]["name"] == "zero-shot + regressor" and by_name["zero-shot, raw audio"]["versus"].startswith("-0.300")
+    summary = caption_table(folders, None)
+    header = next(line for line in summary.splitlines() if line.startswith("| setting | system |"))
+    assert "CIDEr-D vs compare_to row" in header and "regressor" not in header
+    assert "zero-shot: zero-shot + regressor; supervised: supervised + regressor" in summary
+    assert any("zero-shot: zero-shot + regressor; supervised: supervised + regressor" in n for n in table["notes"])

@@ -223,7 +223,11 @@ def caption_table_rows(systems: list, clip_info: dict | None = None) -> dict:
         rows.append(row)
     for w in dict.fromkeys(warnings):
         log.warning(w)
-    named = next((r["named"]["name"] for r in rows if r["named"] and r["named"]["name"]), None)
+    named: dict[str, str] = {}  # setting -> its compare_to row's name (each setting has its own row through the bridge)
+    for r in rows:
+        if r["named"] and r["named"]["name"]:
+            named.setdefault(r["setting"], r["named"]["name"])
+    versus_note = f"vs compare_to row: the same paired comparison with the setting's row through the compare_to bridge ({named_rows(named)}); bold the same."
     return {
         "headers": [t for _, t in keys],
         "paired_headers": [t for _, t in paired_keys],
@@ -231,9 +235,14 @@ def caption_table_rows(systems: list, clip_info: dict | None = None) -> dict:
         "rows": rows,
         "skipped": sorted({w for s in systems for w in s.report.get("skipped_metrics", [])}),
         "warnings": list(dict.fromkeys(warnings)),
-        "notes": legend(systems) + ([f"vs {named}: the same paired comparison with that row of the setting (compare_to), bold the same way."] if named else []),
+        "notes": legend(systems) + ([versus_note] if named else []),
         "named": named,
     }
+
+
+def named_rows(named: dict[str, str]) -> str:
+    """Each setting's compare_to row, e.g. ``zero-shot: zero-shot + regressor; supervised: supervised + regressor``."""
+    return "; ".join(f"{setting}: {name}" for setting, name in named.items())
 
 
 def legend(systems: list) -> list[str]:

@@ -31,6 +31,7 @@ def caption_table(folders: list[Path], clip_info: dict | None) -> str:
     ** when it excludes 0), then a table of every per-clip metric's paired difference, the rows flagged
     (a captioner that ignores its input) and the legend."""
     from diffusion_link.report import caption_table_rows, read_system
+    from diffusion_link.report.tables import named_rows
 
     systems = [s for s in (read_system(folder) for folder in folders) if s is not None]
     if not systems:
@@ -40,8 +41,8 @@ def caption_table(folders: list[Path], clip_info: dict | None) -> str:
     def bold(text: str, flag: bool) -> str:
         return f"**{text}**" if flag and text else text
 
-    animals, named = table["animal_headers"], table.get("named")
-    extra = [f"CIDEr-D vs {named}", *([f"right animals vs {named}"] if animals else [])] if named else []
+    animals, named = table["animal_headers"], table.get("named")  # {setting: its compare_to row}: one column for every setting
+    extra = ["CIDEr-D vs compare_to row", *(["right animals vs compare_to row"] if animals else [])] if named else []
     lines = [
         "| setting | system | " + " | ".join(table["headers"]) + " | CIDEr-D vs raw [paired 95 %] (relative) | " + " | ".join(animals + extra) + " |",
         "|---|---|" + "---:|" * (len(table["headers"]) + 1 + len(animals) + len(extra)),
@@ -64,7 +65,7 @@ def caption_table(folders: list[Path], clip_info: dict | None) -> str:
         lines += [f"| {r['setting']} | {r['system']} | " + " | ".join(bold(c["text"], c["bold"]) for c in r["paired"]) + " |" for r in paired]
     versus = [r for r in table["rows"] if r["named"] and any(c["text"] for c in r["named"]["paired"])]
     if versus:
-        lines += ["", f"Paired differences with {named}, the setting's compare_to row (same clips, same resamples; ** excludes 0):"]
+        lines += ["", f"Paired differences with the setting's compare_to row ({named_rows(named)}; same clips, same resamples; ** excludes 0):"]
         lines += ["| setting | system | " + " | ".join(table["paired_headers"]) + " |", "|---|---|" + "---:|" * len(table["paired_headers"])]
         lines += [f"| {r['setting']} | {r['system']} | " + " | ".join(bold(c["text"], c["bold"]) for c in r["named"]["paired"]) + " |" for r in versus]
     if flagged:
