@@ -37,7 +37,6 @@ def split_embeddings(store: FeatureStore, split: str, bridge: DiffusionLink, bat
     if not audio:
         raise StoreError(f"split '{split}' of {store.path} is empty")
     audio = np.concatenate(audio).astype(np.float32)
-    torch.manual_seed(0)  # a stochastic bridge (noise start, DDPM) draws the same samples every run
     bridged = np.concatenate([bridge.bridge(torch.from_numpy(audio[i : i + batch])).double().numpy() for i in range(0, len(audio), batch)])
     return SplitEmbeddings(bridged, audio.astype(np.float64), np.concatenate(refs).astype(np.float64), np.concatenate(owner))
 
