@@ -54,7 +54,7 @@ def test_loader_state_resumes_its_epoch_in_the_same_order(stop_after):
     it = iter(first)
     seen = [next(it).tolist() for _ in range(stop_after)]
     state = first.state_dict()
-    assert state == {"seed": 7, "epoch": 5, "batches": stop_after}
+    assert state == {"seed": 7, "epoch": 5, "batches": stop_after, "num_replicas": 1, "batch_size": 3}
     second = loader()  # a new process: another loader, given the state
     second.load_state_dict(state)
     assert seen + [b.tolist() for b in second] == expected
@@ -63,11 +63,30 @@ def test_loader_state_resumes_its_epoch_in_the_same_order(stop_after):
 
 def test_a_finished_epoch_resumes_at_the_next():
     first = ResumableLoader(list(range(6)), ResumableSampler(range(6), seed=1), batch_size=2)
-    assert len(_order(first)) == 6 and first.state_dict() == {"seed": 1, "epoch": 0, "batches": 3}
+    assert len(_order(first)) == 6 and first.state_dict() == {"seed": 1, "epoch": 0, "batches": 3, "num_replicas": 1, "batch_size": 2}
     second = ResumableLoader(list(range(6)), ResumableSampler(range(6), seed=1), batch_size=2)
     second.load_state_dict(first.state_dict())
     first.sampler.set_epoch(1)
     assert second.sampler.epoch == 1 and _order(second) == _order(first)
+
+
+@pytest.mark.parametrize("saved", [{"num_replicas": 2, "batch_size": 2}, {"num_replicas": 1, "batch_size": 3}])
+def test_a_state_from_another_process_count_or_batch_size_restarts_its_epoch_with_a_warning(saved):
+    """2 batches of a 2-process share (5 of 10 items each) are not 4 items of this process's 10: the epoch
+    restarts whole, and says so."""
+    two = ResumableLoader(list(range(10)), ResumableSampler(range(10), num_replicas=saved["num_replicas"], seed=4), batch_size=saved["batch_size"])
+    two.sampler.set_epoch(3)
+    it = iter(two)
+    next(it), next(it)
+    state = two.state_dict()
+    assert state["num_replicas"] == saved["num_replicas"] and state["batch_size"] == saved["batch_size"] and state["batches"] == 2
+    one = ResumableLoader(list(range(10)), ResumableSampler(range(10), seed=4), batch_size=2)
+    with pytest.warns(UserWarning, match=rf"ran {saved['num_replicas']} process\(es\) with batch size {saved['batch_size']}.*epoch 3 restarts"):
+        one.load_state_dict(state)
+    order = _order(one)
+    assert one.sampler.epoch == 3 and sorted(order) == list(range(10))  # the whole epoch, every item once
+    one.sampler.set_epoch(3)
+    assert order == _order(one)  # from its start, in its order
 
 
 # -- a bridge fit, resumed from each of its checkpoints (mid-epoch and at an epoch's end) ----------------
@@ -116,7 +135,8 @@ def test_a_resumed_bridge_fit_equals_the_uninterrupted_one(tmp_path):
     for step, epoch, batches in ((2, 0, 2), (4, 0, 4), (5, 1, 1)):  # mid-epoch 0, end of epoch 0, first batch of epoch 1
         ckpt = next((tmp_path / "ckpt").glob(f"*-step={step}.ckpt"))
         saved = torch.load(ckpt, weights_only=False)
-        assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"seed": 0, "epoch": epoch, "batches": batches}]
+        layout = {"num_replicas": 1, "batch_size": 5}
+        assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"seed": 0, "epoch": epoch, "batches": batches, **layout}]
         resumed = _bridge_fit(store, 7, [RandomState()], ckpt_path=str(ckpt))
         differ = [k for k in uninterrupted if not torch.equal(uninterrupted[k], resumed[k])]
         assert not differ, f"resumed from step {step}: {differ[:4]} differ"

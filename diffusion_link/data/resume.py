@@ -18,6 +18,7 @@ or from fixed seeds, so the restored step restores them.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Iterator
 
@@ -46,8 +47,9 @@ class ResumableSampler(DistributedSampler):
 
 class ResumableLoader(DataLoader):
     """A training ``DataLoader`` over a :class:`ResumableSampler` whose state is (seed, epoch, batches of the
-    epoch handed out). Loaded from a checkpoint, its next pass is the rest of that epoch, in the same order;
-    a finished epoch resumes at the start of the next one. Worker processes (if any) are seeded from
+    epoch handed out, processes, batch size). Loaded from a checkpoint, its next pass is the rest of that epoch,
+    in the same order; a finished epoch resumes at the start of the next one; an unfinished epoch saved with
+    another process count or batch size restarts from its start, with a warning. Worker processes (if any) are seeded from
     seed + epoch as well, not from the global generator."""
 
     def __init__(self, dataset: Dataset, sampler: ResumableSampler, **kwargs: Any):
@@ -69,13 +71,35 @@ class ResumableLoader(DataLoader):
             yield batch
 
     def state_dict(self) -> dict[str, int]:
-        return {"seed": self.sampler.seed, "epoch": self.sampler.epoch, "batches": self.handed_out}
+        return {
+            "seed": self.sampler.seed,
+            "epoch": self.sampler.epoch,
+            "batches": self.handed_out,
+            "num_replicas": self.sampler.num_replicas,
+            "batch_size": self.batch_size,
+        }
+
+    def _passes(self, num_replicas: int, batch_size: int) -> int:
+        """Batches of one process's pass with that many processes and that batch size."""
+        share = math.ceil(len(self.dataset) / num_replicas)  # DistributedSampler pads every share to this
+        return share // batch_size if self.drop_last else math.ceil(share / batch_size)
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        finished = state["batches"] >= len(self)
+        # a state without them (saved before they were kept) is taken as saved by this layout
+        saved = (state.get("num_replicas", self.sampler.num_replicas), state.get("batch_size", self.batch_size))
+        now = (self.sampler.num_replicas, self.batch_size)
+        finished = state["batches"] >= self._passes(*saved)
         self.sampler.seed = state["seed"]
         self.sampler.set_epoch(state["epoch"] + 1 if finished else state["epoch"])
         self._resume_at = 0 if finished else state["batches"]
+        if saved != now and not finished:  # its batch count is of another share / batch size: not a position here
+            self._resume_at = 0
+            rank_zero_warn(
+                f"the checkpoint's training loader ran {saved[0]} process(es) with batch size {saved[1]} and this fit runs "
+                f"{now[0]} with batch size {now[1]}: its epoch {state['epoch']} restarts from its first batch (its "
+                f"{state['batches']} batch(es) handed out are not a position in this layout), so the resumed fit will not "
+                "replay the uninterrupted one"
+            )
 
 
 def train_loader(datamodule: Any, dataset: Dataset, batch_size: int, **kwargs: Any) -> ResumableLoader:
