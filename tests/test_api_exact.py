@@ -62,3 +62,24 @@ def test_the_test_rows_and_the_api_bridge_a_clip_alike_in_any_batch(bridge_folde
         torch.manual_seed(0)
         assert not torch.allclose(bridge.bridge(audio[order], keyed=False), streamed[order])
     assert torch.allclose(row.norm(dim=-1), torch.ones(len(audio)))
+
+
+def test_a_supervised_captioner_trains_on_fresh_noise_and_tests_on_keyed_noise(bridge_folder):
+    from functools import partial
+    from types import SimpleNamespace
+
+    from diffusion_link.caption.module import CaptionerModule
+
+    folder, sampling = bridge_folder
+    audio = torch.nn.functional.normalize(torch.randn(4, 16, generator=torch.Generator().manual_seed(2)), dim=-1)
+    captioner = SimpleNamespace(hparams=SimpleNamespace(mode="supervised", bridge=folder), bridges=Bridges([folder]))
+    captioner._audio = partial(CaptionerModule._audio, captioner)
+    batch = {"audio_embedding": audio}
+    first, second = (CaptionerModule._training_input(captioner, batch) for _ in range(2))
+    tested = captioner._audio(audio)  # what the test rows and predict see
+    assert torch.equal(captioner._audio(audio), tested)
+    if sampling:  # keyed, a clip's training input was frozen: the same noise every epoch
+        assert not torch.allclose(first, second)
+        assert not torch.allclose(first, tested)
+    else:  # DDIM from the audio itself: one input per clip, batched or not
+        assert torch.allclose(first, tested, atol=1e-5) and torch.allclose(first, second, atol=1e-5)
