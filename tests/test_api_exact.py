@@ -83,3 +83,31 @@ def test_a_supervised_captioner_trains_on_fresh_noise_and_tests_on_keyed_noise(b
         assert not torch.allclose(first, tested)
     else:  # DDIM from the audio itself: one input per clip, batched or not
         assert torch.allclose(first, tested, atol=1e-5) and torch.allclose(first, second, atol=1e-5)
+
+
+def test_the_spread_table_draws_a_deterministic_row_once_with_the_same_numbers(bridge_folder):
+    from types import SimpleNamespace
+
+    from torchmetrics import CatMetric
+
+    from diffusion_link.bridge.module import BridgeModule, _Bridged
+    from diffusion_link.evaluation.gap import GapMetrics
+    from diffusion_link.evaluation.gap_spread import SampleSpread
+
+    folder, sampling = bridge_folder
+    model = DiffusionLink.from_pretrained(folder)
+    calls = []
+    bridge = model.bridge
+    model.bridge = lambda audio, **kw: calls.append(kw) or bridge(audio, **kw)
+    assert Bridges([folder]).stochastic(folder) == model.stochastic == bool(sampling)
+    n, audio = 4, torch.nn.functional.normalize(torch.randn(3, 16, generator=torch.Generator().manual_seed(3)), dim=-1)
+    refs = torch.nn.functional.normalize(torch.randn(3, 2, 16, generator=torch.Generator().manual_seed(4)), dim=-1)
+    module = SimpleNamespace(hparams=SimpleNamespace(spread_samples=n), methods={"b": _Bridged(model)}, gap={"b": GapMetrics()}, cosines={"b": CatMetric()})
+    module.points, module.spread = {k: CatMetric() for k in ("text", "audio", "b")}, {"b": SampleSpread()}
+    BridgeModule.test_step(module, {"text_embeddings": refs, "n_refs": torch.tensor([2, 1, 2]), "audio_embedding": audio}, 0)
+    spread = module.spread["b"].compute()
+    if sampling:  # seeds 0..n-1, each another sample
+        assert [c.get("seed", 0) for c in calls] == list(range(n)) and spread["spread_samples"] > 0
+    else:  # one call: every further call gave the same bits
+        assert len(calls) == 1 and spread["spread_samples"] < 1e-6  # 1 - cos(s, s): rounding only
+        assert all(torch.equal(bridge(audio, seed=s), bridge(audio)) for s in range(1, n))

@@ -156,9 +156,7 @@ class Bridges(nn.Module):
         samples ancestrally (``ddpm``). Raw audio, the fitted baselines, a regressor and DDIM from the audio
         itself give one input per clip."""
         module = self.module(setting)
-        if not isinstance(module, DiffusionLink) or module.config.kind == "regressor":
-            return False
-        return bool(module.config.noise_start) or module.config.sampler == "ddpm"
+        return isinstance(module, DiffusionLink) and module.stochastic
 
     def seeded(self, audio: torch.Tensor, setting: str | None, seeds: list[int]) -> torch.Tensor:
         """``audio`` through a stochastic ``setting``, clip i's noise drawn from a generator seeded with
