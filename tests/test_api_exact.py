@@ -62,3 +62,52 @@ def test_the_test_rows_and_the_api_bridge_a_clip_alike_in_any_batch(bridge_folde
         torch.manual_seed(0)
         assert not torch.allclose(bridge.bridge(audio[order], keyed=False), streamed[order])
     assert torch.allclose(row.norm(dim=-1), torch.ones(len(audio)))
+
+
+def test_a_supervised_captioner_trains_on_fresh_noise_and_tests_on_keyed_noise(bridge_folder):
+    from functools import partial
+    from types import SimpleNamespace
+
+    from diffusion_link.caption.module import CaptionerModule
+
+    folder, sampling = bridge_folder
+    audio = torch.nn.functional.normalize(torch.randn(4, 16, generator=torch.Generator().manual_seed(2)), dim=-1)
+    captioner = SimpleNamespace(hparams=SimpleNamespace(mode="supervised", bridge=folder), bridges=Bridges([folder]))
+    captioner._audio = partial(CaptionerModule._audio, captioner)
+    batch = {"audio_embedding": audio}
+    first, second = (CaptionerModule._training_input(captioner, batch) for _ in range(2))
+    tested = captioner._audio(audio)  # what the test rows and predict see
+    assert torch.equal(captioner._audio(audio), tested)
+    if sampling:  # keyed, a clip's training input was frozen: the same noise every epoch
+        assert not torch.allclose(first, second)
+        assert not torch.allclose(first, tested)
+    else:  # DDIM from the audio itself: one input per clip, batched or not
+        assert torch.allclose(first, tested, atol=1e-5) and torch.allclose(first, second, atol=1e-5)
+
+
+def test_the_spread_table_draws_a_deterministic_row_once_with_the_same_numbers(bridge_folder):
+    from types import SimpleNamespace
+
+    from torchmetrics import CatMetric
+
+    from diffusion_link.bridge.module import BridgeModule, _Bridged
+    from diffusion_link.evaluation.gap import GapMetrics
+    from diffusion_link.evaluation.gap_spread import SampleSpread
+
+    folder, sampling = bridge_folder
+    model = DiffusionLink.from_pretrained(folder)
+    calls = []
+    bridge = model.bridge
+    model.bridge = lambda audio, **kw: calls.append(kw) or bridge(audio, **kw)
+    assert Bridges([folder]).stochastic(folder) == model.stochastic == bool(sampling)
+    n, audio = 4, torch.nn.functional.normalize(torch.randn(3, 16, generator=torch.Generator().manual_seed(3)), dim=-1)
+    refs = torch.nn.functional.normalize(torch.randn(3, 2, 16, generator=torch.Generator().manual_seed(4)), dim=-1)
+    module = SimpleNamespace(hparams=SimpleNamespace(spread_samples=n), methods={"b": _Bridged(model)}, gap={"b": GapMetrics()}, cosines={"b": CatMetric()})
+    module.points, module.spread = {k: CatMetric() for k in ("text", "audio", "b")}, {"b": SampleSpread()}
+    BridgeModule.test_step(module, {"text_embeddings": refs, "n_refs": torch.tensor([2, 1, 2]), "audio_embedding": audio}, 0)
+    spread = module.spread["b"].compute()
+    if sampling:  # seeds 0..n-1, each another sample
+        assert [c.get("seed", 0) for c in calls] == list(range(n)) and spread["spread_samples"] > 0
+    else:  # one call: every further call gave the same bits
+        assert len(calls) == 1 and spread["spread_samples"] < 1e-6  # 1 - cos(s, s): rounding only
+        assert all(torch.equal(bridge(audio, seed=s), bridge(audio)) for s in range(1, n))

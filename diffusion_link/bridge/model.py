@@ -280,6 +280,12 @@ class DiffusionLink(nn.Module):
         return F.normalize(x_t, dim=-1) * self.preprocess.factor if self.config.sphere_input else x_t
 
     @property
+    def stochastic(self) -> bool:
+        """Whether :meth:`bridge` draws noise: it forward-noises its entry (``noise_start``) or samples
+        ancestrally (``ddpm``). A regressor and DDIM from the audio itself give one output per input."""
+        return self.config.kind != "regressor" and (bool(self.config.noise_start) or self.config.sampler == "ddpm")
+
+    @property
     def mean_device(self) -> torch.device:
         return self.preprocess.mean_audio.device
 

@@ -68,8 +68,8 @@ class BridgeModule(FeatureStage):
         sampling: overrides of the sampler for evaluation and prediction (:class:`Sampling`), e.g.
             ``{t_start: 400, steps: 10}``; applied to this bridge and to the compared ones, and checked
             like any bridge config when the module is built.
-        spread_samples: n, the bridged samples per test clip of the sample-spread table (each row called n
-            times; docs/method.md, "Sample spread"); 0: no such table.
+        spread_samples: n, the bridged samples per test clip of the sample-spread table (a stochastic bridge called n
+            times, any other row once; docs/method.md, "Sample spread"); 0: no such table.
         compare_to: rows of the gap table (by name, e.g. ``[regressor (no diffusion)]``) that every row is also
             compared with, as with raw audio: the paired interval of the difference (``<metric>_vs_<slug>``);
             a name that is not a row (raw audio, mean shift, projection decoding, ``compare``, ``name``) is refused.
@@ -302,8 +302,10 @@ class BridgeModule(FeatureStage):
             self.cosines[key].update((F.normalize(x, dim=-1) * F.normalize(c, dim=-1)).sum(-1))
             self.points[key].update(out)
             if (n := self.hparams.spread_samples) > 0:  # n samples of this clip: the first (seed 0) is the one scored above
-                seeded = isinstance(method, _Bridged)  # a bridge's noise is keyed by the clip and a seed: seeds 1..n-1
-                draws = (method(batch["audio_embedding"], **({"seed": s} if seeded else {})) for s in range(1, n))
+                # a stochastic bridge's noise is keyed by the clip and a seed: seeds 1..n-1; any other row
+                # (a baseline, a regressor, DDIM from the audio) gives one output per clip: repeat it
+                stochastic = isinstance(method, _Bridged) and method.model.stochastic
+                draws = [method(batch["audio_embedding"], seed=s) for s in range(1, n)] if stochastic else [out] * (n - 1)
                 samples = torch.stack([out, *draws], dim=1)
                 self.spread[key].update(samples, refs, n_refs)
 

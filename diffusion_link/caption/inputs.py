@@ -134,11 +134,16 @@ class Bridges(nn.Module):
             support = torch.from_numpy(store.text_matrix(split, self.support_size))
             self.fitted[PROJECTION] = ProjectionDecoding(support, self.projection_temperature)
 
-    def forward(self, audio: torch.Tensor, setting: str | None) -> torch.Tensor:
-        """The embedding the LLM sees for ``audio`` through ``setting``."""
+    def forward(self, audio: torch.Tensor, setting: str | None, keyed: bool = True) -> torch.Tensor:
+        """The embedding the LLM sees for ``audio`` through ``setting``.
+
+        ``keyed`` (the default: test rows, ``predict``, the API): a diffusion bridge takes each clip on its
+        own, its noise keyed by the clip's embedding (:meth:`DiffusionLink.bridge`). ``keyed=False`` (the
+        training inputs of a supervised captioner): the batch goes through at once on torch's global stream,
+        fresh noise every step (keyed, a clip would see the same noise every epoch) and no one-at-a-time cost."""
         module = self.module(setting)
         if isinstance(module, DiffusionLink):
-            return module.bridge(audio)
+            return module.bridge(audio, keyed=keyed)
         if module is not None:
             device = next(module.buffers()).device
             return module(audio.to(device))
@@ -151,9 +156,7 @@ class Bridges(nn.Module):
         samples ancestrally (``ddpm``). Raw audio, the fitted baselines, a regressor and DDIM from the audio
         itself give one input per clip."""
         module = self.module(setting)
-        if not isinstance(module, DiffusionLink) or module.config.kind == "regressor":
-            return False
-        return bool(module.config.noise_start) or module.config.sampler == "ddpm"
+        return isinstance(module, DiffusionLink) and module.stochastic
 
     def seeded(self, audio: torch.Tensor, setting: str | None, seeds: list[int]) -> torch.Tensor:
         """``audio`` through a stochastic ``setting``, clip i's noise drawn from a generator seeded with

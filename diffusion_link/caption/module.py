@@ -178,10 +178,10 @@ class CaptionerModule(FeatureStage):
 
     # -- inputs ------------------------------------------------------------------------------------
 
-    def _audio(self, audio: torch.Tensor, bridge: str | None | object = ...) -> torch.Tensor:
+    def _audio(self, audio: torch.Tensor, bridge: str | None | object = ..., keyed: bool = True) -> torch.Tensor:
         """The audio embedding the LLM sees: through ``bridge`` (a setting: an export folder, a fitted baseline
-        or None; default the module's own ``bridge``), else raw (normalised)."""
-        return self.bridges(audio, self.hparams.bridge if bridge is ... else bridge)
+        or None; default the module's own ``bridge``), else raw (normalised). ``keyed``: :meth:`Bridges.forward`."""
+        return self.bridges(audio, self.hparams.bridge if bridge is ... else bridge, keyed=keyed)
 
     def _through(self, setting: str | None):
         """``setting``'s bridge as the chain takes it (:mod:`diffusion_link.caption.chain`)."""
@@ -232,7 +232,7 @@ class CaptionerModule(FeatureStage):
             if self.hparams.noise_std:  # CapDec: noise on the unit embedding, not re-normalised
                 text = text + self.hparams.noise_std * torch.randn_like(text)
             return text
-        return self._audio(batch["audio_embedding"])
+        return self._audio(batch["audio_embedding"], keyed=False)  # fresh noise every step: Bridges.forward
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.model.loss(self._training_input(batch), batch["caption"])

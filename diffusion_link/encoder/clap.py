@@ -54,7 +54,7 @@ class ClapConfig:
 
 
 class ClapEncoder(torch.nn.Module):
-    """Frozen laion-clap model with deterministic, batched audio and text encoding."""
+    """Frozen laion-clap model with deterministic audio (one clip at a time) and batched text encoding."""
 
     def __init__(self, config: ClapConfig | None = None):
         super().__init__()
@@ -123,6 +123,9 @@ class ClapEncoder(torch.nn.Module):
             "crop": cfg.crop,
             "pad": "repeatpad",
             "quantise_int16": cfg.quantise_int16,
+            # not an identity key (encoder_mismatch): it changes stores' checksums, so a store made when a
+            # batch's clips shared one forward pass is computed again, and bundles made then still load
+            "batching": "each clip alone",
         }
 
     @property
@@ -131,23 +134,25 @@ class ClapEncoder(torch.nn.Module):
 
     @torch.no_grad()
     def encode_audio(self, waves: list[np.ndarray]) -> torch.Tensor:
-        """Embed mono 48 kHz waveforms of any length: (N, D) float32, unit norm."""
-        windows, owner = [], []
-        for i, wave in enumerate(waves):
-            wave = np.asarray(wave, dtype=np.float32)
-            if self.config.quantise_int16:
-                wave = quantise_int16(wave)
-            w = to_windows(wave, self.config.crop)
-            windows.append(w)
-            owner.extend([i] * len(w))
-        batch = torch.from_numpy(np.concatenate(windows)).to(self.device)
+        """Embed mono 48 kHz waveforms of any length: (N, D) float32, unit norm.
+
+        Each clip's windows go through the model on their own, one clip at a time: a clip's embedding is
+        the same bits whatever it is batched with (the cache stage's shards, ``predict``'s batches, the
+        API's). In one forward pass for the whole batch the kernels' floating-point sums depend on the
+        batch size (~1e-7), and a bridge keys its sampling noise on the embedding's exact bits."""
+        return torch.cat([self._encode_clip(wave) for wave in waves]) if len(waves) else torch.zeros(0, self.dim)
+
+    def _encode_clip(self, wave: np.ndarray) -> torch.Tensor:
+        """One clip's (1, D) embedding: its window, or the re-normalised mean of its windows (chunk_average)."""
+        wave = np.asarray(wave, dtype=np.float32)
+        if self.config.quantise_int16:
+            wave = quantise_int16(wave)
+        batch = torch.from_numpy(to_windows(wave, self.config.crop)).to(self.device)
         inputs = {"waveform": batch, "longer": torch.zeros(len(batch), 1, dtype=torch.bool, device=self.device)}
         emb = self.model.audio_projection(self.model.encode_audio(inputs, device=self.device)["embedding"])
         emb = F.normalize(emb.float(), dim=-1)
-        if len(emb) != len(waves):  # chunk_average: mean of each clip's windows, re-normalised
-            index = torch.tensor(owner, device=emb.device)
-            summed = torch.zeros(len(waves), emb.shape[1], device=emb.device).index_add_(0, index, emb)
-            emb = F.normalize(summed, dim=-1)
+        if len(emb) != 1:  # chunk_average: mean of the clip's windows, re-normalised
+            emb = F.normalize(emb.sum(0, keepdim=True), dim=-1)
         return emb.cpu()
 
     @torch.no_grad()
