@@ -26,6 +26,7 @@ from diffusion_link.data.audio import AudioDecodeError
 from diffusion_link.data.augment import WaveAugment
 from diffusion_link.data.audiocaps import AudioSource, describe_records
 from diffusion_link.data.loaders import evaluation_loader
+from diffusion_link.data.resume import train_loader
 from diffusion_link.data.wiring import ConnectedData, DataNeeds, require_connection
 
 log = logging.getLogger(__name__)
@@ -175,10 +176,9 @@ class ClipCaptionDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = TrainPairs(self.clips(self.split_for["fit"], waves=self.augment is not None), self.augment, self._features, self.sample_rate)
-        # A plain shuffled loader, not data/resume.py's resumable one: with that loader the encoder stage's pitch
-        # test (tests/test_encoder_stage.py) stopped learning (test R@1 0.028, chance 0.021); cause not yet found.
-        # So an encoder fit resumes from last.ckpt but draws a new order for its interrupted epoch.
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, collate_fn=_collate, num_workers=0, drop_last=len(dataset) > self.batch_size)
+        # resumable mid-epoch, as the bridge and captioner fits (data/resume.py): a resumed encoder fit replays the
+        # uninterrupted one (the captions drawn per item come from torch's generator, which RandomState restores)
+        return train_loader(self, dataset, self.batch_size, collate_fn=_collate, num_workers=0, drop_last=len(dataset) > self.batch_size)
 
     def _evaluation(self, split: str) -> DataLoader:
         return evaluation_loader(self, self.clips(split), batch_size=self.batch_size, collate_fn=_collate, num_workers=0)

@@ -226,7 +226,7 @@ class EncoderModule(L.LightningModule):
         callback = self.trainer.checkpoint_callback
         best = getattr(callback, "best_model_path", "") if callback is not None else ""
         meta = {"trained_on": self.data.description if self.data is not None else None, "steps": self.global_step, "seed": self.hparams.seed}
-        if best and Path(best).is_file():
+        if best and Path(best).is_file() and callback.monitor and callback.best_model_score is not None:  # a checkpoint that selects
             state = torch.load(best, map_location=self.device, weights_only=False)["state_dict"]
             self.load_state_dict(state)
             meta.update(selected_on=f"{callback.monitor} ({callback.mode}) = {float(callback.best_model_score):.4f}", checkpoint=str(best))
