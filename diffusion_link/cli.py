@@ -87,7 +87,7 @@ def _seeds_sweep_arguments(name: str):
 
 
 def _seeds(args) -> int:
-    from diffusion_link.evaluation.report import summarise_seeds
+    from diffusion_link.evaluation.gap_seeds import summarise_seeds
 
     print(summarise_seeds(args.reports, args.out)[1].read_text())
     return 0

@@ -407,6 +407,55 @@ def test_seed_summary_gives_mean_and_spread(tmp_path, capsys):
         main(["seeds", str(tmp_path / "seed-0"), str(tmp_path / "other"), "--out", str(tmp_path / "x")])
 
 
+def test_seed_summary_gives_each_paired_difference_and_in_how_many_seeds_it_holds(tmp_path):
+    """Per comparison (from raw audio, from a compare_to row): mean ± std of the per-seed difference, and how many
+    seeds' paired intervals exclude 0 on the better / worse side (Fréchet: lower is better)."""
+    import csv
+
+    from diffusion_link.evaluation.gap_seeds import comparisons, summarise_seeds
+    from diffusion_link.evaluation.report import COLUMNS, write_gap_report
+
+    def row(frechet, diff, vs):
+        values = {key: 0.5 for key, _ in COLUMNS} | {"frechet": frechet}
+        values |= {f"{k}_diff": 0.0 for k, _ in COLUMNS} | {f"{k}_diff_lo": 0.0 for k, _ in COLUMNS} | {f"{k}_diff_hi": 0.0 for k, _ in COLUMNS}
+        vs_cols = {f"{k}_vs_regressor{e}": 0.0 for k, _ in COLUMNS for e in ("", "_lo", "_hi")}
+        return (
+            values
+            | vs_cols
+            | {"frechet_diff": diff[0], "frechet_diff_lo": diff[1], "frechet_diff_hi": diff[2]}
+            | {"frechet_vs_regressor": vs[0], "frechet_vs_regressor_lo": vs[1], "frechet_vs_regressor_hi": vs[2]}
+        )
+
+    zero = (0.0, 0.0, 0.0)
+    # Diffusion-Link vs raw: better (interval below 0) in seeds 0 and 1, not in 2; vs the regressor: worse in seed 2
+    per_seed = {
+        0: ((-0.10, -0.12, -0.08), (-0.01, -0.02, 0.005)),
+        1: ((-0.08, -0.10, -0.06), (0.0, -0.01, 0.01)),
+        2: ((-0.03, -0.07, 0.01), (0.02, 0.01, 0.03)),
+    }
+    for seed, (diff, vs) in per_seed.items():
+        rows = {
+            "raw audio": row(0.2, zero, (0.1, 0.08, 0.12)),
+            "regressor": row(0.1, (-0.1, -0.12, -0.08), zero),
+            "Diffusion-Link": row(0.2 + diff[0], diff, vs),
+        }
+        write_gap_report(rows, tmp_path / f"seed-{seed}", baseline="raw audio", compare_to=("regressor",))
+    from diffusion_link.evaluation.report import read_gap_report
+
+    assert comparisons(read_gap_report(tmp_path / "seed-0")) == [("_diff", "raw audio"), ("_vs_regressor", "regressor")]
+    csv_path, md_path = summarise_seeds([tmp_path / f"seed-{s}" for s in range(3)], tmp_path / "all")
+    with open(csv_path) as f:
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    dl = rows["Diffusion-Link"]
+    assert float(dl["frechet_diff_mean"]) == pytest.approx(-0.07) and float(dl["frechet_diff_std"]) == pytest.approx(np.std([-0.1, -0.08, -0.03], ddof=1))
+    assert (dl["frechet_diff_better"], dl["frechet_diff_worse"]) == ("2", "0")
+    assert (dl["frechet_vs_regressor_better"], dl["frechet_vs_regressor_worse"]) == ("0", "1")
+    assert (rows["raw audio"]["frechet_vs_regressor_better"], rows["raw audio"]["frechet_vs_regressor_worse"]) == ("0", "3")
+    md = md_path.read_text()
+    assert "Paired difference from raw audio" in md and "Paired difference from regressor" in md
+    assert "-0.0700 ± 0.0361 (2 / 0)" in md
+
+
 def test_sweep_plots_each_metric_against_the_setting(tmp_path, capsys):
     import csv
 

@@ -164,7 +164,9 @@ def pca_figure(text: np.ndarray, audio: np.ndarray, bridged: dict[str, np.ndarra
     """2-D PCA fitted on the text embeddings; text, raw audio and each bridge's output projected on it."""
     mean = text.mean(0)
     _, _, vt = np.linalg.svd(text - mean, full_matrices=False)
-    project = lambda x: (x - mean) @ vt[:2].T  # noqa: E731
+    axes = np.zeros((2, text.shape[1]))  # fewer than 3 texts (a DDP rank's share of val) span < 2 axes: 0 on the rest
+    axes[: min(2, len(vt))] = vt[:2]
+    project = lambda x: (x - mean) @ axes.T  # noqa: E731
     fig, ax = _pyplot().subplots(figsize=(6.5, 5.5))
     ax.scatter(*project(text).T, s=8, alpha=0.5, label="text", c="tab:blue")
     ax.scatter(*project(audio).T, s=8, alpha=0.5, label="audio (raw)", c="tab:red")
@@ -221,28 +223,6 @@ def across_seeds(tables: list[tuple[Path, dict[str, dict[str, float]]]], keys: l
         if list(table) != list(first):
             raise ValueError(f"{path} compares other methods than {first_path}: {list(table)} vs {list(first)}")
     return {method: {key: np.array([float(t[method].get(key, np.nan)) for _, t in tables]) for key in keys} for method in first}
-
-
-def summarise_seeds(report_dirs: list[str | Path], out_dir: str | Path) -> tuple[Path, Path]:
-    """Mean ± standard deviation across seeds of each method's gap metrics, from the ``gap_report.csv``
-    of one gap analysis per seed (bridges trained with that seed). Writes ``gap_report_seeds.csv``
-    (``<metric>_mean``, ``<metric>_std``, ``seeds``) and ``gap_report_seeds.md``."""
-    tables = [(Path(folder), read_gap_report(folder)) for folder in report_dirs]
-    keys = [key for key, _ in COLUMNS]
-    stats = across_seeds(tables, keys, "gap reports")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "gap_report_seeds.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["method"] + [f"{k}_{s}" for k in keys for s in ("mean", "std")] + ["seeds"])
-        for method, values in stats.items():
-            writer.writerow([method] + [f"{v:.6g}" for k in keys for v in (values[k].mean(), values[k].std(ddof=1))] + [len(tables)])
-    header = "| method | " + " | ".join(title for _, title in COLUMNS) + " |"
-    rows = ["| " + method + " | " + " | ".join(f"{v[k].mean():.4f} ± {v[k].std(ddof=1):.4f}" for k in keys) + " |" for method, v in stats.items()]
-    note = f"\nMean ± standard deviation over {len(tables)} seeds (each: bridges trained and the gap analysis run with that seed):\n"
-    note += "".join(f"\n- {p}" for p, _ in tables)
-    (out / "gap_report_seeds.md").write_text("\n".join([header, "|---|" + "---:|" * len(COLUMNS), *rows]) + "\n" + note + "\n")
-    return out / "gap_report_seeds.csv", out / "gap_report_seeds.md"
 
 
 def plot_sweep(report_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str, ...] = ("frechet", "mmd", "centroid_distance", "R@1")) -> Path:
