@@ -145,6 +145,14 @@ def apply_run_dir(config, subcommand: str) -> None:
             callback.init_args.root = run_dir
 
 
+def _model_init(config, subcommand: str | None):
+    """The subcommand's ``model.init_args`` (a namespace; empty dict when there is none)."""
+    options = config.get(subcommand) if subcommand else None
+    model = options.get("model") if options is not None else None
+    init = getattr(model, "init_args", None) if model is not None else None
+    return init if init is not None else {}
+
+
 def progress_callbacks() -> list:
     """The runner's progress line: a step started by ``diffusion-link run`` draws its bar on the runner's console."""
     fd = os.environ.get("DIFFUSION_LINK_PROGRESS_FD")
@@ -201,6 +209,18 @@ def run(
                 "config leaves them unset; fit also keeps DIR/checkpoints/last.ckpt to resume from",
             )
             parser.add_argument("--checkpoint_every", type=int, default=50, help="with --run_dir, fit saves DIR/checkpoints/last.ckpt every N steps")
+
+        def _parse_ckpt_path(self) -> None:
+            """Lightning fills the model's options from ``--ckpt_path``'s saved hyperparameters, but where this run
+            writes (``export_dir``, ``output_dir``, ``report_dir``) is this command's, not the checkpoint's: a run
+            folder copied or moved elsewhere and resumed writes its export in its new place (``--run_dir``)."""
+            sub = self.config.get("subcommand")
+            kept = {k: v for k, v in _model_init(self.config, sub).items() if k in RUN_LAYOUT}
+            super()._parse_ckpt_path()
+            init = _model_init(self.config, sub)
+            for key, value in kept.items():
+                if key in init:
+                    init[key] = value
 
         def _add_subcommands(self, parser, **kwargs) -> None:
             super()._add_subcommands(parser, **kwargs)

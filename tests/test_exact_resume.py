@@ -192,6 +192,21 @@ def test_a_resumed_cli_fit_exports_the_uninterrupted_weights(stage, demo_store, 
     assert not differ, f"{differ[:4]} differ"
 
 
+def test_a_moved_run_folder_resumes_into_its_new_place(demo_store, tmp_path):
+    """Lightning fills the model's options from the checkpoint's hyperparameters; where the resumed fit writes
+    (export_dir, from --run_dir) is the command's: a run folder moved elsewhere exports in its new place."""
+    updates = bridge_updates(tmp_path, demo_store, "old", hidden=16, steps=4)
+    del updates["model"]["init_args"]["export_dir"], updates["trainer"]["default_root_dir"], updates["run_dir"]
+    del updates["trainer"]["logger"]["init_args"]["save_dir"]
+    config = repo_config("configs/bridge/demo.yaml", tmp_path, updates)
+    command = ["fit", "--config", str(config), "--checkpoint_every", "3"]
+    main([*command, "--run_dir", str(tmp_path / "old")])
+    shutil.move(tmp_path / "old", tmp_path / "new")
+    main([*command, "--run_dir", str(tmp_path / "new"), "--ckpt_path", str(tmp_path / "new/checkpoints/last.ckpt")])
+    assert (tmp_path / "new/export/config.json").is_file()
+    assert not (tmp_path / "old").exists()
+
+
 def test_the_train_loader_gives_each_process_its_share_and_lightning_keeps_it(demo_store):
     """Under DDP (faked: the trainer's sampler arguments) the training pairs are dealt to the processes as
     torch's DistributedSampler deals them, which Lightning keeps instead of injecting its own."""

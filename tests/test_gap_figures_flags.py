@@ -139,3 +139,16 @@ def test_recall_at_chance_is_flagged_in_the_summary_and_on_the_page(tmp_path):
     write_gap_report(_results(text, rows, bootstrap=0), tmp_path / "artifacts" / "bridge" / "report", baseline=RAW)
     soup = BeautifulSoup(Path(build_report(tmp_path / "artifacts")).read_text(encoding="utf-8"), "html.parser")
     assert [li.get_text() for li in soup.select("#degenerate li")] == [f"encoder/test: {recall_flags(scores)[0]}"]
+
+
+@pytest.mark.parametrize("clips", [1, 2])
+def test_the_validation_pca_figure_draws_a_ranks_one_or_two_clips(clips):
+    """Under DDP each rank draws its own share of val: one or two texts span fewer than two PCA axes."""
+    from diffusion_link.evaluation.report import pca_figure
+
+    rng = np.random.default_rng(0)
+    text, audio = rng.normal(size=(clips, 8)), rng.normal(size=(clips, 8))
+    fig = pca_figure(text, audio, {"bridge": audio + 0.1})
+    points = [c.get_offsets() for c in fig.axes[0].collections]
+    assert [p.shape for p in points] == [(clips, 2)] * 3
+    assert np.isfinite(np.concatenate(points)).all()

@@ -113,3 +113,15 @@ def test_checksum_changes_with_any_setting():
     base = {"encoder": {"crop": "centre", "weights": "random-init(seed=0)"}, "dim": 512}
     assert checksum(base) == checksum(json.loads(json.dumps(base)))
     assert checksum(base) != checksum({**base, "encoder": {**base["encoder"], "crop": "chunk_average"}})
+
+
+def test_a_store_checksum_ignores_where_the_encoders_files_lie_not_what_they_hold():
+    """A run folder copied or moved elsewhere reuses its stores: the encoder's export folder or checkpoint
+    path is not part of the checksum, its weights' checksum is."""
+    from diffusion_link.data.store import store_header
+
+    encoder = {"family": "contrastive", "weights": "sha256:aa", "export": "/a/run/encoder/export", "checkpoint_path": None}
+    here = store_header(512, encoder, {"source": "demo"})
+    moved = store_header(512, {**encoder, "export": "/b/copy/encoder/export", "checkpoint_path": "/b/x.pt"}, {"source": "demo"})
+    assert here["checksum"] == moved["checksum"] and moved["encoder"]["export"] == "/b/copy/encoder/export"  # still recorded
+    assert here["checksum"] != store_header(512, {**encoder, "weights": "sha256:bb"}, {"source": "demo"})["checksum"]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from diffusion_link.bridge.model import DiffusionLink
-from diffusion_link.data.store import FeatureStore, StoreError, _matrix, encoder_mismatch
+from diffusion_link.data.store import FeatureStore, StoreError, encoder_mismatch
 from diffusion_link.evaluation.bridge_fit import SplitEmbeddings, format_seen_unseen, seen_unseen
 from diffusion_link.files import write_atomic
 
@@ -27,13 +27,11 @@ DESCRIPTION = (
 def split_embeddings(store: FeatureStore, split: str, bridge: DiffusionLink, batch: int = 1024) -> SplitEmbeddings:
     """Every clip of ``split``: its audio raw and bridged, its references and their owners."""
     audio, refs, owner, start = [], [], [], 0
-    for b in store.iter_batches(split):
-        a = _matrix(b.column("audio_embedding"), store.dim)
-        texts = b.column("text_embeddings")
-        refs.append(_matrix(texts.flatten(), store.dim))
-        owner.append(start + np.repeat(np.arange(b.num_rows), np.diff(texts.offsets.to_numpy())))
+    for _, a, texts, rows in store.iter_arrays(split):
+        refs.append(texts)
+        owner.append(start + rows)
         audio.append(a)
-        start += b.num_rows
+        start += len(a)
     if not audio:
         raise StoreError(f"split '{split}' of {store.path} is empty")
     audio = np.concatenate(audio).astype(np.float32)

@@ -96,10 +96,17 @@ def package_version() -> str:
     return __version__
 
 
+#: Encoder description keys that say where its files lie, not what they hold (its ``weights`` checksum does):
+#: left out of a store's checksum, so a run folder copied or moved elsewhere reuses its stores.
+ENCODER_LOCATION = ("export", "checkpoint_path")
+
+
 def store_header(dim: int, encoder: dict, data: dict, extra: dict | None = None) -> dict[str, Any]:
-    """The content of ``store.json`` (``status`` and counts are added by the writer)."""
+    """The content of ``store.json`` (``status`` and counts are added by the writer). Its checksum covers
+    everything but the encoder's file locations (:data:`ENCODER_LOCATION`)."""
     identity = {"format_version": FORMAT_VERSION, "dim": dim, "encoder": encoder, "data": data, **(extra or {})}
-    return {**identity, "checksum": checksum(identity), "package_version": package_version()}
+    content = {**identity, "encoder": {k: v for k, v in encoder.items() if k not in ENCODER_LOCATION}}
+    return {**identity, "checksum": checksum(content), "package_version": package_version()}
 
 
 @dataclass
@@ -174,6 +181,14 @@ class FeatureStore:
         """The split as ``pyarrow.RecordBatch``es of at most ``rows`` rows (memory-mapped reads)."""
         yield from self.split(name).data.table.to_batches(max_chunksize=rows)
 
+    def iter_arrays(self, name: str, rows: int = 8192):
+        """The split as ``(clip_ids, audio (N, D), texts (M, D), owner (M,))`` per batch of at most ``rows``
+        clips: ``owner[j]`` is the batch row whose caption ``texts[j]`` is (no Python rows are built)."""
+        for batch in self.iter_batches(name, rows):
+            texts = batch.column("text_embeddings")
+            owner = np.repeat(np.arange(batch.num_rows), np.diff(texts.offsets.to_numpy()))
+            yield batch.column("clip_id").to_pylist(), _matrix(batch.column("audio_embedding"), self.dim), _matrix(texts.flatten(), self.dim), owner
+
     def means(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean of the L2-normalised audio embeddings and of every caption's text embedding."""
         import torch
@@ -201,13 +216,8 @@ class FeatureStore:
     def non_finite(self, name: str) -> list[str]:
         """Clip ids whose audio or text embeddings contain NaN or infinity."""
         bad = []
-        for batch in self.iter_batches(name):
-            audio = _matrix(batch.column("audio_embedding"), self.dim)
-            texts = batch.column("text_embeddings")
-            flat = _matrix(texts.flatten(), self.dim)
-            owner = np.repeat(np.arange(batch.num_rows), np.diff(texts.offsets.to_numpy()))
+        for ids, audio, flat, owner in self.iter_arrays(name):
             rows = set(np.flatnonzero(~np.isfinite(audio).all(1))) | set(owner[~np.isfinite(flat).all(1)])
-            ids = batch.column("clip_id").to_pylist()
             bad += [ids[i] for i in sorted(rows)]
         return bad
 

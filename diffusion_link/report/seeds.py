@@ -30,6 +30,17 @@ def _systems(folder: Path) -> list:
     return sorted(systems, key=lambda s: s.sort_key())
 
 
+def _add_paired(row: dict, suffix: str, base, system, keys: list[str], clip_info: dict | None) -> None:
+    """``row[<key><suffix>]``, ``_lo``, ``_hi``: ``system`` minus ``base`` per clip, with its paired interval,
+    for every key both rows score on the same clips."""
+    for key in keys:
+        try:
+            p = paired_difference(per_clip(base, key, clip_info), per_clip(system, key, clip_info))
+        except ClipsDiffer:
+            continue
+        row[f"{key}{suffix}"], row[f"{key}{suffix}_lo"], row[f"{key}{suffix}_hi"] = p.diff, p.lo, p.hi
+
+
 def seed_values(systems: list, clip_info: dict | None = None) -> dict[str, dict[str, float]]:
     """One seed's ``{"setting / system": {metric: value, <metric>_diff, _diff_lo, _diff_hi (the paired
     difference from the setting's raw-audio row, with its interval), ...}}``; ``right_animals`` (the demo:
@@ -48,23 +59,13 @@ def seed_values(systems: list, clip_info: dict | None = None) -> dict[str, dict[
             paired.append(RIGHT_ANIMALS)
         base = raw.get(s.setting)
         if base is not None and base is not s and not is_ceiling(s):
-            for key in paired:
-                try:
-                    p = paired_difference(per_clip(base, key, clip_info), per_clip(s, key, clip_info))
-                except ClipsDiffer:
-                    continue
-                row[f"{key}_diff"], row[f"{key}_diff_lo"], row[f"{key}_diff_hi"] = p.diff, p.lo, p.hi
+            _add_paired(row, "_diff", base, s, paired, clip_info)
         try:  # compare_to (report/versus.py): the same paired difference from the setting's row through that bridge
             named = named_row(systems, s)
         except LookupError:
             named = None
         if named is not None and named is not s and not is_ceiling(s):
-            for key in paired:
-                try:
-                    p = paired_difference(per_clip(named, key, clip_info), per_clip(s, key, clip_info))
-                except ClipsDiffer:
-                    continue
-                row[f"{key}_vs"], row[f"{key}_vs_lo"], row[f"{key}_vs_hi"] = p.diff, p.lo, p.hi
+            _add_paired(row, "_vs", named, s, paired, clip_info)
         out[f"{s.setting} / {s.name}"] = row
     return out
 
