@@ -211,11 +211,13 @@ def run(
             parser.add_argument("--checkpoint_every", type=int, default=50, help="with --run_dir, fit saves DIR/checkpoints/last.ckpt every N steps")
 
         def _parse_ckpt_path(self) -> None:
-            """Lightning fills the model's options from ``--ckpt_path``'s saved hyperparameters, but where this run
-            writes (``export_dir``, ``output_dir``, ``report_dir``) is this command's, not the checkpoint's: a run
-            folder copied or moved elsewhere and resumed writes its export in its new place (``--run_dir``)."""
+            """Lightning fills the model's options from ``--ckpt_path``'s saved hyperparameters. Where this run writes
+            (``export_dir``, ``output_dir``, ``report_dir``) and what it reads by path or name (the options this command
+            gives as strings or mappings: a captioner's ``bridge``, ``pretrained``, ``train_through``, ``rows``, ``name``)
+            stay this command's: a run folder copied or moved elsewhere and resumed reads and writes in its new place.
+            Settings of other types (a network's config, numbers) come from the checkpoint, as Lightning does."""
             sub = self.config.get("subcommand")
-            kept = {k: v for k, v in _model_init(self.config, sub).items() if k in RUN_LAYOUT}
+            kept = {k: v for k, v in _model_init(self.config, sub).items() if k in RUN_LAYOUT or isinstance(v, (str, dict))}
             super()._parse_ckpt_path()
             init = _model_init(self.config, sub)
             for key, value in kept.items():

@@ -83,8 +83,8 @@ def test_the_encoder_learns_pitch_names_far_above_chance(tmp_path):
     assert chance == pytest.approx(1 / 48)
     assert values["test/a2t_R@1"] >= 5 * chance, values  # 0.29-0.83 over 5 seeds (resumable and plain loaders)
     # text->audio is weak at this size: 8 test clips share each pitch name (R@1 cannot exceed 1/8 = 6x chance), and
-    # over 5 seeds R@1 was 1.0-2.3x chance, R@10 0.22-0.42 (chance 10/48 = 0.21): asserted not below chance only
-    assert values["test/t2a_R@10"] >= 10 / 48, values
+    # over 5 seeds R@1 was 1.0-2.3x chance, R@10 0.22-0.42 (chance 10/48 = 0.21): asserted a little above chance only
+    assert values["test/t2a_R@10"] >= 1.25 * 10 / 48, values  # seed 0: 0.31 (resumable loader), 0.34-0.42 other seeds
 
 
 def test_a_resumed_encoder_fit_equals_the_uninterrupted_one(tmp_path):

@@ -192,17 +192,22 @@ def test_a_resumed_cli_fit_exports_the_uninterrupted_weights(stage, demo_store, 
     assert not differ, f"{differ[:4]} differ"
 
 
-def test_a_moved_run_folder_resumes_into_its_new_place(demo_store, tmp_path):
-    """Lightning fills the model's options from the checkpoint's hyperparameters; where the resumed fit writes
-    (export_dir, from --run_dir) is the command's: a run folder moved elsewhere exports in its new place."""
-    updates = bridge_updates(tmp_path, demo_store, "old", hidden=16, steps=4)
-    del updates["model"]["init_args"]["export_dir"], updates["trainer"]["default_root_dir"], updates["run_dir"]
-    del updates["trainer"]["logger"]["init_args"]["save_dir"]
-    config = repo_config("configs/bridge/demo.yaml", tmp_path, updates)
+def test_a_moved_run_folder_resumes_into_its_new_place(demo_store, bridge_export, tmp_path):
+    """Lightning fills the model's options from the checkpoint's hyperparameters; what the resumed fit reads by
+    path (a supervised captioner's bridge) and where it writes (export_dir, from --run_dir) are the command's: a
+    run folder moved elsewhere resumes reading and writing in its new place, not the old one."""
+    updates = caption_updates(tmp_path, demo_store, "old", mode="supervised", steps=4)
+    del updates["run_dir"], updates["trainer"]["default_root_dir"], updates["trainer"]["logger"]["init_args"]["save_dir"]
+    for key in ("export_dir", "output_dir", "bridge"):
+        del updates["model"]["init_args"][key]
+    config = repo_config("configs/caption/supervised.yaml", tmp_path, updates)
     command = ["fit", "--config", str(config), "--checkpoint_every", "3"]
-    main([*command, "--run_dir", str(tmp_path / "old")])
+    shutil.copytree(bridge_export, tmp_path / "old" / "bridge")
+    main([*command, "--run_dir", str(tmp_path / "old"), "--model.init_args.bridge", str(tmp_path / "old" / "bridge")])
     shutil.move(tmp_path / "old", tmp_path / "new")
-    main([*command, "--run_dir", str(tmp_path / "new"), "--ckpt_path", str(tmp_path / "new/checkpoints/last.ckpt")])
+    shutil.rmtree(tmp_path / "new" / "export")
+    new = ["--run_dir", str(tmp_path / "new"), "--model.init_args.bridge", str(tmp_path / "new" / "bridge")]
+    main([*command, *new, "--ckpt_path", str(tmp_path / "new/checkpoints/last.ckpt")])
     assert (tmp_path / "new/export/config.json").is_file()
     assert not (tmp_path / "old").exists()
 

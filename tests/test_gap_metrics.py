@@ -442,7 +442,11 @@ def test_seed_summary_gives_each_paired_difference_and_in_how_many_seeds_it_hold
         write_gap_report(rows, tmp_path / f"seed-{seed}", baseline="raw audio", compare_to=("regressor",))
     from diffusion_link.evaluation.report import read_gap_report
 
-    assert comparisons(read_gap_report(tmp_path / "seed-0")) == [("_diff", "raw audio"), ("_vs_regressor", "regressor")]
+    table = read_gap_report(tmp_path / "seed-0")
+    assert comparisons(table) == [("_diff", "raw audio"), ("_vs_regressor", "regressor")]
+    table["raw audio"] |= {"R@1_diff": float("nan"), "R@1_diff_lo": float("nan"), "R@1_diff_hi": float("nan")}  # undefined on it
+    table["mean shift"] = {**table["regressor"], "frechet_vs_regressor": 0.0}  # another row equal to the regressor
+    assert comparisons(table) == [("_diff", "raw audio"), ("_vs_regressor", "regressor")]
     csv_path, md_path = summarise_seeds([tmp_path / f"seed-{s}" for s in range(3)], tmp_path / "all")
     with open(csv_path) as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}

@@ -103,7 +103,8 @@ class ResumableLoader(DataLoader):
 
 
 def train_loader(datamodule: Any, dataset: Dataset, batch_size: int, **kwargs: Any) -> ResumableLoader:
-    """The training loader of the feature DataModule (bridge and captioner fits): shuffled, one permutation per epoch seeded by the run's seed
+    """The training loader of every fit (the encoder's clip DataModule, the bridge and captioner fits' feature
+    DataModule): shuffled, one permutation per epoch seeded by the run's seed
     (``seed_everything``, as Lightning's own distributed sampler is), this process's share of it under DDP, and
     resumable mid-epoch. ``kwargs``: the other ``DataLoader`` arguments (workers die with their process)."""
     trainer = getattr(datamodule, "trainer", None)

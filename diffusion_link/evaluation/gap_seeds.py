@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffusion_link.evaluation.gap_versus import versus_suffix
 from diffusion_link.evaluation.report import BETTER, COLUMNS, across_seeds, read_gap_report
 
 
@@ -27,15 +28,25 @@ def comparisons(table: dict[str, dict[str, float]]) -> list[tuple[str, str]]:
                 suffixes.append(suffix)
     out = []
     for suffix in sorted(suffixes, key=lambda s: (s != "_diff", s)):
-        own = [name for name, row in table.items() if all(row.get(f"{k}{suffix}{e}", 0) == 0 for k, _ in COLUMNS for e in ("", "_lo", "_hi"))]
-        out.append((suffix, own[0] if len(own) == 1 else suffix.removeprefix("_vs_").removeprefix("_")))
+        if suffix.startswith("_vs_"):  # the compare_to row is the one whose name gives the suffix
+            own = [name for name in table if versus_suffix(name) == suffix]
+        else:  # the baseline: its difference from itself is 0 (NaN where a metric is undefined on it)
+            own = [n for n, row in table.items() if all(np.isnan(v) or v == 0 for k, v in row.items() if k.endswith(("_diff", "_diff_lo", "_diff_hi")))]
+        out.append((suffix, own[0] if len(own) == 1 else "raw audio" if suffix == "_diff" else suffix.removeprefix("_vs_")))
     return out
 
 
 def _sides(key: str, lo: np.ndarray, hi: np.ndarray) -> tuple[int, int]:
-    """Seeds whose interval excludes 0 on the better side, and on the worse side (``BETTER``)."""
+    """Seeds whose interval excludes 0 on the better side, and on the worse side (``BETTER``; the probe's
+    accuracy: lower counts as better, as in the single-seed table, which holds while both rows are above 0.5)."""
     above, below = int(np.sum(lo > 0)), int(np.sum(hi < 0))
     return (above, below) if BETTER.get(key) == "max" else (below, above)
+
+
+def _mean_std(values: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation over the seeds where the value is defined (NaN where fewer than one / two)."""
+    values = values[~np.isnan(values)]
+    return (values.mean() if len(values) else np.nan), (values.std(ddof=1) if len(values) > 1 else np.nan)
 
 
 def summarise_seeds(report_dirs: list[str | Path], out_dir: str | Path) -> tuple[Path, Path]:
@@ -62,7 +73,7 @@ def summarise_seeds(report_dirs: list[str | Path], out_dir: str | Path) -> tuple
             cells = [f"{x:.6g}" for k in keys for x in (v[k].mean(), v[k].std(ddof=1))]
             for k, s in pairs:
                 better, worse = _sides(k, v[f"{k}{s}_lo"], v[f"{k}{s}_hi"])
-                cells += [f"{v[f'{k}{s}'].mean():.6g}", f"{v[f'{k}{s}'].std(ddof=1):.6g}", str(better), str(worse)]
+                cells += [*(f"{x:.6g}" for x in _mean_std(v[f"{k}{s}"])), str(better), str(worse)]
             writer.writerow([method, *cells, n])
     titles = dict(COLUMNS)
     parts = ["| method | " + " | ".join(titles[k] for k in keys) + " |\n|---|" + "---:|" * len(keys)]
@@ -75,9 +86,9 @@ def summarise_seeds(report_dirs: list[str | Path], out_dir: str | Path) -> tuple
                 continue
             cells = []
             for k in shown:
-                d = v[f"{k}{suffix}"]
+                mean, std = _mean_std(v[f"{k}{suffix}"])
                 better, worse = _sides(k, v[f"{k}{suffix}_lo"], v[f"{k}{suffix}_hi"])
-                cells.append(f"{d.mean():+.4f} ± {d.std(ddof=1):.4f} ({better} / {worse})")
+                cells.append(f"{mean:+.4f} ± {std:.4f} ({better} / {worse})")
             rows.append(f"| {method} | " + " | ".join(cells) + " |")
         if rows:
             parts.append(
@@ -90,7 +101,8 @@ def summarise_seeds(report_dirs: list[str | Path], out_dir: str | Path) -> tuple
                 + "\n"
                 + "\n".join(rows)
             )
-    note = f"Mean ± standard deviation over {n} seeds (each: bridges trained and the gap analysis run with that seed):\n"
+    note = f"Mean ± standard deviation over {n} seeds (each: bridges trained and the gap analysis run with that seed; a paired "
+    note += "difference over the seeds where it is defined; probe accuracy: lower counted as better, as in each seed's table):\n"
     note += "".join(f"\n- {p}" for p, _ in tables)
     (out / "gap_report_seeds.md").write_text("\n\n".join(parts) + "\n\n" + note + "\n")
     return out / "gap_report_seeds.csv", out / "gap_report_seeds.md"
