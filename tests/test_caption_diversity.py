@@ -41,6 +41,14 @@ def test_self_bleu_is_each_captions_bleu_4_against_the_others():
     assert distinct_n(["a b", "a c"], 1) == pytest.approx(3 / 4) and math.isnan(distinct_n(["one"], 2))
 
 
+def test_identical_short_captions_are_not_called_diverse():
+    """A caption of fewer than four words has no 4-gram: BLEU-4 would score it 0 even against copies of itself, so
+    a deterministic row's "A frog croaks" x 5 would look as diverse as captions with nothing in common."""
+    assert self_bleu(["A frog croaks"] * 5) == pytest.approx(1.0, abs=1e-6)
+    assert self_bleu(["A frog croaks", "An owl hoots", "A frog croaks"]) == pytest.approx(2 / 3, abs=0.05)  # 2 of 3 have a copy
+    assert self_bleu(["frogs", "owls"]) == pytest.approx(0.0, abs=1e-6)
+
+
 def test_set_diversity_averages_over_clips_and_counts_the_vocabulary():
     d = set_diversity([SAME, DISJOINT])
     assert d["self_bleu"] == pytest.approx(0.5, abs=1e-6) and d["distinct_captions"] == pytest.approx(2.5)

@@ -6,9 +6,9 @@ For clip i with n captions c_1..c_n (tokens: lower-case words, :func:`tokens`):
 
 * ``distinct_1`` / ``distinct_2``: distinct unigrams (bigrams) of the clip's n captions over all their
   unigrams (bigrams); n identical captions of distinct words give 1/n, n captions with no word in common 1;
-* ``self_bleu``: each caption's sentence BLEU-4 (aac-metrics' BLEU, pycocoevalcap's formula) against the
-  clip's other n − 1 captions, averaged over the n: 1 for identical captions (of four words or more), about
-  0 for captions that share no 4-gram;
+* ``self_bleu``: each caption's sentence BLEU-4 (aac-metrics' BLEU, pycocoevalcap's formula; BLEU-k for a
+  caption of k < 4 words) against the clip's other n − 1 captions, averaged over the n: 1 for identical
+  captions, about 0 for captions that share no n-gram of that order;
 * ``distinct_captions``: how many different captions the clip got (1 … n).
 
 Each is averaged over the clips. Over the whole set: ``vocab``, aac-metrics' ``vocab`` (the corpus
@@ -46,15 +46,23 @@ def distinct_n(captions: list[str], n: int) -> float:
 
 
 def self_bleu(captions: list[str]) -> float:
-    """Mean over the captions of each one's sentence BLEU-4 against the others (NaN for fewer than two)."""
+    """Mean over the captions of each one's sentence BLEU against the others (NaN for fewer than two): BLEU-4,
+    or BLEU-k for a caption of k < 4 words (it has no 4-gram, so BLEU-4 would call it 0 even against copies of
+    itself: "A frog croaks" five times would look as diverse as five captions with no word in common)."""
     from aac_metrics.functional.bleu import bleu
 
     if len(captions) < 2:
         return math.nan
     joined = [" ".join(tokens(c)) for c in captions]
-    others = [[o for j, o in enumerate(joined) if j != i] for i in range(len(joined))]
-    _, sents = bleu(joined, others, return_all_scores=True, n=4)
-    return float(sents["bleu_4"].double().mean())
+    scores = []
+    for i, caption in enumerate(joined):
+        order = min(4, len(caption.split()))
+        if order == 0:  # no word: no BLEU
+            continue
+        others = [o for j, o in enumerate(joined) if j != i]
+        _, sents = bleu([caption], [others], return_all_scores=True, n=order)
+        scores.append(float(sents[f"bleu_{order}"][0]))
+    return sum(scores) / len(scores) if scores else math.nan
 
 
 def clip_diversity(captions: list[str]) -> dict[str, float]:
@@ -140,7 +148,7 @@ def diversity_table(rows: dict[str, dict]) -> str:
 NOTE = (
     "n captions per clip, one per bridged sample (sample 1 is the captioning table's caption); a deterministic row gives the "
     "same input n times, hence n identical captions (zero diversity: distinct captions 1, self-BLEU 1). distinct-k: distinct "
-    "k-grams / all k-grams of a clip's captions; self-BLEU: each caption's BLEU-4 against the clip's other captions; both "
+    "k-grams / all k-grams of a clip's captions; self-BLEU: each caption's BLEU-4 (BLEU-k for a caption of k < 4 words) against the clip's other captions; both "
     "averaged over clips. Vocab: aac-metrics' corpus vocabulary of every caption (all) or of the first per clip. The "
     f"'{REFERENCES}' row: the same measures over each clip's first n references. docs/method.md, 'Caption diversity'."
 )
