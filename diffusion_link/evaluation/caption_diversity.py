@@ -148,7 +148,7 @@ def diversity_table(rows: dict[str, dict]) -> str:
 NOTE = (
     "n captions per clip, one per bridged sample (sample 1 is the captioning table's caption); a deterministic row gives the "
     "same input n times, hence n identical captions (zero diversity: distinct captions 1, self-BLEU 1). distinct-k: distinct "
-    "k-grams / all k-grams of a clip's captions; self-BLEU: each caption's BLEU-4 (BLEU-k for a caption of k < 4 words) against the clip's other captions; both "
+    "k-grams / all k-grams of a clip's captions; self-BLEU: each caption's BLEU-4 (BLEU-k for k < 4 words) against the clip's other captions; both "
     "averaged over clips. Vocab: aac-metrics' corpus vocabulary of every caption (all) or of the first per clip. The "
     f"'{REFERENCES}' row: the same measures over each clip's first n references. docs/method.md, 'Caption diversity'."
 )
