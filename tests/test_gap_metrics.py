@@ -416,7 +416,7 @@ def test_seed_summary_gives_each_paired_difference_and_in_how_many_seeds_it_hold
     from diffusion_link.evaluation.report import COLUMNS, write_gap_report
 
     def row(frechet, diff, vs):
-        values = {key: 0.5 for key, _ in COLUMNS} | {"frechet": frechet}
+        values = {key: 0.5 for key, _ in COLUMNS} | {"frechet": frechet, "frechet_bc": frechet - 0.01}
         values |= {f"{k}_diff": 0.0 for k, _ in COLUMNS} | {f"{k}_diff_lo": 0.0 for k, _ in COLUMNS} | {f"{k}_diff_hi": 0.0 for k, _ in COLUMNS}
         vs_cols = {f"{k}_vs_regressor{e}": 0.0 for k, _ in COLUMNS for e in ("", "_lo", "_hi")}
         return (
@@ -450,6 +450,7 @@ def test_seed_summary_gives_each_paired_difference_and_in_how_many_seeds_it_hold
     csv_path, md_path = summarise_seeds([tmp_path / f"seed-{s}" for s in range(3)], tmp_path / "all")
     with open(csv_path) as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
+    assert float(rows["raw audio"]["frechet_mean"]) == pytest.approx(0.19)  # Fréchet bias-corrected, as each seed's table shows it
     dl = rows["Diffusion-Link"]
     assert float(dl["frechet_diff_mean"]) == pytest.approx(-0.07) and float(dl["frechet_diff_std"]) == pytest.approx(np.std([-0.1, -0.08, -0.03], ddof=1))
     assert (dl["frechet_diff_better"], dl["frechet_diff_worse"]) == ("2", "0")
