@@ -215,6 +215,11 @@ def test_an_extending_recipe_removes_a_base_row_with_null(tmp_path, monkeypatch)
     recipe = load_recipe(more)
     assert [r.key for r in recipe.bridges] == ["dl"]
     assert [c.key for c in recipe.captioners] == ["zs"] and [t.key for t in recipe.captioners[0].tests] == ["raw"]
+    # the same on the command line (key.path=null), and a null that is not a row still sets the key to null
+    (tmp_path / "more.yaml").write_text("extends: recipe.yaml\n")
+    recipe = load_recipe(more, ["captioners.sup=null", "captioners.zs.tests.dl=null"])
+    assert [c.key for c in recipe.captioners] == ["zs"] and [t.key for t in recipe.captioners[0].tests] == ["raw"]
+    assert load_recipe(more, ["gap=null"]).gap is None
     # a base row that still names the removed bridge is refused, naming it
     (tmp_path / "more.yaml").write_text("extends: recipe.yaml\nbridges: {db: null}\n")
     with pytest.raises(RecipeError, match="'db' is not a bridge row"):

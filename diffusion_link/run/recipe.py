@@ -143,9 +143,14 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+#: the recipe's mappings of rows, from which ``null`` removes one (in an extending recipe or on the command line)
+ROW_MAPPINGS = ("bridges", "captioners", "tests")
+
+
 def apply_overrides(raw: dict, overrides: list[str], path: Path) -> dict:
     """``NAME=value`` sets a variable (upper-case names, the recipe's ``vars``); ``a.b.c=value`` sets a key of
-    the recipe itself (``seeds=[0,1,2]``, ``steps.bridge.args.trainer.max_steps=50``)."""
+    the recipe itself (``seeds=[0,1,2]``, ``steps.bridge.args.trainer.max_steps=50``); ``null`` for a row of
+    ``bridges``, ``captioners`` or a captioner's ``tests`` removes it (``captioners.noise-injection=null``)."""
     raw = dict(raw)
     variables = dict(raw.get("vars") or {})
     for item in overrides:
@@ -163,7 +168,10 @@ def apply_overrides(raw: dict, overrides: list[str], path: Path) -> dict:
         for part in parts[:-1]:
             node[part] = dict(node.get(part) or {})
             node = node[part]
-        node[parts[-1]] = value
+        if value is None and len(parts) > 1 and parts[-2] in ROW_MAPPINGS:  # as in an extending recipe: drop the row
+            node.pop(parts[-1], None)
+        else:
+            node[parts[-1]] = value
     raw["vars"] = variables
     return raw
 
