@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from diffusion_link.evaluation.gap_versus import versus_suffix
-from diffusion_link.evaluation.report import BETTER, COLUMNS, across_seeds, read_gap_report
+from diffusion_link.evaluation.report import BETTER, COLUMNS, across_seeds, defined_mean_std, read_gap_report
 
 
 def comparisons(table: dict[str, dict[str, float]]) -> list[tuple[str, str]]:
@@ -43,12 +43,6 @@ def _sides(key: str, lo: np.ndarray, hi: np.ndarray) -> tuple[int, int]:
     return (above, below) if BETTER.get(key) == "max" else (below, above)
 
 
-def _mean_std(values: np.ndarray) -> tuple[float, float]:
-    """Mean and standard deviation over the seeds where the value is defined (NaN where fewer than one / two)."""
-    values = values[~np.isnan(values)]
-    return (values.mean() if len(values) else np.nan), (values.std(ddof=1) if len(values) > 1 else np.nan)
-
-
 def summarise_seeds(report_dirs: list[str | Path], out_dir: str | Path) -> tuple[Path, Path]:
     """From the ``gap_report.csv`` of one gap analysis per seed (bridges trained with that seed), write
     ``gap_report_seeds.csv`` (``<metric>_mean``, ``_std``; per comparison ``<metric><suffix>_mean``, ``_std``,
@@ -76,7 +70,7 @@ def summarise_seeds(report_dirs: list[str | Path], out_dir: str | Path) -> tuple
             cells = [f"{x:.6g}" for k in keys for x in (v[k].mean(), v[k].std(ddof=1))]
             for k, s in pairs:
                 better, worse = _sides(k, v[f"{k}{s}_lo"], v[f"{k}{s}_hi"])
-                cells += [*(f"{x:.6g}" for x in _mean_std(v[f"{k}{s}"])), str(better), str(worse)]
+                cells += [*(f"{x:.6g}" for x in defined_mean_std(v[f"{k}{s}"])), str(better), str(worse)]
             writer.writerow([method, *cells, n])
     titles = dict(COLUMNS)
     parts = ["| method | " + " | ".join(titles[k] for k in keys) + " |\n|---|" + "---:|" * len(keys)]
@@ -89,7 +83,7 @@ def summarise_seeds(report_dirs: list[str | Path], out_dir: str | Path) -> tuple
                 continue
             cells = []
             for k in shown:
-                mean, std = _mean_std(v[f"{k}{suffix}"])
+                mean, std = defined_mean_std(v[f"{k}{suffix}"])
                 better, worse = _sides(k, v[f"{k}{suffix}_lo"], v[f"{k}{suffix}_hi"])
                 cells.append(f"{mean:+.4f} ± {std:.4f} ({better} / {worse})")
             rows.append(f"| {method} | " + " | ".join(cells) + " |")

@@ -213,6 +213,12 @@ def read_gap_report(path: str | Path) -> dict[str, dict[str, float]]:
         return {row.pop("method"): {k: float(v) for k, v in row.items()} for row in csv.DictReader(f)}
 
 
+def defined_mean_std(values: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation over the seeds where a value is defined (NaN where fewer than one / two)."""
+    values = values[~np.isnan(values)]
+    return (values.mean() if len(values) else np.nan), (values.std(ddof=1) if len(values) > 1 else np.nan)
+
+
 def across_seeds(tables: list[tuple[Path, dict[str, dict[str, float]]]], keys: list[str], what: str = "tables") -> dict[str, dict[str, np.ndarray]]:
     """``{method: {key: values, one per seed}}`` from one ``{method: {key: value}}`` table per seed (its
     path first, for the errors); every seed's table must hold the same methods, in the same order."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffusion_link.evaluation.report import across_seeds
+from diffusion_link.evaluation.report import across_seeds, defined_mean_std
 from diffusion_link.files import write_atomic
 from diffusion_link.report.page import read_system
 from diffusion_link.report.versus import named_row
@@ -96,8 +96,7 @@ def summarise_caption_seeds(seed_dirs: list[str | Path], out_dir: str | Path, ma
         cells = [f"{x:.6g}" for k in metrics for x in (v[k].mean(), v[k].std(ddof=1))]
         for k, d in [*((k, "_diff") for k in paired), *((k, "_vs") for k in versus)]:
             d, lo, hi = v[f"{k}{d}"], v[f"{k}{d}_lo"], v[f"{k}{d}_hi"]
-            d = d[~np.isnan(d)]  # a row not compared (raw audio, the ceiling, the compare_to row itself): nan
-            spread = [d.mean(), d.std(ddof=1) if len(d) > 1 else np.nan] if len(d) else [np.nan, np.nan]
+            spread = defined_mean_std(d)  # a row not compared (raw audio, the ceiling, the compare_to row itself): nan
             cells += [f"{x:.6g}" for x in spread] + [str(int(np.sum(lo > 0))), str(int(np.sum(hi < 0)))]
         lines.append([row, *cells, str(n)])
     with open(out / "caption_seeds.csv", "w", newline="", encoding="utf-8") as f:
