@@ -158,7 +158,12 @@ def tools():
         "report": Tool(page.DESCRIPTION, page.arguments, page.report),
         "bundle": Tool(bundle.DESCRIPTION, bundle.arguments, bundle.main),
         "doctor": Tool("List the offline assets that are present, and how to get the missing ones.", doctor.arguments, doctor.report),
-        "seeds": Tool("Mean ± std across seeds of the gap table: one gap-report folder per seed.", _seeds_sweep_arguments("seeds"), _seeds),
+        "seeds": Tool(
+            "Mean ± std across seeds of the gap table and of its paired differences (vs raw audio, vs compare_to), beside how "
+            "many seeds' interval excludes 0 on the better / worse side: one gap-report folder per seed.",
+            _seeds_sweep_arguments("seeds"),
+            _seeds,
+        ),
         "caption-seeds": Tool(
             "Mean ± std across seeds of the captioning table, beside how many seeds' paired interval vs raw audio excludes 0: "
             "one folder of caption tests per seed.",
