@@ -68,7 +68,7 @@ def test_no_import_reaches_up_or_sideways():
 # -- inside a sub-package ------------------------------------------------------------------------------
 
 #: pure tensor math: tested without Lightning, usable without it
-PURE = ["bridge/schedule.py", "bridge/losses.py", "bridge/network.py", "evaluation/gap.py"]
+PURE = ["bridge/schedule.py", "bridge/losses.py", "bridge/network.py", "evaluation/gap.py", "evaluation/gap_measures.py"]
 #: the top of each sub-package: the LightningModule and the Lightning callback that writes its output
 TOP = {"module", "writer"}
 

@@ -4,10 +4,9 @@ folder of audio files (CLAP -> bridge -> LLM)."""
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -21,6 +20,7 @@ from diffusion_link.caption.bundled import bundle_settings
 from diffusion_link.caption.chain import caption_embeddings, caption_waves
 from diffusion_link.caption.model import CaptionerConfig, CaptionModel, DecodingOptions
 from diffusion_link.caption.samples import SampleCaptions, write_table
+from diffusion_link.caption.scoring import TRAINING_RECORD, MetricOptions, score_row
 from diffusion_link.data.stage import FeatureStage
 from diffusion_link.data.store import StoreError, encoder_mismatch
 from diffusion_link.distributed import gather_unique
@@ -30,23 +30,7 @@ from diffusion_link.optim import adamw_with_warmup
 from diffusion_link.tracking import log_table
 
 log = logging.getLogger(__name__)
-TRAINING_RECORD = ("mode", "split", "store", "steps", "precision", "noise_std", "train_through", "bridge_weights")  # a row's captioner_training
 __all__ = ["MEAN_SHIFT", "PROJECTION", "CaptionerModule", "MetricOptions", "TestRow", "TrainThrough"]
-
-
-@dataclass
-class MetricOptions:
-    """Args:
-    cache_path: aac-metrics cache folder (default ``$AAC_METRICS_CACHE_PATH`` or ``$DIFFUSION_LINK_HOME/aac-metrics``).
-    corenlp_dir: folder with the two Stanford CoreNLP 3.6.0 jars SPICE needs (or ``$DIFFUSION_LINK_CORENLP_DIR``).
-    fense: compute FENSE when its files are present.
-    bootstrap: resamples of clips for the 95 % intervals of every metric (0: none).
-    """
-
-    cache_path: str | None = None
-    corenlp_dir: str | None = None
-    fense: bool = True
-    bootstrap: int = 1000
 
 
 class CaptionerModule(FeatureStage):
@@ -330,21 +314,8 @@ class CaptionerModule(FeatureStage):
             write_table(table, [r[2] for r in results], self.hparams.caption_samples, out)
 
     def _score(self, rows: list[tuple[str, str, list[str]]], row: TestRow, out: Path, samples: tuple = (None, None)) -> dict:
-        from diffusion_link.evaluation.captioning import diversity, leave_one_out, score_captions
-
-        out.mkdir(parents=True, exist_ok=True)
-        m, ceiling, candidates = self.metric_options, row.input == "text", [r[1] for r in rows]
-        references = [r[2] for r in rows]  # the ceiling saw reference 1: it is scored against the others (leave-one-out)
-        scores, skipped, per_clip = score_captions(
-            candidates, leave_one_out(references) if ceiling else references, m.cache_path, m.corenlp_dir, fense=m.fense, bootstrap=m.bootstrap
-        )
-        if (spread := diversity(candidates))["ignores_input"]:
-            log.warning(f"{row.name} ignores its input: {spread['distinct_captions']} distinct caption(s) for {spread['clips']} clips")
-        with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as f:  # per-clip scores: the report's filters
-            writer = csv.writer(f)
-            writer.writerow(["clip_id", "candidate", "references", *per_clip])
-            for i, (clip, cand, refs) in enumerate(rows):
-                writer.writerow([clip, cand, json.dumps(refs, ensure_ascii=False), *(f"{v[i]:.6g}" for v in per_clip.values())])
+        m, ceiling = self.metric_options, row.input == "text"
+        scores, skipped, spread, scored = score_row(rows, row.name, ceiling, out, m)
         store = self.store
         report = {
             "name": row.name,
@@ -370,7 +341,6 @@ class CaptionerModule(FeatureStage):
             "compare_to": self.hparams.compare_to,
         }
         if samples[1]:  # caption_samples > 1: the row's n captions per clip, samples.csv (caption/samples.py)
-            scored = leave_one_out(references) if ceiling else references
             report["caption_samples"] = self._samples.record(*samples, report["clips"], scored, scores.get("cider_d"), m.cache_path, out)
         write_atomic(out / "scores.json", json.dumps(report, indent=2, ensure_ascii=False))
         print(
