@@ -5,8 +5,8 @@
 Roofline: the float32 rate of one large square matmul (torch.mm, n = 2048) measured here.
 Sampling: DiffusionLink.bridge on a batch of 1024 embeddings, K = 5 DDIM steps (EMA weights),
 FLOPs = K x the denoiser's linear layers (2 x multiply-adds per item), two ways: the batch at once
-(``keyed=False``: bulk bridging, the bound applies) and one embedding at a time with keyed noise (the default,
-which the test rows, predict and AudioCaptioner use so that a clip's result never depends on its batch). Training: BridgeModule's
+(``keyed=False``: bulk bridging, the bound applies) and keyed (the default: chunks of KEYED_CHUNK rows, the last padded, each row's noise from its
+own generator, which the test rows, predict and AudioCaptioner use so that a clip's result never depends on its batch). Training: BridgeModule's
 training_step + backward + AdamW step on batches of pairs (both loss branches and the topology
 loss), FLOPs ~ 3 x forward per branch. Bound: sampling >= 50 % of the roofline.
 """
@@ -43,6 +43,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from diffusion_link.bridge import BridgeConfig, BridgeModule
+    from diffusion_link.bridge.model import KEYED_CHUNK
 
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = False  # a float32 roofline for float32 work
@@ -80,7 +81,7 @@ def main() -> None:
         f"{'PASS' if sampling_flops >= 0.5 * roofline else 'FAIL'}"
     )
     print(
-        f"sampling one at a time (keyed, the default): {exact:10.0f} embeddings/s = "
+        f"sampling keyed (the default, chunks of {KEYED_CHUNK}): {exact:10.0f} embeddings/s = "
         f"{exact * args.steps * forward_flops / roofline:6.1%} of roofline (no bound: the price of batch-independent results)"
     )
     print(

@@ -151,7 +151,7 @@ class AudioCaptioner:
 
     def bridge(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Audio embeddings through the bundle's bridge into the text-embedding distribution (unit vectors),
-        as the captioner's test rows bridge them (one embedding at a time, noise keyed by the embedding)."""
+        as the captioner's test rows bridge them (in chunks of fixed shape, noise keyed by the embedding)."""
         with self._timer("bridge"):
             return self._through(True)(embeddings.to(self.device))
 

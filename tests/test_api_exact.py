@@ -1,12 +1,12 @@
 """A clip is captioned alike whatever it is batched with: the encoder embeds each clip on its own, and a
-bridge takes each embedding on its own, its sampling noise keyed by the embedding, in the captioner's test
+bridge takes each embedding in a chunk of fixed shape, its sampling noise keyed by the embedding, in the captioner's test
 rows (``Bridges``) and in ``AudioCaptioner`` alike (the chain of :mod:`diffusion_link.caption.chain`)."""
 
 import numpy as np
 import pytest
 import torch
 
-from diffusion_link.bridge.model import BridgeConfig, DiffusionLink
+from diffusion_link.bridge.model import KEYED_CHUNK, BridgeConfig, DiffusionLink
 from diffusion_link.caption.inputs import Bridges
 from diffusion_link.caption.model import DecodingOptions
 
@@ -43,7 +43,8 @@ def test_the_test_rows_and_the_api_bridge_a_clip_alike_in_any_batch(bridge_folde
     from diffusion_link.api import AudioCaptioner
 
     folder, sampling = bridge_folder
-    audio = torch.nn.functional.normalize(torch.randn(6, 16, generator=torch.Generator().manual_seed(1)), dim=-1)
+    # 21 clips: more than a chunk of keyed bridging (KEYED_CHUNK), so a clip meets other neighbours, places and padding
+    audio = torch.nn.functional.normalize(torch.randn(KEYED_CHUNK + 5, 16, generator=torch.Generator().manual_seed(1)), dim=-1)
     bridges = Bridges([folder])  # what the captioner's test rows and predict hold
     api = AudioCaptioner(None, Bridges([folder]), folder, None, DecodingOptions(), torch.device("cpu"))
     torch.manual_seed(123)
@@ -51,8 +52,9 @@ def test_the_test_rows_and_the_api_bridge_a_clip_alike_in_any_batch(bridge_folde
     torch.manual_seed(456)  # the global stream is not the noise's source
     assert torch.equal(api.bridge(audio), row)
     assert torch.equal(torch.cat([api.bridge(audio[i : i + 1]) for i in range(len(audio))]), row)  # a batch of 1 vs of N
-    order = [5, 2, 0, 4, 1, 3]
+    order = torch.randperm(len(audio), generator=torch.Generator().manual_seed(2))
     assert torch.equal(bridges(audio[order], folder), row[order])  # a permuted batch
+    assert torch.equal(torch.cat([api.bridge(audio[:3]), api.bridge(audio[3:])]), row)  # other chunk boundaries
     assert torch.equal(api.bridge(torch.cat([audio[:2], audio[:2]])), torch.cat([row[:2], row[:2]]))  # a repeated clip
     bridge = bridges.module(folder)
     if sampling:  # the noise is there, and keyed: another seed, or the old batch-wide stream, gives other points

@@ -12,7 +12,7 @@ The network's output is one of three parameterisations, converted here:
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal
+from typing import Callable, Literal, Sequence
 
 import torch
 
@@ -131,7 +131,7 @@ def sample(
     steps: int = 5,
     sampler: Literal["ddim", "ddpm"] = "ddim",
     noise_start: bool = False,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Run the reverse chain from ``x_start`` treated as x_{t_start}; batched, no loop over items.
@@ -139,10 +139,13 @@ def sample(
     ``denoise(x_t, t)`` returns the network's output. ``noise_start`` forward-noises ``x_start``
     to t_start first. ``ddim`` takes ``steps`` deterministic steps; ``ddpm`` takes every step from
     t_start to 0 (``steps`` is ignored). ``project`` maps the chain's point before every step (Diffusion
-    Bridge's return to the sphere); x0 and eps are then derived from the projected point.
+    Bridge's return to the sphere); x0 and eps are then derived from the projected point. ``generator``:
+    one for the batch, or a sequence of one per row (each row's noise then drawn from its own).
     """
 
     def randn_like(x):
+        if isinstance(generator, (list, tuple)):  # one generator per row: a row's noise is its generator's alone
+            return torch.stack([torch.randn(x.shape[1:], generator=g, device=x.device, dtype=x.dtype) for g in generator])
         return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
     x = x_start

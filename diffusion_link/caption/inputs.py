@@ -137,10 +137,10 @@ class Bridges(nn.Module):
     def forward(self, audio: torch.Tensor, setting: str | None, keyed: bool = True) -> torch.Tensor:
         """The embedding the LLM sees for ``audio`` through ``setting``.
 
-        ``keyed`` (the default: test rows, ``predict``, the API): a diffusion bridge takes each clip on its
-        own, its noise keyed by the clip's embedding (:meth:`DiffusionLink.bridge`). ``keyed=False`` (the
+        ``keyed`` (the default: test rows, ``predict``, the API): a diffusion bridge takes the clips in chunks of
+        fixed shape, each one's noise keyed by its embedding (:meth:`DiffusionLink.bridge`). ``keyed=False`` (the
         training inputs of a supervised captioner): the batch goes through at once on torch's global stream,
-        fresh noise every step (keyed, a clip would see the same noise every epoch) and no one-at-a-time cost."""
+        fresh noise every step (keyed, a clip would see the same noise every epoch) and no padding of the last chunk."""
         module = self.module(setting)
         if isinstance(module, DiffusionLink):
             return module.bridge(audio, keyed=keyed)
