@@ -8,7 +8,7 @@ The pipeline, one sub-package a stage: ``data`` (sources, feature store, DataMod
 that ``import diffusion_link`` stays cheap (no torch).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 #: the package's face, imported on first use (PEP 562): name -> its module
 _LAZY = {"AudioCaptioner": "diffusion_link.api", "Captions": "diffusion_link.api"}

@@ -173,7 +173,7 @@ class AudioCaptioner:
         self, audio: Audio | Sequence[Audio], sample_rate: int | None = None, bridge: bool = True, strict: bool = True, batch_size: int = 32
     ) -> Captions:
         """Caption ``audio`` (one or more paths, a folder, or waveforms at ``sample_rate``), ``batch_size``
-        clips at a time (the LLM's batch: the encoder and the bridge take each clip on its own): through the
+        clips at a time (the LLM's batch: the encoder takes each clip on its own, the bridge chunks of one shape): through the
         bridge (``bridge=False``: raw audio, normalised, for comparison). The chain is
         :func:`~diffusion_link.caption.chain.caption_waves`, the one ``predict`` runs."""
         through = self._through(bridge)

@@ -39,7 +39,16 @@ def bridge_folder(request, tmp_path):
     return str(tmp_path / "bridge"), request.param
 
 
-def test_the_test_rows_and_the_api_bridge_a_clip_alike_in_any_batch(bridge_folder):
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request):
+    """The BLAS splits a product's rows across threads: a clip's place must not matter at either count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+def test_the_test_rows_and_the_api_bridge_a_clip_alike_in_any_batch(bridge_folder, threads):
     from diffusion_link.api import AudioCaptioner
 
     folder, sampling = bridge_folder

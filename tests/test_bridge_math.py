@@ -72,6 +72,24 @@ def test_ddpm_with_oracle_lands_on_x0():
     assert torch.allclose(out, x0, atol=1e-5)
 
 
+@pytest.mark.parametrize("sampler, noise_start", [("ddpm", False), ("ddim", True)])
+def test_one_generator_per_row_draws_each_rows_noise_from_its_own(sampler, noise_start):
+    """The keyed bridge's per-row generators: a row's noise is what its generator alone gives it (as in a
+    batch of that row alone), whatever rows are beside it; a list of the wrong length is refused."""
+    schedule = NoiseSchedule(50, "cosine", "x0")
+    denoise = lambda x, t: 0.5 * x  # noqa: E731  (row-wise: a row's output depends on that row only)
+    x = torch.randn(5, 8, generator=torch.Generator().manual_seed(0))
+    run = lambda rows, seeds: sample(schedule, denoise, x[rows], 20, 4, sampler, noise_start, [torch.Generator().manual_seed(s) for s in seeds])  # noqa: E731
+    batch = run([0, 1, 2, 3, 4], [10, 11, 12, 13, 14])
+    for i in range(5):
+        alone = sample(schedule, denoise, x[i : i + 1], 20, 4, sampler, noise_start, torch.Generator().manual_seed(10 + i))
+        assert torch.allclose(batch[i : i + 1], alone, atol=1e-6)
+    assert torch.allclose(run([4, 0], [14, 10]), batch[[4, 0]], atol=1e-6)
+    assert not torch.allclose(run([0], [99]), batch[:1])  # another generator, another sample
+    with pytest.raises(ValueError, match="one generator per row"):
+        run([0, 1], [10])
+
+
 def test_ddim_grid():
     sched = NoiseSchedule(1000)
     assert sched.ddim_timesteps(600, 5) == [600, 480, 360, 240, 120, 0]

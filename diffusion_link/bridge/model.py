@@ -13,7 +13,7 @@ import hashlib
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -223,6 +223,7 @@ class DiffusionLink(nn.Module):
         modality: Literal["audio", "text"] = "audio",
         keyed: bool = True,
         seed: int = 0,
+        keys: Sequence[int] | None = None,
         **overrides,
     ) -> torch.Tensor:
         """Map (N, D) audio embeddings into the text-embedding distribution; returns unit vectors.
@@ -238,7 +239,8 @@ class DiffusionLink(nn.Module):
         API all bridge this way). A matrix product's summation order depends on its shape (a row alone came
         out ~1e-6 from the same row in a batch of 8), not, on the BLAS we test, on a row's place or
         neighbours in a product of one shape; ``tests/test_api_exact.py`` checks that on the machine it
-        runs on. ``seed`` draws another sample. ``keyed=False`` or a
+        runs on. ``seed`` draws another sample; ``keys`` gives each row's noise seed outright (one per row,
+        instead of the hash of ``seed`` and the row). ``keyed=False`` or a
         ``generator``: the batch goes through at once, its noise drawn from ``generator`` (default: torch's
         global stream; fresh noise every call, as Diffusion Bridge's captioner augmentation wants).
         """
@@ -249,18 +251,19 @@ class DiffusionLink(nn.Module):
         network = self.ema.module if use_ema else self.denoiser
         was_training = network.training
         network.eval()
+        if keys is not None and len(keys) != len(audio):
+            raise ValueError(f"one noise key per row: {len(keys)} keys for {len(audio)} rows")
         if keyed and generator is None:
-            out = self._keyed(network, audio.to(device), modality, cfg, seed)
+            out = self._keyed(network, audio.to(device), modality, cfg, input_key(audio, seed, modality) if keys is None else list(keys))
         else:
             out = self._chain(network, audio.to(device), modality, cfg, generator)
         network.train(was_training)
         return out
 
-    def _keyed(self, network: nn.Module, audio: torch.Tensor, modality: str, cfg: dict, seed: int) -> torch.Tensor:
+    def _keyed(self, network: nn.Module, audio: torch.Tensor, modality: str, cfg: dict, keys: list[int]) -> torch.Tensor:
         """The chain in fixed-size chunks of :data:`KEYED_CHUNK` rows (the last one padded with copies of its
         first row, whose results are dropped), each row's noise from a generator seeded by its key: every
         matrix product has the same shape whatever the batch, so a row's result does not depend on it."""
-        keys = input_key(audio, seed, modality)
         out = []
         for start in range(0, len(audio), KEYED_CHUNK):
             chunk = audio[start : start + KEYED_CHUNK]

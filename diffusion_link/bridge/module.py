@@ -17,7 +17,7 @@ from torchmetrics import CatMetric
 
 from diffusion_link.bridge.baselines import Identity, MeanShift, ProjectionDecoding
 from diffusion_link.bridge.losses import cross_sample_loss, eps_equivalent_weight, prediction_loss, topology_loss
-from diffusion_link.bridge.model import BridgeConfig, DiffusionLink, Sampling
+from diffusion_link.bridge.model import KEYED_CHUNK, BridgeConfig, DiffusionLink, Sampling
 from diffusion_link.data.stage import FeatureStage
 from diffusion_link.data.store import StoreError, encoder_mismatch
 from diffusion_link.evaluation.degenerate import collapse_flags
@@ -379,6 +379,7 @@ class BridgeModule(FeatureStage):
             "config": asdict(self.model.config),
             "training": getattr(self.model, "meta", {}).get("training"),
             "encoder": self.model.encoder,
+            "keyed_chunk": KEYED_CHUNK,  # the shape keyed bridging samples in: results move by rounding with it
         }
 
 

@@ -134,7 +134,7 @@ def sample(
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Run the reverse chain from ``x_start`` treated as x_{t_start}; batched, no loop over items.
+    """Run the reverse chain from ``x_start`` treated as x_{t_start}, the whole batch at once.
 
     ``denoise(x_t, t)`` returns the network's output. ``noise_start`` forward-noises ``x_start``
     to t_start first. ``ddim`` takes ``steps`` deterministic steps; ``ddpm`` takes every step from
@@ -144,7 +144,9 @@ def sample(
     """
 
     def randn_like(x):
-        if isinstance(generator, (list, tuple)):  # one generator per row: a row's noise is its generator's alone
+        if isinstance(generator, Sequence):  # one generator per row: a row's noise is its generator's alone
+            if len(generator) != len(x):
+                raise ValueError(f"one generator per row: {len(generator)} generators for {len(x)} rows")
             return torch.stack([torch.randn(x.shape[1:], generator=g, device=x.device, dtype=x.dtype) for g in generator])
         return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 

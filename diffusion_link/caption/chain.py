@@ -6,9 +6,11 @@ rows (stored embeddings), ``predict`` (a store, or a folder of audio files) and
   and the LLM;
 * :func:`caption_waves`: decoded waveforms through the encoder first (``None`` where a file failed).
 
-What a clip's caption can depend on besides the clip: nothing in the encoder and the bridge (the encoder embeds
-one clip at a time; a bridge takes chunks of one shape, a clip's sampling noise keyed by its embedding); only the LLM sees the
-batch: its matmuls may sum in another order at another batch size or position (~1e-7 on the logits).
+What a clip's caption can depend on besides the clip: nothing in the encoder and the bridge. The encoder
+embeds one clip at a time; a bridge takes chunks of one shape, a clip's sampling noise keyed by its embedding
+(this relies on the BLAS computing a row of a product of one shape alike in any place and beside any rows,
+which tests/test_api_exact.py checks). Only the LLM sees the batch: its matmuls may sum in another order at
+another batch size or position (~1e-7 on the logits).
 """
 
 from __future__ import annotations

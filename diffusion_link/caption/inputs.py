@@ -166,8 +166,7 @@ class Bridges(nn.Module):
         module = self.module(setting)
         if not self.stochastic(setting):
             return self(audio, setting)
-        device = module.mean_device
-        return torch.cat([module.bridge(audio[i : i + 1], generator=torch.Generator(device).manual_seed(s)) for i, s in enumerate(seeds)])
+        return module.bridge(audio, keys=seeds)
 
 
 def sample_seed(base: int, clip: str, k: int) -> int:

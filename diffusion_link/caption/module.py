@@ -5,7 +5,6 @@ folder of audio files (CLAP -> bridge -> LLM)."""
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -29,7 +28,6 @@ from diffusion_link.files import write_atomic
 from diffusion_link.optim import adamw_with_warmup
 from diffusion_link.tracking import log_table
 
-log = logging.getLogger(__name__)
 __all__ = ["MEAN_SHIFT", "PROJECTION", "CaptionerModule", "MetricOptions", "TestRow", "TrainThrough"]
 
 
