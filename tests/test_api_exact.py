@@ -73,6 +73,10 @@ def test_the_test_rows_and_the_api_bridge_a_clip_alike_in_any_batch(bridge_folde
         torch.manual_seed(0)
         assert not torch.allclose(bridge.bridge(audio[order], keyed=False), streamed[order])
     assert torch.allclose(row.norm(dim=-1), torch.ones(len(audio)))
+    with pytest.raises(ValueError, match="one noise key per row"):
+        bridge.bridge(audio, keys=[1, 2])
+    with pytest.raises(ValueError, match="cannot go with keyed=False"):
+        bridge.bridge(audio, keyed=False, keys=list(range(len(audio))))
 
 
 def test_a_supervised_captioner_trains_on_fresh_noise_and_tests_on_keyed_noise(bridge_folder):

@@ -251,6 +251,8 @@ class DiffusionLink(nn.Module):
         network = self.ema.module if use_ema else self.denoiser
         was_training = network.training
         network.eval()
+        if keys is not None and (not keyed or generator is not None):
+            raise ValueError("keys are the keyed path's noise seeds: they cannot go with keyed=False or a generator")
         if keys is not None and len(keys) != len(audio):
             raise ValueError(f"one noise key per row: {len(keys)} keys for {len(audio)} rows")
         if keyed and generator is None:
