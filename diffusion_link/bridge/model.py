@@ -246,15 +246,15 @@ class DiffusionLink(nn.Module):
         """
         if audio.ndim != 2 or audio.shape[1] != self.config.dim:
             raise ValueError(f"expected audio embeddings of shape (N, {self.config.dim}), got {tuple(audio.shape)}")
+        if keys is not None and (not keyed or generator is not None):
+            raise ValueError("keys are the keyed path's noise seeds: they cannot go with keyed=False or a generator")
+        if keys is not None and len(keys) != len(audio):
+            raise ValueError(f"one noise key per row: {len(keys)} keys for {len(audio)} rows")
         cfg = {k: overrides.get(k, getattr(self.config, k)) for k in ("t_start", "steps", "sampler", "noise_start")}
         device = self.mean_device
         network = self.ema.module if use_ema else self.denoiser
         was_training = network.training
         network.eval()
-        if keys is not None and (not keyed or generator is not None):
-            raise ValueError("keys are the keyed path's noise seeds: they cannot go with keyed=False or a generator")
-        if keys is not None and len(keys) != len(audio):
-            raise ValueError(f"one noise key per row: {len(keys)} keys for {len(audio)} rows")
         if keyed and generator is None:
             out = self._keyed(network, audio.to(device), modality, cfg, input_key(audio, seed, modality) if keys is None else list(keys))
         else:
