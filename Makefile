@@ -84,7 +84,8 @@ demo-ablations: venv
 demo-gap-seeds: venv
 	$(DL) run recipes/demo.yaml 'seeds=[$(subst $(space),$(comma) ,$(SEEDS))]' 'captioners={}' $(RUN)
 
-# The demo's captioning table across seeds: every bridge and captioner of RECIPE retrained per seed and every
+# The demo's captioning table across seeds: every captioner of RECIPE and every bridge a captioning row reads
+# retrained per seed (not the gap table's ablations), and every
 # captioning row tested (no gap analysis), then mean ± std per row and metric beside how many seeds' paired
 # interval vs raw audio excludes 0, in artifacts/seeds/caption_seeds.{md,csv} (per seed: artifacts/seed-N/caption/).
 # RECIPE=recipes/demo.yaml (default): the zero-shot rows, ~17 min per seed on 2 cores;

@@ -366,10 +366,17 @@ def test_demo_caption_seeds_makes_every_captioning_row_per_seed_and_the_table_ac
     assert not [s for s in steps if s.kind in ("gap", "seeds")]  # the captioning side only
     tests = [s for s in steps if s.kind == "caption-test"]
     assert len(tests) == 3 and all(f"(seed {seed})" in s.name for s, seed in zip(tests, [0, 1, 2]))  # demo.yaml: one captioner
+    bridges = [s.name for s in steps if s.kind == "bridge"]  # only the rows a captioning row reads, not the gap table's ablations
+    assert bridges == [f"bridge: {row}{tag}" for tag in (" (seed 0)", " (seed 1)", " (seed 2)") for row in ("Diffusion-Link", "Diffusion Bridge")]
+    with_gap = [s.name for s in recipe_steps(load_recipe(recipe, ["seeds=[0, 1]"])) if s.kind == "bridge"]
+    assert len(with_gap) == 2 * 4  # with a gap analysis every row of the gap table trains
     recipe, overrides = make_overrides("demo-caption-seeds", SEEDS="0 1", CAPTION_SEEDS_RECIPE="recipes/demo-baselines.yaml")
     assert recipe == "recipes/demo-baselines.yaml" and overrides == ["seeds=[0, 1]", "gap=null"]
     every = [s for s in recipe_steps(load_recipe(recipe, overrides)) if s.kind == "caption-test"]
     assert len(every) == 2 * 5  # every captioner of the baselines recipe, per seed
+    trained = {s.name.split(": ", 1)[1].rsplit(" (seed", 1)[0] for s in recipe_steps(load_recipe(recipe, overrides)) if s.kind == "bridge"}
+    read = {"Diffusion-Link", "Diffusion Bridge", "regressor (no diffusion)", "Diffusion-Link (K = 1)", "Diffusion-Link (noise start)"}
+    assert trained == read | {"Diffusion Bridge (our preprocessing)"}  # not the ablations w/o cross-sample / topology loss
     last = steps[-1]
     assert last.kind == "caption-seeds" and last.deps == [s.name for s in tests]
     assert last.command == [

@@ -121,6 +121,20 @@ class StepBuilder:
         return step
 
 
+def _trained_bridges(recipe: Recipe) -> set[str]:
+    """The bridge rows the recipe trains: every row when it has a gap analysis (the rows of the gap table)
+    or no captioner; without a gap analysis (``gap=null``, the captioning seeds), only the rows a
+    captioner reads (its training bridge, ``train_through``, a test's bridge, ``compare_to``), so that a
+    captioning-only run does not train the gap table's ablations."""
+    keys = {row.key for row in recipe.bridges}
+    if recipe.gap or not recipe.captioners:
+        return keys
+    used = {recipe.compare_to} if recipe.compare_to else set()
+    for cap in recipe.captioners:
+        used |= {cap.bridge, (cap.train_through or {}).get("bridge"), *(t.bridge for t in cap.tests)}
+    return keys & used
+
+
 def recipe_steps(recipe: Recipe) -> list[Step]:
     """Every step of the recipe, in an order that respects what each reads."""
     b = StepBuilder(recipe)
@@ -147,6 +161,7 @@ def recipe_steps(recipe: Recipe) -> list[Step]:
     store = root / "stores" / store_name(recipe.cache)
     cache = b.add("cache: features", "cache", "predict", [recipe.cache], root / "stores", cache_args, cache_deps, [store / "store.json"])
     many = len(recipe.seeds) > 1
+    trained = _trained_bridges(recipe)
     gap_reports = []
     for seed in recipe.seeds:
         base = root / f"seed-{seed}" if many else root
@@ -156,6 +171,8 @@ def recipe_steps(recipe: Recipe) -> list[Step]:
         for row in recipe.bridges:
             folder = base / "bridge" / row.key
             exports[row.key] = folder / "export"
+            if row.key not in trained:
+                continue
             args = {**common, "model.init_args.name": row.name, **flat(row.args)}
             bridge_steps[row.key] = b.add(
                 f"bridge: {row.name}{tag}", "bridge", "fit", row.config, folder, args, [cache.name], [folder / "export" / "config.json"]
