@@ -78,7 +78,7 @@ demo-baselines: venv
 demo-ablations: venv
 	$(DL) run recipes/demo.yaml 'sweeps={split: val, t_start: [$(subst $(space),$(comma) ,$(T_STARTS))], steps: [$(subst $(space),$(comma) ,$(KS))]}' $(RUN)
 
-# The demo's gap table across seeds: every bridge and captioner retrained per seed, one gap analysis per
+# The demo's gap table across seeds: every bridge retrained per seed (no captioner), one gap analysis per
 # seed, then mean ± std per method, and of each paired difference with how many seeds' intervals exclude 0, in
 # artifacts/seeds/gap_report_seeds.md (bridges in artifacts/seed-N/). make demo-gap-seeds SEEDS="0 1 2"
 demo-gap-seeds: venv

@@ -491,3 +491,22 @@ def test_a_noise_injection_captioner_on_raw_audio_is_compared_with_raw_audio_not
     rows = {r["system"]: r for r in _table(folders)["rows"]}
     assert rows["zero-shot + noise injection, raw audio"]["versus"].startswith("+0.200")
     assert rows["zero-shot + Diffusion-Link"]["versus"].startswith("+0.500")
+
+
+def test_the_run_summary_pairs_each_seeds_rows_with_that_seeds_raw_audio_row(tmp_path):
+    from types import SimpleNamespace
+
+    from diffusion_link.run.steps import Step
+    from diffusion_link.run.summary import summary
+
+    clips = [f"c{i}" for i in range(10)]
+    steps = []
+    for seed, (raw, dl) in {0: (1.0, 1.2), 1: (2.0, 2.5)}.items():  # seed 1's raw row is far from seed 0's
+        tests = tmp_path / f"seed-{seed}" / "caption" / "zero-shot"
+        folders = _toy_run(tests / "test", {c: raw for c in clips}, {c: dl for c in clips})
+        steps.append(Step(f"caption: test zero-shot (2 rows) (seed {seed})", "caption-test", ["test"], tests, outputs=[f / "scores.json" for f in folders]))
+    recipe = SimpleNamespace(run_dir=tmp_path, seeds=[0, 1], path=tmp_path / "r.yaml", data={"class_path": "x.Other"}, gap_report="report")
+    text = summary(recipe, steps, [{} for _ in steps], 60.0)
+    assert "Captioning, test split (seed 0)" in text and "Captioning, test split (seed 1)" in text
+    assert "+0.200 [+0.200, +0.200] (+20.0%)" in text and "+0.500 [+0.500, +0.500] (+25.0%)" in text  # each against its own seed
+    assert "-0.800" not in text and "+1.500" not in text  # never seed 1's row against seed 0's raw row, or the reverse

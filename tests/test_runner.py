@@ -131,6 +131,43 @@ def test_the_captioning_baselines_become_steps(tmp_path, monkeypatch):
         recipe.write_text(recipe.read_text().replace(f"train_through: {bad}", "train_through: {bridge: db, t_start: 400}"))
 
 
+def test_without_a_gap_analysis_only_the_bridges_a_captioner_reads_are_trained(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_recipe(tmp_path)  # the configs
+    recipe = tmp_path / "captioning-only.yaml"
+    recipe.write_text(
+        textwrap.dedent(
+            """\
+            run_dir: run
+            cache: cache.yaml
+            gap: null
+            compare_to: compared
+            bridges:
+              tested: {name: tested, config: [bridge.yaml]}
+              through: {name: through, config: [bridge.yaml]}
+              trained-on: {name: trained on, config: [bridge.yaml]}
+              compared: {name: compared, config: [bridge.yaml]}
+              unused: {name: unused, config: [bridge.yaml]}
+            captioners:
+              zs:
+                config: [caption.yaml]
+                train_through: {bridge: through, t_start: 400}
+                tests: {t: {name: t, bridge: tested}, ms: {name: ms, bridge: mean-shift}, pd: {name: pd, bridge: projection-decoding}}
+              sup:
+                config: [caption.yaml]
+                bridge: trained-on
+                tests: {raw: {name: raw}}
+            """
+        )
+    )
+    steps = {s.name: s for s in recipe_steps(load_recipe(recipe))}
+    assert [n for n, s in steps.items() if s.kind == "bridge"] == ["bridge: tested", "bridge: through", "bridge: trained on", "bridge: compared"]
+    assert "bridge: through" in steps["caption: fit zs"].deps and "bridge: trained on" in steps["caption: fit sup"].deps
+    assert "bridge: tested" in steps["caption: test zs (3 rows)"].deps
+    bridges = [s for s in recipe_steps(load_recipe(recipe, ["captioners={}"])) if s.kind == "bridge"]
+    assert len(bridges) == 5  # no captioner and no gap analysis: every row trains (a bridges-only run)
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

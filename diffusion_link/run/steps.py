@@ -6,7 +6,7 @@ The folders under a recipe's ``run_dir`` (with several seeds, the per-seed folde
 
     encoder/            export/, test/scores.json              (when the recipe trains its encoder)
     stores/<name>       the feature store (a link to <name>-<checksum>/)
-    bridge/<row>/       export/, checkpoints/, logs/            one per bridge row
+    bridge/<row>/       export/, checkpoints/, logs/            one per bridge row (gap: null: the rows a captioner reads)
     bridge/report/      gap_report.{csv,md}, figures            the gap analysis (a recipe's gap_report names another)
     bridge/ablations/   <setting>-<value>/, sweep_<setting>.{png,csv}
     caption/<cap>/      export/, checkpoints/, logs/, test/<row>/{scores.json,predictions.csv}
@@ -124,7 +124,8 @@ class StepBuilder:
 def _trained_bridges(recipe: Recipe) -> set[str]:
     """The bridge rows the recipe trains: every row when it has a gap analysis (the rows of the gap table)
     or no captioner; without a gap analysis (``gap=null``, the captioning seeds), only the rows a
-    captioner reads (its training bridge, ``train_through``, a test's bridge, ``compare_to``), so that a
+    captioner reads (its training bridge, ``train_through``, a test's bridge) and ``compare_to`` (whose export
+    the captioning tests record), so that a
     captioning-only run does not train the gap table's ablations."""
     keys = {row.key for row in recipe.bridges}
     if recipe.gap or not recipe.captioners:

@@ -152,11 +152,16 @@ def summary(recipe: Recipe, steps: list[Step], records: list[dict], seconds: flo
             parts += ["", f"Across seeds ({step.outputs[0]}):", step.outputs[0].read_text().strip()]
     tests = [s for s in steps if s.kind == "caption-test"]
     clip_info = demo_manifest(recipe)
-    table = caption_table([o.parent for s in tests for o in s.outputs], clip_info)
-    if table:
+    # one table per seed: a seed's rows are paired with that seed's raw-audio row, never another seed's
+    groups = [(f" (seed {seed})", [s for s in tests if f"seed-{seed}" in s.run_dir.parts]) for seed in recipe.seeds] if len(recipe.seeds) > 1 else [("", tests)]
+    shown_examples = False
+    for tag, group in groups:
+        table = caption_table([o.parent for s in group for o in s.outputs], clip_info)
+        if not table:
+            continue
         parts += [
             "",
-            "Captioning, test split (aac-metrics; scores.json has the clip list and decoding settings;",
+            f"Captioning, test split{tag} (aac-metrics; scores.json has the clip list and decoding settings;",
             *(
                 ["'right animals': the caption names exactly the clip's animals ('vs raw': in points); 'distinct': distinct captions / animal combinations;"]
                 if clip_info
@@ -165,9 +170,10 @@ def summary(recipe: Recipe, steps: list[Step], records: list[dict], seconds: flo
             "±: half-width of a 95 % bootstrap interval over clips, every metric: docs/method.md):",
             table,
         ]
-        ex = examples([(json.loads(o.read_text())["name"], o.parent) for s in tests for o in s.outputs if o.is_file()][:4])
-        if ex:
-            parts += ["", "Example captions:", ex]
+        ex = examples([(json.loads(o.read_text())["name"], o.parent) for s in group for o in s.outputs if o.is_file()][:4])
+        if ex and not shown_examples:
+            parts += ["", f"Example captions{tag}:", ex]
+            shown_examples = True
     parts += ["", "Step times (the time of the run that made each output):", step_times(list(zip(steps, records)))]
     parts += [
         "",
