@@ -510,3 +510,24 @@ def test_the_run_summary_pairs_each_seeds_rows_with_that_seeds_raw_audio_row(tmp
     assert "Captioning, test split (seed 0)" in text and "Captioning, test split (seed 1)" in text
     assert "+0.200 [+0.200, +0.200] (+20.0%)" in text and "+0.500 [+0.500, +0.500] (+25.0%)" in text  # each against its own seed
     assert "-0.800" not in text and "+1.500" not in text  # never seed 1's row against seed 0's raw row, or the reverse
+
+
+def test_the_report_page_pairs_each_seeds_rows_with_that_seeds_raw_audio_row(tmp_path):
+    from diffusion_link.report.page import collect
+
+    clips = [f"c{i}" for i in range(10)]
+    for seed, (raw, dl) in {0: (1.0, 1.2), 1: (2.0, 2.5)}.items():
+        root = tmp_path / f"seed-{seed}" / "caption" / "zero-shot" / "test"
+        _system(root / "raw", "zero-shot, raw audio", {c: raw for c in clips}, seed=seed)
+        _system(root / "dl", "zero-shot + Diffusion-Link", {c: dl for c in clips}, bridge="b", seed=seed)
+    systems = collect(tmp_path).systems
+    assert [(s.setting, s.name) for s in systems] == [
+        ("zero-shot (seed 0)", "zero-shot, raw audio"),
+        ("zero-shot (seed 0)", "zero-shot + Diffusion-Link"),
+        ("zero-shot (seed 1)", "zero-shot, raw audio"),
+        ("zero-shot (seed 1)", "zero-shot + Diffusion-Link"),
+    ]
+    from diffusion_link.report import caption_table_rows
+
+    versus = [r["versus"] for r in caption_table_rows(systems, None)["rows"] if r["versus"]]
+    assert versus == ["+0.200 [+0.200, +0.200] (+20.0%)", "+0.500 [+0.500, +0.500] (+25.0%)"]

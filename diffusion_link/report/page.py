@@ -50,6 +50,7 @@ class System:
     folder: Path
     report: dict
     rows: dict[str, dict]  # clip_id -> predictions.csv row
+    seed: int | None = None  # set when the run holds several seeds' tests: each seed is its own setting
 
     @property
     def name(self) -> str:
@@ -57,14 +58,15 @@ class System:
 
     @property
     def setting(self) -> str:
-        return self.report.get("mode", "")
+        """The captioner's mode; with several seeds, the seed too, so that a row is paired with its own seed's raw row."""
+        return self.report.get("mode", "") + (f" (seed {self.seed})" if self.seed is not None else "")
 
     def sort_key(self) -> tuple:
         r = self.report
         text = r.get("input", "audio") != "audio"
         raw = not r.get("bridge") and not text
         mean_shift = r.get("bridge") == "mean-shift"
-        return (r.get("mode") != "zero-shot", text, not raw, not mean_shift, self.name)
+        return (r.get("mode") != "zero-shot", -1 if self.seed is None else self.seed, text, not raw, not mean_shift, self.name)
 
 
 @dataclass
@@ -100,6 +102,10 @@ def collect(root: str | Path) -> Run:
             run.systems.append(system)
         elif any(k.endswith("R@1") for k in json.loads(scores.read_text()).get("scores", {})):
             run.encoder_tests.append(scores)
+    seeds = {s.report.get("seed") for s in run.systems}
+    if len(seeds) > 1:  # seed-<s>/ folders: every seed's rows are their own setting
+        for s in run.systems:
+            s.seed = s.report.get("seed")
     run.systems.sort(key=System.sort_key)
     run.gap_reports = sorted(root.rglob("gap_report.csv"), key=lambda p: (p.parent.name != "report", len(p.parts), str(p)))
     run.sweeps = sorted(root.rglob("sweep_*.png"))

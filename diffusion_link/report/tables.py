@@ -125,7 +125,8 @@ def is_raw(system) -> bool:
     the baseline of its setting."""
     training = system.report.get("captioner_training") or {}
     plain = not training.get("noise_std") and not training.get("train_through")
-    return plain and system.sort_key()[1:4] == (False, False, True)
+    report = system.report
+    return plain and report.get("input", "audio") == "audio" and not report.get("bridge")
 
 
 def is_ceiling(system) -> bool:
