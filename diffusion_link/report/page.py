@@ -61,12 +61,16 @@ class System:
         """The captioner's mode; with several seeds, the seed too, so that a row is paired with its own seed's raw row."""
         return self.report.get("mode", "") + (f" (seed {self.seed})" if self.seed is not None else "")
 
+    @property
+    def raw_audio(self) -> bool:
+        """Tested on audio embeddings with no bridge."""
+        return self.report.get("input", "audio") == "audio" and not self.report.get("bridge")
+
     def sort_key(self) -> tuple:
         r = self.report
         text = r.get("input", "audio") != "audio"
-        raw = not r.get("bridge") and not text
         mean_shift = r.get("bridge") == "mean-shift"
-        return (r.get("mode") != "zero-shot", -1 if self.seed is None else self.seed, text, not raw, not mean_shift, self.name)
+        return (r.get("mode") != "zero-shot", -1 if self.seed is None else self.seed, text, not self.raw_audio, not mean_shift, self.name)
 
 
 @dataclass

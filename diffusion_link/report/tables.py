@@ -125,8 +125,7 @@ def is_raw(system) -> bool:
     the baseline of its setting."""
     training = system.report.get("captioner_training") or {}
     plain = not training.get("noise_std") and not training.get("train_through")
-    report = system.report
-    return plain and report.get("input", "audio") == "audio" and not report.get("bridge")
+    return plain and system.raw_audio
 
 
 def is_ceiling(system) -> bool:

@@ -124,9 +124,9 @@ class StepBuilder:
 def _trained_bridges(recipe: Recipe) -> set[str]:
     """The bridge rows the recipe trains: every row when it has a gap analysis (the rows of the gap table)
     or no captioner; without a gap analysis (``gap=null``, the captioning seeds), only the rows a
-    captioner reads (its training bridge, ``train_through``, a test's bridge) and ``compare_to`` (whose export
-    the captioning tests record), so that a
-    captioning-only run does not train the gap table's ablations."""
+    captioner reads (its training bridge, ``train_through``, a test's bridge) and ``compare_to`` (whose
+    export the captioning tests record), so that a captioning-only run does not train the gap table's
+    ablations."""
     keys = {row.key for row in recipe.bridges}
     if recipe.gap or not recipe.captioners:
         return keys
