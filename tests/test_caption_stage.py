@@ -18,7 +18,7 @@ from diffusion_link.caption import CaptionerConfig, CaptionerModule, CaptionMode
 from diffusion_link.caption.llm import resolve_llm
 from diffusion_link.cli import main
 from diffusion_link.data import FeatureStore
-from diffusion_link.evaluation.captioning import prepare_cache, score_captions
+from diffusion_link.evaluation.captioning import allow_java, prepare_cache, score_captions
 
 
 def _fixed_batch(store_path):
@@ -299,6 +299,39 @@ def test_one_meteor_scorer_serves_every_call_and_a_failed_call_stops_it():
     assert process.poll() is not None and not captioning._METEOR
     assert captioning.meteor(*second, cache, java)["meteor"] == scores[1]  # a fresh scorer: the same score
     assert {p.pid for p in captioning._METEOR.values()} - pids
+
+
+def test_meteor_intervals_aggregate_the_scorers_statistics_as_the_scorer_does(monkeypatch, caplog):
+    """The METEOR interval's resamples, aggregated here from the scorer's per-clip statistics, equal the
+    scorer's own EVAL of the same resamples (to the last bit of a power); and where our formula does not
+    give the scorer's corpus score (other parameters), the interval is asked of the scorer, with a warning."""
+    from diffusion_link.evaluation import captioning
+    from diffusion_link.evaluation.gap import bootstrap_weights
+
+    allow_java()
+    cache, java = prepare_cache(), shutil.which("java")
+    rng = np.random.default_rng(1)
+    words = "a dog cat birds barks meows sing singing loudly in the distance while rain falls on roof".split()
+    sentence = lambda: " ".join(rng.choice(words, rng.integers(1, 10)))  # noqa: E731
+    candidates = [sentence() for _ in range(30)] + ["a dog barks", "rain falls"]  # the last two: exact, one chunk
+    references = [[sentence() for _ in range(rng.integers(1, 5))] for _ in range(30)] + [["a dog barks"], ["rain falls", "it rains"]]
+    fast = captioning.meteor(candidates, references, cache, java, resamples=200, seed=3)
+    from aac_metrics.functional.meteor import _encode_cand_and_refs
+
+    process, lines = next(iter(captioning._METEOR.values())), []  # the scorer the call used, asked for each clip's statistics
+    for c, r in zip(candidates, references):
+        process.stdin.write(_encode_cand_and_refs(c, r))
+        process.stdin.flush()
+        lines.append(process.stdout.readline().decode().strip())
+    counts = bootstrap_weights(len(lines), 200, 3).numpy().astype(int)
+    scorer = np.array(captioning._meteor_resamples(process, lines, counts))
+    ours = captioning.meteor_from_statistics(counts.astype(np.float64) @ captioning.meteor_statistics(lines))
+    assert np.abs(ours - scorer).max() <= 1e-15 and (ours == scorer).mean() >= 0.95
+    assert (fast["meteor_lo"], fast["meteor_hi"]) == pytest.approx(tuple(np.quantile(scorer, [0.025, 0.975])), abs=1e-14)
+    monkeypatch.setattr(captioning, "METEOR_EN", (0.9, 3.0, 0.5, 1.0, (1.0, 1.0, 1.0, 1.0)))  # not the scorer's parameters
+    with caplog.at_level("WARNING"):
+        slow = captioning.meteor(candidates, references, cache, java, resamples=200, seed=3)
+    assert "asks the scorer" in caplog.text and slow == {k: pytest.approx(v, abs=1e-14) for k, v in fast.items()}
 
 
 def test_single_clip_and_empty_candidate_do_not_crash(monkeypatch, tmp_path):
