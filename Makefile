@@ -68,8 +68,10 @@ demo-varied: venv
 demo-varied-baselines: venv
 	$(DL) run recipes/demo-varied-baselines.yaml $(RUN)
 
-# The demo with its baselines (recipes/demo-baselines.yaml: regressor, K = 1, noise start): reuses the demo's
-# finished steps, trains the three rows, writes the superset gap table to artifacts/bridge/report-baselines/
+# The demo with its baselines (recipes/demo-baselines.yaml): reuses the demo's finished steps, trains six more
+# bridge rows (the two loss ablations, the regressor, K = 1, noise start, Diffusion Bridge with our preprocessing)
+# and four captioners (noise injection, Diffusion Bridge's own, two supervised), writes the superset gap table to
+# artifacts/bridge/report-baselines/
 demo-baselines: venv
 	$(DL) run recipes/demo-baselines.yaml $(RUN)
 

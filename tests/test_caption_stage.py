@@ -301,6 +301,13 @@ def test_one_meteor_scorer_serves_every_call_and_a_failed_call_stops_it():
     assert {p.pid for p in captioning._METEOR.values()} - pids
 
 
+def scorer_corpus(process, lines: list[str]) -> float:
+    """The METEOR scorer's own corpus score of statistics lines (its ``EVAL``: one answer per line, then the corpus)."""
+    process.stdin.write(("EVAL ||| " + " ||| ".join(lines) + "\n").encode())
+    process.stdin.flush()
+    return [float(process.stdout.readline()) for _ in range(len(lines) + 1)][-1]
+
+
 def test_meteor_intervals_aggregate_the_scorers_statistics_as_the_scorer_does(monkeypatch, caplog):
     """The METEOR interval's resamples, aggregated here from the scorer's per-clip statistics, equal the
     scorer's own EVAL of the same resamples (to the last bit of a power); and where our formula does not
@@ -315,7 +322,12 @@ def test_meteor_intervals_aggregate_the_scorers_statistics_as_the_scorer_does(mo
     sentence = lambda: " ".join(rng.choice(words, rng.integers(1, 10)))  # noqa: E731
     candidates = [sentence() for _ in range(30)] + ["a dog barks", "rain falls"]  # the last two: exact, one chunk
     references = [[sentence() for _ in range(rng.integers(1, 5))] for _ in range(30)] + [["a dog barks"], ["rain falls", "it rains"]]
-    fast = captioning.meteor(candidates, references, cache, java, resamples=200, seed=3)
+    # clips that each module matches: stems (bark / barking), synonyms (big / large), paraphrases (far away / in the distance)
+    candidates += ["a dog barks loudly", "a canine barks far away", "a big bird sings", "people talk and laugh"]
+    references += [["dogs are barking noisily"], ["a dog barks in the distance"], ["a large bird is singing"], ["persons are chatting and laughing"]]
+    with caplog.at_level("WARNING"):
+        fast = captioning.meteor(candidates, references, cache, java, resamples=200, seed=3)
+    assert "asks the scorer" not in caplog.text  # our aggregation gave the scorer's corpus score: the fast path
     from aac_metrics.functional.meteor import _encode_cand_and_refs
 
     process, lines = next(iter(captioning._METEOR.values())), []  # the scorer the call used, asked for each clip's statistics
@@ -323,6 +335,7 @@ def test_meteor_intervals_aggregate_the_scorers_statistics_as_the_scorer_does(mo
         process.stdin.write(_encode_cand_and_refs(c, r))
         process.stdin.flush()
         lines.append(process.stdout.readline().decode().strip())
+    assert (captioning.meteor_statistics(lines)[:, 4:20].reshape(-1, 4, 4).sum(0)[:, :2] > 0).all()  # content matches in every module: each weight counts
     counts = bootstrap_weights(len(lines), 200, 3).numpy().astype(int)
     scorer = np.array(captioning._meteor_resamples(process, lines, counts))
     ours = captioning.meteor_from_statistics(counts.astype(np.float64) @ captioning.meteor_statistics(lines))
@@ -332,6 +345,7 @@ def test_meteor_intervals_aggregate_the_scorers_statistics_as_the_scorer_does(mo
     with caplog.at_level("WARNING"):
         slow = captioning.meteor(candidates, references, cache, java, resamples=200, seed=3)
     assert "asks the scorer" in caplog.text and slow == {k: pytest.approx(v, abs=1e-14) for k, v in fast.items()}
+    assert captioning.meteor(candidates[:5], references[:5], cache, java)["meteor"] == scorer_corpus(process, lines[:5])  # still in step
 
 
 def test_single_clip_and_empty_candidate_do_not_crash(monkeypatch, tmp_path):

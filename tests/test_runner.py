@@ -403,7 +403,7 @@ def test_demo_caption_seeds_makes_every_captioning_row_per_seed_and_the_table_ac
     assert not [s for s in steps if s.kind in ("gap", "seeds")]  # the captioning side only
     tests = [s for s in steps if s.kind == "caption-test"]
     assert len(tests) == 3 and all(f"(seed {seed})" in s.name for s, seed in zip(tests, [0, 1, 2]))  # demo.yaml: one captioner
-    bridges = [s.name for s in steps if s.kind == "bridge"]  # only the rows a captioning row reads, not the gap table's ablations
+    bridges = [s.name for s in steps if s.kind == "bridge"]  # the rows a captioning row reads (demo.yaml's two: every row)
     assert bridges == [f"bridge: {row}{tag}" for tag in (" (seed 0)", " (seed 1)", " (seed 2)") for row in ("Diffusion-Link", "Diffusion Bridge")]
     with_gap = [s.name for s in recipe_steps(load_recipe(recipe, ["seeds=[0, 1]"])) if s.kind == "bridge"]
     assert len(with_gap) == 2 * 2  # with a gap analysis every row of the gap table trains (demo.yaml: two)

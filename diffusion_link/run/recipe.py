@@ -203,7 +203,7 @@ KNOWN |= {"extends", "gap_report", "compare_to"}
 def merge_recipes(base: dict, extension: dict) -> dict:
     """``extension`` over ``base``: mappings merge key by key (a bridge row or captioner test row added or
     overridden, a captioner's other settings kept), anything else (a list, a value) replaces. ``null`` for a
-    key of one of the base's mappings removes it: ``bridges: {no-cross: null}`` drops the base's row."""
+    key of one of the base's mappings removes it: ``bridges: {no-cross: null}`` over demo-baselines.yaml drops that row."""
     out = dict(base)
     for key, value in extension.items():
         if value is None and key in base and isinstance(base[key], dict):
