@@ -164,6 +164,8 @@ def test_without_a_gap_analysis_only_the_bridges_a_captioner_reads_are_trained(t
     assert [n for n, s in steps.items() if s.kind == "bridge"] == ["bridge: tested", "bridge: through", "bridge: trained on", "bridge: compared"]
     assert "bridge: through" in steps["caption: fit zs"].deps and "bridge: trained on" in steps["caption: fit sup"].deps
     assert "bridge: tested" in steps["caption: test zs (3 rows)"].deps
+    # every test pairs its rows with the compare_to bridge's, so it reads that bridge: a retrained one reruns the tests
+    assert all("bridge: compared" in steps[name].deps for name in ("caption: test zs (3 rows)", "caption: test sup (1 row)"))
     bridges = [s for s in recipe_steps(load_recipe(recipe, ["captioners={}"])) if s.kind == "bridge"]
     assert len(bridges) == 5  # no captioner and no gap analysis: every row trains (a bridges-only run)
 

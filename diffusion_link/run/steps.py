@@ -265,6 +265,7 @@ def recipe_steps(recipe: Recipe) -> list[Step]:
                 args.update(flat(cap.test_args))  # its test's own options (caption_samples), which leave its fit's command as it was
                 if recipe.compare_to:  # every row is also paired with its setting's row through that bridge (report/versus.py)
                     args["model.init_args.compare_to"] = str(exports[recipe.compare_to])
+                    test_deps += [bridge_steps[recipe.compare_to]] if bridge_steps[recipe.compare_to] not in test_deps else []
                 outputs = [folder / "test" / key / "scores.json" for key in rows]
                 b.add(
                     f"caption: test {cap.key} ({len(rows)} row{'s' * (len(rows) > 1)}){tag}",
