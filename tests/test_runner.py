@@ -414,7 +414,7 @@ def test_demo_caption_seeds_makes_every_captioning_row_per_seed_and_the_table_ac
     recipe, overrides = make_overrides("demo-caption-seeds", SEEDS="0 1", CAPTION_SEEDS_RECIPE="recipes/demo-baselines.yaml")
     assert recipe == "recipes/demo-baselines.yaml" and overrides == ["seeds=[0, 1]", "gap=null"]
     every = [s for s in recipe_steps(load_recipe(recipe, overrides)) if s.kind == "caption-test"]
-    assert len(every) == 2 * 5  # every captioner of the baselines recipe, per seed
+    assert len(every) == 2 * 6  # every captioner of the baselines recipe, per seed
     trained = {s.name.split(": ", 1)[1].rsplit(" (seed", 1)[0] for s in recipe_steps(load_recipe(recipe, overrides)) if s.kind == "bridge"}
     read = {"Diffusion-Link", "Diffusion Bridge", "regressor (no diffusion)", "Diffusion-Link (K = 1)", "Diffusion-Link (noise start)"}
     assert trained == read | {"Diffusion Bridge (our preprocessing)"}  # not the ablations w/o cross-sample / topology loss
