@@ -351,15 +351,20 @@ def _meteor_resamples(process: subprocess.Popen, lines: list[str], counts: np.nd
 METEOR_EN = (0.85, 0.2, 0.6, 0.75, (1.0, 0.6, 0.8, 0.6))
 
 
+def _exact_in_one_chunk(stats: np.ndarray) -> np.ndarray:
+    """Rows of (summed) statistics whose test and reference words all match, in one chunk: the scorer's
+    test both where a clip is added to a corpus (its chunks are not) and where a score's fragmentation is 0."""
+    modules = stats[:, 4:20].reshape(-1, 4, 4)  # (N, module, [test content, ref content, test function, ref function])
+    return (modules[:, :, [0, 2]].sum((1, 2)) == stats[:, 0]) & (modules[:, :, [1, 3]].sum((1, 2)) == stats[:, 1]) & (stats[:, 20] == 1)
+
+
 def meteor_statistics(lines: list[str]) -> np.ndarray:
     """The scorer's per-clip statistics lines (``SCORE``'s answers: test and reference lengths and function
     words, content / function matches of each module for test and reference, chunks, test and reference word
     matches: 23 numbers, printed as doubles) as an (N, 23) array, with the chunks a clip adds to a corpus: none
     for a clip that matches its reference exactly in one chunk (``MeteorStats.addStats``)."""
     stats = np.array([[float(v) for v in line.split()] for line in lines], dtype=np.float64).reshape(len(lines), 23)
-    modules = stats[:, 4:20].reshape(-1, 4, 4)  # (N, module, [test content, ref content, test function, ref function])
-    perfect = (modules[:, :, [0, 2]].sum((1, 2)) == stats[:, 0]) & (modules[:, :, [1, 3]].sum((1, 2)) == stats[:, 1]) & (stats[:, 20] == 1)
-    stats[perfect, 20] = 0
+    stats[_exact_in_one_chunk(stats), 20] = 0
     return stats
 
 
@@ -380,8 +385,7 @@ def meteor_from_statistics(totals: np.ndarray, params: tuple | None = None) -> n
         precision = test_matches / ((delta * (t[:, 0] - t[:, 2])) + ((1.0 - delta) * t[:, 2]))
         recall = ref_matches / ((delta * (t[:, 1] - t[:, 3])) + ((1.0 - delta) * t[:, 3]))
         f_mean = 1.0 / (((1.0 - alpha) / precision) + (alpha / recall))
-        exact = (modules[:, :, [0, 2]].sum((1, 2)) == t[:, 0]) & (modules[:, :, [1, 3]].sum((1, 2)) == t[:, 1]) & (t[:, 20] == 1)
-        frag = np.where(exact, 0.0, t[:, 20] / ((t[:, 21] + t[:, 22]) / 2))
+        frag = np.where(_exact_in_one_chunk(t), 0.0, t[:, 20] / ((t[:, 21] + t[:, 22]) / 2))
         score = f_mean * (1.0 - gamma * np.power(frag, beta))
     return np.where(np.isnan(score), 0.0, np.maximum(score, 0.0))
 
