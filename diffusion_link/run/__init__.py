@@ -20,25 +20,48 @@ from diffusion_link.run.steps import Step, recipe_steps
 __all__ = ["Recipe", "RecipeError", "Step", "load_recipe", "recipe_steps", "run_recipe"]
 
 
-def expected_minutes(recipe: Recipe, step: Step) -> tuple[float, str] | None:
+def expected_minutes(recipe: Recipe, step: Step, pace: tuple[float, int] | None = None) -> tuple[float, str] | None:
     """What a step should take: its own last run here (its record's time, even under other settings), else
-    the recipe's ``steps.<kind>.minutes``; None where neither says."""
+    the recipe's ``steps.<kind>.minutes``, times ``pace`` (:func:`machine_pace`) when given; None where
+    neither says."""
     seconds = read_record(recipe, step).get("seconds")
     if seconds is not None:
         return seconds / 60, "its last run here"
     settings = recipe.steps.get(step.kind)
     if settings is not None and settings.minutes is not None:
-        return float(settings.minutes), f"the recipe's estimate for a {step.kind} step"
+        if pace is None:
+            return float(settings.minutes), f"the recipe's estimate for a {step.kind} step"
+        factor, ran = pace
+        return (
+            settings.minutes * factor,
+            f"the recipe's {settings.minutes:g} min for a {step.kind} step x {factor:.2f}, this machine's pace on the {ran} step(s) it ran here",
+        )
     return None
+
+
+def machine_pace(recipe: Recipe, steps: list[Step]) -> tuple[float, int] | None:
+    """How fast this machine runs the recipe's steps against the recipe's estimates: the time the steps that
+    ran here from start to end took (their records; a resumed fit's time is only its remainder, so it is left
+    out) over what the recipe expects of those steps, and how many steps that is; None when no step both ran
+    here and has an estimate. The recipe's minutes come from one machine (its comments say which): another
+    CPU or a GPU runs every step faster or slower by a similar factor."""
+    took = expected = 0.0
+    ran = 0
+    for step in steps:
+        record, settings = read_record(recipe, step), recipe.steps.get(step.kind)
+        if record.get("status") != "done" or record.get("seconds") is None or record.get("resumed") or settings is None or not settings.minutes:
+            continue
+        took, expected, ran = took + record["seconds"] / 60, expected + settings.minutes, ran + 1
+    return (took / expected, ran) if ran else None
 
 
 def describe_plan(recipe: Recipe, steps: list[Step]) -> str:
     lines = [f"{recipe.path}: {len(steps)} steps under {recipe.run_dir}/"]
-    total, unknown = 0.0, 0
+    total, unknown, pace = 0.0, 0, machine_pace(recipe, steps)
     for i, p in enumerate(plan(recipe, steps), 1):
         cost = ""
         if p.action != "reuse":
-            expected = expected_minutes(recipe, p.step)
+            expected = expected_minutes(recipe, p.step, pace)
             if expected is None:
                 unknown += 1
             else:
