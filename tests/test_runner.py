@@ -377,20 +377,21 @@ def test_the_dry_run_prints_each_steps_expected_time(tmp_path, monkeypatch, fake
     record.write_text(json.dumps({**json.loads(record.read_text()), "seconds": 90.0}))
     text = describe_plan(r, recipe_steps(load_recipe(recipe, ["STEPS=5"])))  # the bridges change; the last run's time is what counts
     assert "bridge: Diffusion-Link  (its settings or inputs changed)  ~1.5 min (its last run here)" in text
-    # a step that never ran here: the recipe's estimate at this machine's pace on the steps that did
+    # a step that never ran here: the recipe's estimate at the pace of the steps this folder's records show, over the
+    # steps the plan reuses (records of the current settings) that have an estimate
     steps = tmp_path / "run/.steps"
-    for name, seconds in {"bridge-diffusion-bridge": 90.0, "caption-fit-zs": 30.0}.items():
+    for name, seconds in {"bridge-diffusion-bridge": 90.0, "caption-fit-zs": 30.0, "gap-modality-gap-analysis": 600.0}.items():
         rec = steps / f"{name}.json"
         rec.write_text(json.dumps({**json.loads(rec.read_text()), "seconds": seconds}))
-    for rec in steps.glob("*.json"):
-        if rec.stem not in ("bridge-diffusion-link", "bridge-diffusion-bridge", "caption-fit-zs"):
-            rec.unlink()  # these never ran here (the steps without an estimate have no say in the pace)
+    (steps / "caption-fit-sup.json").unlink()  # never ran here
     text = describe_plan(r, recipe_steps(r))
-    line = next(x for x in text.splitlines() if "caption: fit sup  (" in x)  # (1.5 + 1.5 + 0.5) / (2.5 + 2.5 + 1) = 0.583
-    assert line.endswith("~0.6 min (the recipe's 1 min for a caption-fit step x 0.58, this machine's pace on the 3 step(s) it ran here)"), line
+    line = next(x for x in text.splitlines() if "caption: fit sup  (" in x)  # (1.5 + 1.5 + 0.5) / (2.5 + 2.5 + 1) = 0.583; the gap has no estimate
+    assert line.endswith("~0.6 min (the recipe's 1 min for a caption-fit step x 0.58, the pace of the 3 step(s) recorded in this run folder)"), line
+    changed = describe_plan(r5 := load_recipe(recipe, ["STEPS=5"]), recipe_steps(r5))  # the bridges' records are of other settings
+    assert "x 0.50, the pace of the 1 step(s) recorded" in changed
     resumed = steps / "caption-fit-zs.json"
     resumed.write_text(json.dumps({**json.loads(resumed.read_text()), "resumed": True}))  # a remainder says nothing of the pace
-    assert "x 0.60, this machine's pace on the 2 step(s)" in describe_plan(r, recipe_steps(r))
+    assert "x 0.60, the pace of the 2 step(s) recorded" in describe_plan(r, recipe_steps(r))
     with pytest.raises(RecipeError, match="minutes is a number"):
         load_recipe(write_recipe(tmp_path, "steps: {bridge: {minutes: soon}}\n"))
 

@@ -21,12 +21,12 @@ __all__ = ["Recipe", "RecipeError", "Step", "load_recipe", "recipe_steps", "run_
 
 
 def expected_minutes(recipe: Recipe, step: Step, pace: tuple[float, int] | None = None) -> tuple[float, str] | None:
-    """What a step should take: its own last run here (its record's time, even under other settings), else
-    the recipe's ``steps.<kind>.minutes``, times ``pace`` (:func:`machine_pace`) when given; None where
-    neither says."""
-    seconds = read_record(recipe, step).get("seconds")
-    if seconds is not None:
-        return seconds / 60, "its last run here"
+    """What a step should take: its own last run here (its record's time, even under other settings; not a resumed
+    fit's, which is only its remainder), else the recipe's ``steps.<kind>.minutes``, times ``pace``
+    (:func:`machine_pace`) when given; None where neither says."""
+    record = read_record(recipe, step)
+    if record.get("seconds") is not None and not record.get("resumed"):
+        return record["seconds"] / 60, "its last run here"
     settings = recipe.steps.get(step.kind)
     if settings is not None and settings.minutes is not None:
         if pace is None:
@@ -34,22 +34,24 @@ def expected_minutes(recipe: Recipe, step: Step, pace: tuple[float, int] | None 
         factor, ran = pace
         return (
             settings.minutes * factor,
-            f"the recipe's {settings.minutes:g} min for a {step.kind} step x {factor:.2f}, this machine's pace on the {ran} step(s) it ran here",
+            f"the recipe's {settings.minutes:g} min for a {step.kind} step x {factor:.2f}, the pace of the {ran} step(s) recorded in this run folder",
         )
     return None
 
 
-def machine_pace(recipe: Recipe, steps: list[Step]) -> tuple[float, int] | None:
-    """How fast this machine runs the recipe's steps against the recipe's estimates: the time the steps that
-    ran here from start to end took (their records; a resumed fit's time is only its remainder, so it is left
-    out) over what the recipe expects of those steps, and how many steps that is; None when no step both ran
-    here and has an estimate. The recipe's minutes come from one machine (its comments say which): another
-    CPU or a GPU runs every step faster or slower by a similar factor."""
+def machine_pace(recipe: Recipe, planned: list) -> tuple[float, int] | None:
+    """How fast this machine runs the recipe's steps against the recipe's estimates (measured on one machine, its
+    comments say which): over the steps the plan reuses (so their records are of the current settings) and that ran
+    from start to end (a resumed fit's time is only its remainder), their recorded time over the recipe's minutes for
+    them; and how many steps that is. The cache step is left out: on a store that exists it only checks it. None when
+    no such step has an estimate."""
     took = expected = 0.0
     ran = 0
-    for step in steps:
-        record, settings = read_record(recipe, step), recipe.steps.get(step.kind)
-        if record.get("status") != "done" or record.get("seconds") is None or record.get("resumed") or settings is None or not settings.minutes:
+    for item in planned:
+        record, settings = read_record(recipe, item.step), recipe.steps.get(item.step.kind)
+        if item.action != "reuse" or item.step.kind == "cache" or settings is None or not settings.minutes:
+            continue
+        if record.get("status") != "done" or record.get("seconds") is None or record.get("resumed"):
             continue
         took, expected, ran = took + record["seconds"] / 60, expected + settings.minutes, ran + 1
     return (took / expected, ran) if ran else None
@@ -57,8 +59,9 @@ def machine_pace(recipe: Recipe, steps: list[Step]) -> tuple[float, int] | None:
 
 def describe_plan(recipe: Recipe, steps: list[Step]) -> str:
     lines = [f"{recipe.path}: {len(steps)} steps under {recipe.run_dir}/"]
-    total, unknown, pace = 0.0, 0, machine_pace(recipe, steps)
-    for i, p in enumerate(plan(recipe, steps), 1):
+    planned = list(plan(recipe, steps))
+    total, unknown, pace = 0.0, 0, machine_pace(recipe, planned)
+    for i, p in enumerate(planned, 1):
         cost = ""
         if p.action != "reuse":
             expected = expected_minutes(recipe, p.step, pace)
