@@ -90,8 +90,9 @@ demo-gap-seeds: venv
 # retrained per seed (not the gap table's ablations), and every
 # captioning row tested (no gap analysis), then mean ± std per row and metric beside how many seeds' paired
 # interval vs raw audio excludes 0, in artifacts/seeds/caption_seeds.{md,csv} (per seed: artifacts/seed-N/caption/).
-# RECIPE=recipes/demo.yaml (default): the zero-shot rows, ~14 min per seed on 2 cores (2026-11-30: 43 min for 3);
-# RECIPE=recipes/demo-baselines.yaml: every row, supervised and baselines included, ~70-80 min per seed.
+# RECIPE=recipes/demo.yaml (default): the zero-shot rows, ~14 min per seed on 2 AVX2 cores (2026-11-30: 43 min for 3),
+# ~6 on 2 AVX-512 cores; RECIPE=recipes/demo-baselines.yaml: every row, supervised and baselines included, ~70-80 min
+# per seed on 2 AVX2 cores, ~27 on 2 AVX-512 cores.
 # RUN=--dry-run prints the plan and its estimate. make demo-caption-seeds SEEDS="0 1 2"
 CAPTION_SEEDS_RECIPE ?= recipes/demo.yaml
 demo-caption-seeds: venv

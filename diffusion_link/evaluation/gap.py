@@ -199,7 +199,7 @@ def gap_table(
                     row[f"{metric}_bc"] = bias_corrected(value, r)
             for other, suffix in [*([(baseline, "_diff")] if baseline is not None else []), *against.items()]:
                 base_value, base_reps = reps[other][metric]
-                row.update({metric + k: v for k, v in paired_columns(suffix, value, r, base_value, base_reps, bootstrap, confidence).items()})
+                row.update({metric + k: v for k, v in paired_columns(suffix, value, r, base_value, base_reps, bootstrap, confidence, metric in BIASED).items()})
         row["mmd_sigma"] = sigma
     return out
 

@@ -16,7 +16,7 @@ def interval_note(raw: str, bootstrap: int) -> str:
         "row, every metric recomputed on each; the probe's held-out predictions and R@k's gallery stay fixed). The basic "
         "interval corrects for a metric's small-sample bias; Fréchet (biased upward) is shown by its bias-corrected value "
         "2θ̂ − mean(θ*), which lies inside that interval (the plug-in value is 'frechet' in gap_report.csv, 'frechet_bc' the "
-        "shown one). Every row is evaluated on the same clips, in the same "
+        "shown one), and so is its paired difference: the difference of the two shown values. Every row is evaluated on the same clips, in the same "
         f"order; the paired differences from {raw} use the same resamples for both rows. Bold: the row's paired interval "
         "of its difference from raw audio excludes 0 on the better side (probe: lower)."
     )

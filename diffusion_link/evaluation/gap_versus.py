@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 
-from diffusion_link.evaluation.gap_intervals import basic_interval
+from diffusion_link.evaluation.gap_intervals import basic_interval, bias_corrected
 
 
 def versus_suffix(name: str) -> str:
@@ -31,15 +31,20 @@ def check_compare_to(compare_to, rows, what: str = "the gap table") -> tuple[str
     return names
 
 
-def paired_columns(suffix: str, value: float, reps, base_value: float, base_reps, bootstrap: int, confidence: float) -> dict[str, float]:
+def paired_columns(suffix: str, value: float, reps, base_value: float, base_reps, bootstrap: int, confidence: float, biased: bool = False) -> dict[str, float]:
     """``{suffix: value − base_value}`` and, with ``bootstrap``, ``{suffix}_lo`` / ``_hi``: the basic interval of
-    the difference of the two rows' replicates (the same resamples of the same clips)."""
+    the difference of the two rows' replicates (the same resamples of the same clips). For a ``biased`` metric
+    (Fréchet), whose rows the table shows by their bias-corrected values, the difference is bias-corrected too,
+    2d − mean(d*): the difference of the two rows' shown values (exactly, when every replicate is finite),
+    inside the same basic interval."""
     d = value - base_value
     out = {suffix: d}
     if bootstrap:
         with np.errstate(invalid="ignore"):  # a tiny set's resample can leave a metric undefined (NaN)
             diff_reps = np.asarray(reps) - np.asarray(base_reps)
         out[f"{suffix}_lo"], out[f"{suffix}_hi"] = basic_interval(d, diff_reps, confidence)
+        if biased:
+            out[suffix] = bias_corrected(d, diff_reps)
     return out
 
 
