@@ -82,3 +82,23 @@ def test_right_animals_accepts_a_correct_class_word_and_rejects_a_wrong_species_
     varied = {"c": {**clips["c"], "references": "varied"}}
     assert animal_accuracy({"c": "A bird calls"}, varied)["exact_animals_all"] == 1.0
     assert animal_accuracy({"c": "An owl hoots"}, varied)["exact_animals_all"] == 0.0
+
+
+def test_a_folder_holding_another_kind_of_demo_is_never_built_over(tmp_path):
+    """A tool pointed at data/demo-varied (or -unseen) reads that build; asking for another kind there is refused
+    with the folder named, and the build is left as it was (the probe once rebuilt data/demo-unseen as the default)."""
+    from diffusion_link.data.demo import settings_of
+
+    root = build_demo(tmp_path / "v", n_train=9, n_val=3, n_test=3, references="varied")
+    before = (root / "manifest.json").read_bytes()
+    refused = r"holds the demo built from the ten recordings, varied references, and this asks for it from the ten recordings, paraphrase"
+    with pytest.raises(ValueError, match=refused):
+        build_demo(root, n_train=9, n_val=3, n_test=3)
+    assert (root / "manifest.json").read_bytes() == before
+    source = DemoAudioCaps(root, **settings_of(root))
+    assert settings_of(root) == {"n_train": 9, "n_val": 3, "n_test": 3, "seed": 0, "train_captions": 3, "unseen": False, "references": "varied"}
+    source.prepare()  # the same build: nothing is written
+    assert (root / "manifest.json").read_bytes() == before
+    assert build_demo(root, n_train=12, n_val=3, n_test=3, references="varied") == root  # the same kind, resized: rebuilt
+    assert json.loads((root / "manifest.json").read_text())["settings"]["n_train"] == 12
+    assert settings_of(tmp_path / "none") == {}

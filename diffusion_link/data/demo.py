@@ -178,6 +178,25 @@ def animals_named(text: str) -> frozenset[str]:
     return frozenset(a for a, forms in ANIMAL_WORDS.items() if words & {f.split()[-1] for f in forms})
 
 
+def build_kind(settings: dict) -> str:
+    """What kind of demo a build's settings describe (a manifest's ``settings``): which recordings val and test
+    come from, and how the references are written. Builds of one kind differ only in size, seed or version."""
+    recordings = "with val and test from unseen recordings" if "recordings" in settings else "from the ten recordings"
+    return f"{recordings}, {settings.get('references', 'paraphrase')} references"
+
+
+def settings_of(root: str | Path) -> dict:
+    """The :class:`DemoAudioCaps` arguments that reproduce the build under ``root`` (from its manifest), so a tool
+    pointed at a folder reads the dataset that is there instead of building another over it; ``{}`` when there is
+    none."""
+    manifest = Path(root) / "manifest.json"
+    if not manifest.is_file():
+        return {}
+    built = json.loads(manifest.read_text()).get("settings", {})
+    out = {k: built[k] for k in ("n_train", "n_val", "n_test", "seed", "train_captions") if k in built}
+    return out | {"unseen": "recordings" in built, "references": built.get("references", "paraphrase")}
+
+
 def build_demo(
     root: str | Path,
     n_train: int = 2000,
@@ -215,8 +234,16 @@ def build_demo(
         **({"references": references} if varied else {}),  # absent by default: the default build's bytes stay
     }
     manifest = root / "manifest.json"
-    if manifest.is_file() and json.loads(manifest.read_text()).get("settings") == settings:
-        return root
+    if manifest.is_file():
+        built = json.loads(manifest.read_text()).get("settings", {})
+        if built == settings:
+            return root
+        if build_kind(built) != build_kind(settings):  # another dataset, not an older build of this one: never overwrite it
+            raise ValueError(
+                f"{root} holds the demo built {build_kind(built)}, and this asks for it {build_kind(settings)}: each build has "
+                f"its own folder (data/demo, data/demo-unseen, data/demo-varied). Give another root, or remove {root} to build "
+                "this one there."
+            )
     import soundfile as sf
 
     pieces = split_pieces(DEMO_RATE, recordings) if unseen else same_recordings_pieces(DEMO_RATE)

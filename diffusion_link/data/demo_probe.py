@@ -22,7 +22,7 @@ import json
 
 import numpy as np
 
-from diffusion_link.data.demo import ANIMAL_WORDS, DemoAudioCaps
+from diffusion_link.data.demo import ANIMAL_WORDS, DemoAudioCaps, settings_of
 
 
 def class_captions() -> dict[str, str]:
@@ -82,11 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m diffusion_link.data.demo_probe", description=__doc__.split("\n\n")[0])
     parser.add_argument("export", help="an encoder export folder (artifacts/encoder/export)")
     parser.add_argument("--split", default="val", choices=["val", "test"])
-    parser.add_argument("--root", default="data/demo")
+    parser.add_argument("--root", default="data/demo", help="a built demo (data/demo, data/demo-unseen, data/demo-varied): read as built")
     args = parser.parse_args(argv)
     from diffusion_link.encoder.contrastive import ContrastiveEncoder
 
-    print(json.dumps(probe(ContrastiveEncoder.from_pretrained(args.export), DemoAudioCaps(args.root), args.split)))
+    source = DemoAudioCaps(args.root, **settings_of(args.root))  # the build that is there (default, unseen or varied)
+    print(json.dumps(probe(ContrastiveEncoder.from_pretrained(args.export), source, args.split)))
     return 0
 
 
