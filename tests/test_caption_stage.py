@@ -339,7 +339,9 @@ def test_meteor_intervals_aggregate_the_scorers_statistics_as_the_scorer_does(mo
     counts = bootstrap_weights(len(lines), 200, 3).numpy().astype(int)
     scorer = np.array(captioning._meteor_resamples(process, lines, counts))
     ours = captioning.meteor_from_statistics(counts.astype(np.float64) @ captioning.meteor_statistics(lines))
-    assert np.abs(ours - scorer).max() <= 1e-15 and (ours == scorer).mean() >= 0.95
+    # Java's Math.pow and the platform's libm may round the last place differently (1 resample in ~400 on an AVX2
+    # machine, ~1 in 6 on an AVX-512 one): equal to a few units in the last place, where a wrong formula is far off
+    assert np.abs(ours - scorer).max() <= 4 * np.spacing(scorer).max() and (ours == scorer).mean() >= 0.5
     assert (fast["meteor_lo"], fast["meteor_hi"]) == pytest.approx(tuple(np.quantile(scorer, [0.025, 0.975])), abs=1e-14)
     monkeypatch.setattr(captioning, "METEOR_EN", (0.9, 3.0, 0.5, 1.0, (1.0, 1.0, 1.0, 1.0)))  # not the scorer's parameters
     with caplog.at_level("WARNING"):
