@@ -68,6 +68,12 @@ demo-varied: venv
 demo-varied-baselines: venv
 	$(DL) run recipes/demo-varied-baselines.yaml $(RUN)
 
+# demo-unseen plus demo-baselines' rows except the supervised captioners (recipes/demo-unseen-baselines.yaml): every
+# bridge and captioning row on test clips from recordings never trained on; reuses demo-unseen's finished steps.
+.PHONY: demo-unseen-baselines
+demo-unseen-baselines: venv $(RECORDINGS)
+	$(DL) run recipes/demo-unseen-baselines.yaml $(RUN)
+
 # The demo with its baselines (recipes/demo-baselines.yaml): reuses the demo's finished steps, trains six more
 # bridge rows (the two loss ablations, the regressor, K = 1, noise start, Diffusion Bridge with our preprocessing)
 # and five captioners (noise injection, Diffusion Bridge's own, three supervised), writes the superset gap table to
